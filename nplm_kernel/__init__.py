@@ -1,0 +1,33 @@
+"""nplm-kernel: the New Physics Learning Machine goodness-of-fit test with kernel methods."""
+
+from .estimator import KernelNPLM
+from .exceptions import (
+    ConfigurationError,
+    ConvergenceWarning,
+    FitError,
+    InputError,
+    NotFittedError,
+    NPLMError,
+    SampleSizeWarning,
+)
+from .samples import Samples, validate_samples
+from .statistic import chi2_p_value, nplm_loss, t_from_loss, z_score
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KernelNPLM",
+    "ConfigurationError",
+    "ConvergenceWarning",
+    "FitError",
+    "InputError",
+    "NotFittedError",
+    "NPLMError",
+    "SampleSizeWarning",
+    "Samples",
+    "validate_samples",
+    "chi2_p_value",
+    "nplm_loss",
+    "t_from_loss",
+    "z_score",
+]

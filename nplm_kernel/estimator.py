@@ -1,0 +1,232 @@
+"""KernelNPLM: the kernel backend as a scikit-learn-style estimator.
+
+f(x) = sum_m alpha_m k(x, c_m) is fitted by the Falkon solver (falkon.py) on the weighted logistic
+surrogate (data: label 1, weight 1; reference: label 0, weight w_R), whose minimiser is the NPLM
+log-ratio log n(x|D) / n(x|R). The estimator reports L[f] and t = -2 L[f] at the learned f.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+
+from .exceptions import ConfigurationError, ConvergenceWarning, NotFittedError
+from .falkon import NystromKernelRows, SolverDiagnostics, select_centers, solve_logistic
+from .kernel import gaussian_kernel, pairwise_distance_quantile
+from .samples import as_events, validate_samples
+from .statistic import nplm_loss, t_from_loss
+
+#: Default bound on the memory of the cached kernel matrix K_nM, in bytes (2 GiB).
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3
+#: Default kernel width: this quantile of pairwise reference distances.
+SIGMA_QUANTILE = 0.9
+#: Rows per block when evaluating f on new points.
+PREDICT_BLOCK_ROWS = 65536
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def default_n_centers(n_data: int, n_total: int) -> int:
+    """M grows with N_D: N_D / 4, clipped to [100, 3000] and to the number of points."""
+    return int(min(n_total, np.clip(n_data // 4, 100, 3000)))
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """torch.device for `device`; ConfigurationError if it is malformed or CUDA is unavailable."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigurationError(f"device {device!r} is not a valid torch device: {error}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError(f"device {device!r} was asked for but CUDA is not available here; use device='cpu'.")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """torch float dtype for 'float32' / 'float64' (or the torch dtypes themselves)."""
+    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise ConfigurationError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
+
+
+class KernelNPLM(BaseEstimator):
+    """Kernel NPLM estimator (Nystrom Gaussian-kernel logistic regression solved Falkon-style).
+
+    Parameters
+    ----------
+    n_centers : number M of Nystrom centres drawn uniformly from data + reference; None: N_D / 4
+        clipped to [100, 3000]. Ignored when `centers` is given.
+    sigma : Gaussian kernel width in the (standardised, if `standardize`) input units; None: the
+        90th percentile of pairwise reference distances.
+    penalty : lambda of J(alpha) = (1/n) sum_i a_i l(y_i, f_i) + (lambda/2) alpha^T K_MM alpha,
+        n = N_D + N_R, l the binary cross-entropy on logits, a_i = 1 (data) or w_R (reference).
+    centers : fixed (M, d) centres in input units (standardised with the inputs); None: drawn.
+    standardize : scale inputs by the reference's weighted mean and standard deviation.
+    penalty_list : decreasing penalties for the Newton continuation, ending at `penalty` (one Newton
+        step each before converging at `penalty`); None: [penalty]. For parity with the published
+        Falkon-NPLM numbers (one Newton step from alpha = 0) use max_newton_steps=1.
+    max_newton_steps, newton_tol : Newton steps at the final penalty stop when the Newton decrement
+        (about J - min J) is below newton_tol * |J|, or after max_newton_steps.
+    max_cg_iter, cg_tol : conjugate-gradient cap and relative residual tolerance per Newton step.
+    device : 'cpu' or 'cuda'. dtype : 'float64' or 'float32' for the kernel matrix (the
+        preconditioner and the per-event vectors are always float64).
+    memory_budget : bytes allowed for caching K_nM; above it K_nM is recomputed block by block.
+    seed : seed of the centre selection and the sigma subsample (None: fresh entropy).
+
+    Fitted attributes: centers_ (M, d) in the kernel's input space (standardised when
+    `standardize`), alpha_ (M,), sigma_, input_mean_, input_scale_ (d,), loss_ (L[f], offsets
+    included), t_ = -2 loss_, n_centers_, diagnostics_ (SolverDiagnostics).
+    """
+
+    def __init__(
+        self,
+        n_centers: int | None = None,
+        sigma: float | None = None,
+        penalty: float = 1e-6,
+        centers: np.ndarray | None = None,
+        standardize: bool = True,
+        penalty_list: list[float] | None = None,
+        max_newton_steps: int = 30,
+        newton_tol: float = 1e-8,
+        max_cg_iter: int = 200,
+        cg_tol: float = 1e-6,
+        device: str = "cpu",
+        dtype: str = "float64",
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        seed: int | None = 0,
+    ):
+        self.n_centers = n_centers
+        self.sigma = sigma
+        self.penalty = penalty
+        self.centers = centers
+        self.standardize = standardize
+        self.penalty_list = penalty_list
+        self.max_newton_steps = max_newton_steps
+        self.newton_tol = newton_tol
+        self.max_cg_iter = max_cg_iter
+        self.cg_tol = cg_tol
+        self.device = device
+        self.dtype = dtype
+        self.memory_budget = memory_budget
+        self.seed = seed
+
+    def _penalties(self) -> list[float]:
+        penalties = [self.penalty] if self.penalty_list is None else [float(p) for p in self.penalty_list]
+        if not penalties or any(not (np.isfinite(p) and p > 0) for p in penalties):
+            raise ConfigurationError(f"penalties must be positive and finite, got penalty_list={penalties}.")
+        if any(later > earlier for earlier, later in zip(penalties, penalties[1:])):
+            raise ConfigurationError(f"penalty_list must be non-increasing, got {penalties}.")
+        if not np.isclose(penalties[-1], self.penalty, rtol=1e-12, atol=0.0):
+            raise ConfigurationError(
+                f"penalty_list must end at penalty={self.penalty:g} (the lambda of the objective), "
+                f"got {penalties[-1]:g}."
+            )
+        return penalties
+
+    def _check_settings(self) -> None:
+        for name in ("max_newton_steps", "max_cg_iter"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, np.integer)) and value >= 1):
+                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}.")
+        for name in ("newton_tol", "cg_tol"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise ConfigurationError(f"{name} must be positive and finite, got {value!r}.")
+        if self.sigma is not None and not (np.isfinite(self.sigma) and self.sigma > 0):
+            raise ConfigurationError(f"sigma must be positive and finite, got {self.sigma!r}.")
+        if self.n_centers is not None and not (isinstance(self.n_centers, (int, np.integer)) and self.n_centers >= 1):
+            raise ConfigurationError(f"n_centers must be a positive integer, got {self.n_centers!r}.")
+        if not (isinstance(self.memory_budget, (int, np.integer)) and self.memory_budget >= 0):
+            raise ConfigurationError(f"memory_budget must be a non-negative number of bytes, got {self.memory_budget!r}.")
+
+    def fit(
+        self,
+        x_data: np.ndarray,
+        x_ref: np.ndarray,
+        w_ref: float | np.ndarray,
+        offset_data: np.ndarray | None = None,
+        offset_ref: np.ndarray | None = None,
+    ) -> KernelNPLM:
+        """Learn f ~ log n(x|D) / n(x|R) from data (N_D, d), reference (N_R, d) and weights w_R."""
+        self._check_settings()
+        penalties = self._penalties()
+        device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
+        samples = validate_samples(x_data, x_ref, w_ref, offset_data, offset_ref)
+        rng = np.random.default_rng(self.seed)
+
+        if self.standardize:
+            weights = samples.w_ref / samples.w_ref.sum()
+            mean = weights @ samples.x_ref
+            scale = np.sqrt(weights @ (samples.x_ref - mean) ** 2)
+            scale[scale == 0] = 1.0
+        else:
+            mean, scale = np.zeros(samples.n_features), np.ones(samples.n_features)
+        points = (np.concatenate([samples.x_data, samples.x_ref]) - mean) / scale
+
+        if self.centers is not None:
+            centers = (as_events(self.centers, "centers", samples.n_features) - mean) / scale
+        else:
+            n_centers = self.n_centers or default_n_centers(samples.n_data, points.shape[0])
+            centers = points[select_centers(points.shape[0], min(n_centers, points.shape[0]), rng)]
+        sigma = float(self.sigma) if self.sigma is not None else pairwise_distance_quantile(
+            (samples.x_ref - mean) / scale, SIGMA_QUANTILE, seed=int(rng.integers(2**63)))
+
+        def tensor(values: np.ndarray, kind: torch.dtype = torch.float64) -> torch.Tensor:
+            return torch.as_tensor(values, dtype=kind, device=device)
+
+        points_t, centers_t = tensor(points, dtype), tensor(centers, dtype)
+        kernel_rows = NystromKernelRows(points_t, centers_t, sigma, int(self.memory_budget))
+        kmm = gaussian_kernel(tensor(centers), tensor(centers), sigma)
+        labels = np.concatenate([np.ones(samples.n_data), np.zeros(samples.n_ref)])
+        solution = solve_logistic(
+            kernel_rows,
+            kmm,
+            tensor(labels),
+            tensor(np.concatenate([np.ones(samples.n_data), samples.w_ref])),
+            tensor(np.concatenate([samples.offset_data, samples.offset_ref])),
+            penalties,
+            max_newton_steps=int(self.max_newton_steps),
+            newton_tol=float(self.newton_tol),
+            max_cg_iter=int(self.max_cg_iter),
+            cg_tol=float(self.cg_tol),
+        )
+        if not solution.diagnostics.converged:
+            warnings.warn(
+                f"KernelNPLM: the Newton solver stopped before its tolerance (newton_tol={self.newton_tol:g}) "
+                f"after {solution.diagnostics.newton_steps} steps; t may be inaccurate. "
+                "Raise max_newton_steps or max_cg_iter, loosen newton_tol, or use dtype='float64'.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        fitted = solution.fitted.cpu().numpy()
+        self.input_mean_, self.input_scale_ = mean, scale
+        self.centers_ = centers
+        self.n_centers_ = centers.shape[0]
+        self.sigma_ = sigma
+        self.alpha_ = solution.alpha.cpu().numpy()
+        self.n_features_in_ = samples.n_features
+        self.diagnostics_: SolverDiagnostics = solution.diagnostics
+        self.loss_ = nplm_loss(
+            fitted[: samples.n_data], fitted[samples.n_data :], samples.w_ref, samples.offset_data, samples.offset_ref
+        )
+        self.t_ = t_from_loss(self.loss_)
+        return self
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        """f(x) = sum_m alpha_m k(x, c_m) for x of shape (n, d) in input units; float64 (n,)."""
+        if not hasattr(self, "alpha_"):
+            raise NotFittedError("this KernelNPLM is not fitted yet: call fit(x_data, x_ref, w_ref) first.")
+        points = (as_events(x, "x", self.n_features_in_) - self.input_mean_) / self.input_scale_
+        device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
+        centers = torch.as_tensor(self.centers_, dtype=dtype, device=device)
+        alpha = torch.as_tensor(self.alpha_, dtype=dtype, device=device)
+        values = np.empty(points.shape[0])
+        for start in range(0, points.shape[0], PREDICT_BLOCK_ROWS):
+            block = torch.as_tensor(points[start : start + PREDICT_BLOCK_ROWS], dtype=dtype, device=device)
+            values[start : start + block.shape[0]] = (gaussian_kernel(block, centers, self.sigma_) @ alpha).cpu().numpy()
+        return values

@@ -1,0 +1,31 @@
+"""The package's error and warning hierarchy (one place, so users can catch by kind)."""
+
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
+
+class NPLMError(Exception):
+    """Base class of every error raised on purpose by nplm-kernel."""
+
+
+class InputError(NPLMError, ValueError):
+    """An argument is malformed: wrong shape, non-finite values, empty sample, bad weights."""
+
+
+class ConfigurationError(NPLMError, ValueError):
+    """A hyperparameter or setting is invalid (unknown dtype, unavailable device, bad penalty)."""
+
+
+class FitError(NPLMError, RuntimeError):
+    """A fit failed numerically (Cholesky failure, non-finite loss); the message names the stage."""
+
+
+class NotFittedError(_SklearnNotFittedError, NPLMError):
+    """The estimator was used before `fit`."""
+
+
+class ConvergenceWarning(UserWarning):
+    """A solver stopped before meeting its tolerance; the result may be inaccurate."""
+
+
+class SampleSizeWarning(UserWarning):
+    """The reference sample is not much larger than the data sample (N_R should be >> N_D)."""

@@ -1,0 +1,163 @@
+"""Input containers and validation: every public entry point checks its inputs here.
+
+Conventions: an event sample is a 2-D array (n_events, n_features); a 1-D array is read as one
+feature. Reference weights w_R are positive, one per reference event (a scalar is broadcast), and
+sum to the expected yield N(R) in events. Offsets are log r(x; nu) on each event (dimensionless).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .exceptions import InputError, SampleSizeWarning
+
+#: Warn when the reference sample has fewer than this many events per data event.
+MIN_REFERENCE_TO_DATA_RATIO = 5.0
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Validated data and reference samples (float64 numpy arrays).
+
+    x_data: (N_D, d) data events; x_ref: (N_R, d) reference events; w_ref: (N_R,) positive weights
+    (sum = N(R), the expected yield); offset_data (N_D,), offset_ref (N_R,): log r(x; nu) per event.
+    """
+
+    x_data: np.ndarray
+    x_ref: np.ndarray
+    w_ref: np.ndarray
+    offset_data: np.ndarray
+    offset_ref: np.ndarray
+
+    @property
+    def n_data(self) -> int:
+        return self.x_data.shape[0]
+
+    @property
+    def n_ref(self) -> int:
+        return self.x_ref.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.x_data.shape[1]
+
+    @property
+    def expected_yield(self) -> float:
+        """N(R) = sum of the reference weights, in events."""
+        return float(self.w_ref.sum())
+
+
+def _first_bad_index(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0])
+
+
+def check_finite(values: np.ndarray, name: str) -> None:
+    """Raise InputError naming `name` if `values` holds NaN or inf."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise InputError(
+            f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf), first in row "
+            f"{_first_bad_index(bad)}; remove or fix those events before fitting."
+        )
+
+
+def as_events(x: object, name: str, n_features: int | None = None) -> np.ndarray:
+    """Return `x` as a finite float64 array of shape (n_events, n_features).
+
+    A 1-D array is read as n_events values of a single feature. `n_features`, when given, is the
+    number of features the array must have.
+    """
+    try:
+        array = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{name} must be a numeric array of events, got {type(x).__name__}: {error}") from None
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise InputError(f"{name} must be 2-D (n_events, n_features), got an array of shape {array.shape}.")
+    if array.shape[0] == 0:
+        raise InputError(f"{name} is empty (0 events); a test needs at least one event in each sample.")
+    if array.shape[1] == 0:
+        raise InputError(f"{name} has 0 features (shape {array.shape}).")
+    if n_features is not None and array.shape[1] != n_features:
+        raise InputError(
+            f"{name} has {array.shape[1]} feature(s) but {n_features} were expected "
+            f"(shape {array.shape}); all samples must share the same input variables."
+        )
+    check_finite(array, name)
+    return np.ascontiguousarray(array)
+
+
+def as_weights(w: object, n_events: int, name: str = "w_ref") -> np.ndarray:
+    """Return positive finite per-event weights of shape (n_events,); a scalar is broadcast."""
+    try:
+        weights = np.asarray(w, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{name} must be a positive number or array of weights: {error}") from None
+    if weights.ndim == 0:
+        weights = np.full(n_events, float(weights))
+    if weights.shape != (n_events,):
+        raise InputError(
+            f"{name} must be a scalar or have shape ({n_events},) (one weight per reference event), "
+            f"got shape {weights.shape}."
+        )
+    check_finite(weights, name)
+    if (weights <= 0).any():
+        raise InputError(
+            f"{name} has {int((weights <= 0).sum())} non-positive weight(s) (first at index "
+            f"{int(np.flatnonzero(weights <= 0)[0])}, value {weights[weights <= 0][0]:g}); the NPLM "
+            "loss needs positive weights (sum = expected yield N(R))."
+        )
+    return weights
+
+
+def as_offsets(offset: object, n_events: int, name: str) -> np.ndarray:
+    """Return finite per-event offsets log r(x; nu) of shape (n_events,); None means zeros."""
+    if offset is None:
+        return np.zeros(n_events)
+    try:
+        values = np.asarray(offset, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{name} must be a numeric array: {error}") from None
+    if values.shape != (n_events,):
+        raise InputError(f"{name} must have shape ({n_events},) (one value per event), got {values.shape}.")
+    check_finite(values, name)
+    return values
+
+
+def validate_samples(
+    x_data: object,
+    x_ref: object,
+    w_ref: object,
+    offset_data: object = None,
+    offset_ref: object = None,
+) -> Samples:
+    """Check and convert the inputs of a fit; raise InputError naming the bad argument.
+
+    Warns (SampleSizeWarning) when N_R < MIN_REFERENCE_TO_DATA_RATIO * N_D.
+    """
+    data = as_events(x_data, "x_data")
+    ref = as_events(x_ref, "x_ref")
+    if ref.shape[1] != data.shape[1]:
+        raise InputError(
+            f"x_data has {data.shape[1]} feature(s) but x_ref has {ref.shape[1]}; both samples must "
+            "describe the same input variables."
+        )
+    weights = as_weights(w_ref, ref.shape[0])
+    if ref.shape[0] < MIN_REFERENCE_TO_DATA_RATIO * data.shape[0]:
+        warnings.warn(
+            f"the reference sample (N_R = {ref.shape[0]}) is less than {MIN_REFERENCE_TO_DATA_RATIO:g} "
+            f"times the data sample (N_D = {data.shape[0]}); its statistical fluctuations will bias t.",
+            SampleSizeWarning,
+            stacklevel=3,
+        )
+    return Samples(
+        x_data=data,
+        x_ref=ref,
+        w_ref=weights,
+        offset_data=as_offsets(offset_data, data.shape[0], "offset_data"),
+        offset_ref=as_offsets(offset_ref, ref.shape[0], "offset_ref"),
+    )
