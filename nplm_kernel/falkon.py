@@ -266,9 +266,9 @@ def solve_logistic(
     penalties: Sequence[float],
     *,
     max_newton_steps: int = 30,
-    newton_tol: float = 1e-10,
+    newton_tol: float = 1e-8,
     max_cg_iter: int = 200,
-    cg_tol: float = 1e-8,
+    cg_tol: float = 1e-6,
 ) -> LogisticSolution:
     """Minimise J (module docstring) by preconditioned Newton-CG over `penalties` (decreasing; the
     last one is the lambda of J). `labels`, `weights`, `offsets` are float64 (n,) tensors and `kmm`

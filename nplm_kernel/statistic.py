@@ -20,9 +20,10 @@ def nplm_loss(
     offset_ref: np.ndarray | float = 0.0,
 ) -> float:
     """L = sum_R w_R (exp(f + o_R) - 1) - sum_D (f + o_D), in float64; FitError if not finite."""
-    ref_term = np.sum(np.asarray(w_ref, dtype=np.float64) * np.expm1(np.asarray(f_ref, dtype=np.float64) + offset_ref))
-    data_term = np.sum(np.asarray(f_data, dtype=np.float64) + offset_data)
-    loss = float(ref_term - data_term)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ref_term = np.sum(np.asarray(w_ref, dtype=np.float64) * np.expm1(np.asarray(f_ref, dtype=np.float64) + offset_ref))
+        data_term = np.sum(np.asarray(f_data, dtype=np.float64) + offset_data)
+        loss = float(ref_term - data_term)
     if not np.isfinite(loss):
         raise FitError(
             "the NPLM loss L[f] is not finite: the learned f overflows exp() on the reference sample "

@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+from scipy import stats
+
+from nplm_kernel import ConfigurationError
+from nplm_kernel.benchmarks import NP1, NP2, NP3, Exponential1D
+
+
+def test_reference_weights_sum_to_the_expected_yield(rng):
+    benchmark = Exponential1D(n_expected=2000.0, n_reference=20_000)
+    x_ref, w_ref = benchmark.reference(rng)
+    assert x_ref.shape == (20_000, 1) and w_ref.sum() == pytest.approx(2000.0)
+    assert stats.kstest(x_ref[:, 0], "expon").pvalue > 0.01
+
+
+def test_data_sizes_are_poisson_and_signals_have_their_shapes(rng):
+    benchmark = Exponential1D(n_expected=2000.0, n_reference=20_000)
+    sizes = [benchmark.data(rng).shape[0] for _ in range(200)]
+    assert np.mean(sizes) == pytest.approx(2000, abs=3 * np.sqrt(2000 / 200))
+    assert np.var(sizes) == pytest.approx(2000, rel=0.3)
+    assert stats.kstest(NP2.sample(3000, rng), "norm", args=(1.6, 0.16)).pvalue > 0.01
+    assert stats.kstest(NP3.sample(3000, rng), "gamma", args=(3.0,)).pvalue > 0.01
+    assert (NP1.sample(3000, rng) >= 0).all()
+
+
+def test_true_log_ratio(rng):
+    benchmark = Exponential1D()
+    x = np.array([1.6, 4.0])
+    expected = np.log1p(90 * stats.norm.pdf(x, 1.6, 0.16) / (2000 * np.exp(-x)))
+    np.testing.assert_allclose(benchmark.log_ratio(x, NP2), expected, rtol=1e-9)
+    np.testing.assert_array_equal(benchmark.log_ratio(x), 0.0)
+
+
+def test_bad_benchmark_settings():
+    with pytest.raises(ConfigurationError, match="n_expected"):
+        Exponential1D(n_expected=0.0)

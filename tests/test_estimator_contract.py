@@ -1,0 +1,75 @@
+"""The sklearn-style estimator contract of KernelNPLM (DESIGN.md sections 3 and 8)."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from nplm_kernel import KernelNPLM, nplm_loss
+
+
+def test_constructor_only_stores_hyperparameters():
+    estimator = KernelNPLM(n_centers=7, sigma=-1.0, dtype="nonsense")  # validated in fit, not here
+    assert estimator.get_params()["n_centers"] == 7
+    assert clone(estimator).get_params() == estimator.get_params()
+    assert not hasattr(estimator, "alpha_")
+
+
+def test_fit_returns_self_and_sets_fitted_attributes(gaussian_samples):
+    x_data, x_ref, w_ref = gaussian_samples
+    estimator = KernelNPLM(n_centers=30, penalty=1e-5)
+    assert estimator.fit(x_data, x_ref, w_ref) is estimator
+    assert estimator.centers_.shape == (30, 2) and estimator.alpha_.shape == (30,)
+    assert estimator.n_centers_ == 30 and estimator.sigma_ > 0
+    assert estimator.t_ == -2 * estimator.loss_
+    report = estimator.diagnostics_
+    assert report.converged and report.newton_steps == len(report.cg_iterations) >= 1
+    assert report.gradient_norm < 1e-6 and report.fit_time > 0
+
+
+def test_t_is_the_nplm_loss_of_the_returned_f(gaussian_samples):
+    """t_ must equal -2 L evaluated from decision_function (offsets included)."""
+    x_data, x_ref, w_ref = gaussian_samples
+    offset_data, offset_ref = 0.1 * x_data[:, 1], 0.1 * x_ref[:, 1]
+    estimator = KernelNPLM(n_centers=30).fit(x_data, x_ref, w_ref, offset_data=offset_data, offset_ref=offset_ref)
+    f_data, f_ref = estimator.decision_function(x_data), estimator.decision_function(x_ref)
+    by_hand = np.sum(w_ref * (np.exp(f_ref + offset_ref) - 1)) - np.sum(f_data + offset_data)
+    assert estimator.loss_ == pytest.approx(by_hand, rel=1e-9)
+    assert nplm_loss(f_data, f_ref, w_ref, offset_data, offset_ref) == pytest.approx(by_hand, rel=1e-12)
+
+
+def test_same_seed_same_t_other_seed_other_centres(gaussian_samples):
+    x_data, x_ref, w_ref = gaussian_samples
+    first = KernelNPLM(n_centers=30, seed=3).fit(x_data, x_ref, w_ref)
+    again = KernelNPLM(n_centers=30, seed=3).fit(x_data, x_ref, w_ref)
+    other = KernelNPLM(n_centers=30, seed=4).fit(x_data, x_ref, w_ref)
+    assert first.t_ == again.t_
+    np.testing.assert_array_equal(first.centers_, again.centers_)
+    assert not np.array_equal(first.centers_, other.centers_)
+
+
+def test_standardisation_and_centres_space(gaussian_samples):
+    x_data, x_ref, w_ref = gaussian_samples
+    centers = x_ref[:20] * 10.0 + 3.0  # inputs far from unit scale
+    raw = KernelNPLM(centers=centers, standardize=False, sigma=5.0).fit(x_data * 10 + 3, x_ref * 10 + 3, w_ref)
+    np.testing.assert_array_equal(raw.centers_, centers)
+    scaled = KernelNPLM(centers=centers, sigma=0.5).fit(x_data * 10 + 3, x_ref * 10 + 3, w_ref)
+    np.testing.assert_allclose(scaled.centers_, (centers - scaled.input_mean_) / scaled.input_scale_)
+    np.testing.assert_allclose(scaled.input_mean_, 10 * x_ref.mean(axis=0) + 3)
+    assert scaled.input_scale_ == pytest.approx(10 * x_ref.std(axis=0))
+
+
+def test_the_default_sigma_is_the_90th_percentile_of_reference_distances(rng):
+    x_ref = rng.exponential(size=(20_000, 1))
+    x_data = rng.exponential(size=(200, 1))
+    estimator = KernelNPLM(n_centers=20, standardize=False).fit(x_data, x_ref, 0.01)
+    # |x - y| for independent Exp(1) variables is Exp(1): its 90th percentile is ln 10
+    assert estimator.sigma_ == pytest.approx(np.log(10.0), rel=0.05)
+
+
+def test_per_event_weights_are_used(gaussian_samples):
+    """Doubling every reference weight is the same as halving the data yield: f shifts by -log 2."""
+    x_data, x_ref, w_ref = gaussian_samples
+    base = KernelNPLM(n_centers=40, penalty=1e-7).fit(x_data, x_ref, np.full(len(x_ref), w_ref))
+    doubled = KernelNPLM(n_centers=40, penalty=1e-7).fit(x_data, x_ref, np.full(len(x_ref), 2 * w_ref))
+    grid = np.zeros((1, 2))
+    assert doubled.decision_function(grid)[0] - base.decision_function(grid)[0] == pytest.approx(-np.log(2), abs=0.05)

@@ -1,0 +1,73 @@
+"""The NPLM loss, p-value / Z conversions and calibration against known distributions."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from nplm_kernel import FitError, InputError, chi2_p_value, nplm_loss, t_from_loss, z_score
+from nplm_kernel.calibration import CHI2_EXTRAPOLATION, EMPIRICAL, empirical_p_value, fit_chi2, significance
+
+
+def test_nplm_loss_formula():
+    f_data, f_ref = np.array([0.5, -0.2]), np.array([0.1, 0.0, -0.3])
+    w_ref = np.array([0.5, 0.25, 0.25])
+    expected = 0.5 * (np.e**0.1 - 1) + 0 + 0.25 * (np.e**-0.3 - 1) - 0.3
+    assert nplm_loss(f_data, f_ref, w_ref) == pytest.approx(expected, rel=1e-14)
+    shifted = nplm_loss(f_data, f_ref, w_ref, offset_data=0.1, offset_ref=0.1)
+    assert shifted == pytest.approx(np.sum(w_ref * np.expm1(f_ref + 0.1)) - np.sum(f_data + 0.1), rel=1e-14)
+    assert t_from_loss(-3.5) == 7.0
+
+
+def test_nplm_loss_overflow_is_an_error_not_a_number():
+    with pytest.raises(FitError, match="not finite"):
+        nplm_loss(np.zeros(2), np.array([1e4]), np.ones(1))
+
+
+def test_p_value_and_z_conversions():
+    assert z_score(0.05) == pytest.approx(1.6448536, rel=1e-6)
+    assert z_score(2.866515719e-7) == pytest.approx(5.0, rel=1e-6)
+    assert chi2_p_value(3.841458821, 1) == pytest.approx(0.05, rel=1e-6)
+    with pytest.raises(InputError):
+        z_score(1.5)
+    with pytest.raises(InputError):
+        chi2_p_value(1.0, 0)
+
+
+def test_chi2_fit_recovers_the_dof_of_a_known_sample(rng):
+    sample = rng.chisquare(12.0, size=4000)
+    fit = fit_chi2(sample)
+    assert fit.dof == pytest.approx(12.0, rel=0.03)
+    assert fit.ks_p_value > 0.01
+    assert fit_chi2(rng.chisquare(3.0, size=4000)).ks_p_value > 0.01
+    wrong = stats.kstest(sample, stats.chi2(8.0).cdf).pvalue
+    assert wrong < 1e-6  # the KS check would catch a wrong dof
+
+
+def test_empirical_p_values_of_a_known_chi2_sample_are_uniform(rng):
+    null = rng.chisquare(5.0, size=2000)
+    observed = rng.chisquare(5.0, size=500)
+    p_values = np.array([empirical_p_value(t, null)[0] for t in observed])
+    assert stats.kstest(p_values, "uniform").pvalue > 0.01
+
+
+def test_clopper_pearson_interval():
+    p, low, high = empirical_p_value(5.0, np.r_[np.zeros(90), np.full(10, 10.0)])
+    assert p == 0.1
+    exact = stats.beta.ppf([0.15865, 0.84135], [10, 11], [91, 90])
+    assert low == pytest.approx(exact[0], rel=1e-3) and high == pytest.approx(exact[1], rel=1e-3)
+
+
+def test_significance_extrapolates_only_beyond_the_toys(rng):
+    null = rng.chisquare(4.0, size=200)
+    inside = significance(float(np.quantile(null, 0.9)), null)
+    assert inside.method == EMPIRICAL and not inside.is_extrapolated
+    assert inside.p_value == pytest.approx(np.mean(null >= inside.t))
+    assert inside.z == pytest.approx(stats.norm.isf(inside.p_value))
+    beyond = significance(40.0, null)
+    assert beyond.method == CHI2_EXTRAPOLATION and beyond.is_extrapolated
+    assert beyond.p_value == pytest.approx(stats.chi2.sf(40.0, beyond.chi2_fit.dof))
+    assert beyond.p_low == 0.0 and beyond.p_value < beyond.p_high
+    with pytest.raises(InputError, match="at least 2 null toys"):
+        significance(1.0, [1.0])
+    with pytest.raises(InputError, match="t_null contains"):
+        significance(1.0, [1.0, np.nan, 2.0])
