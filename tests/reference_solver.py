@@ -1,7 +1,10 @@
 """An independent dense float64 Newton solve of the documented objective, in numpy only.
 
 J(alpha) = (1/n) sum_i a_i [softplus(z_i) - y_i z_i] + (lambda/2) alpha^T K_MM alpha,
-z = K_nM alpha + o. Used as ground truth for the Falkon solver on small problems.
+z = K_nM alpha + o. Used as ground truth for the Falkon solver on small problems. The solve runs
+in the eigenbasis of K_MM (K_MM = U S U^T, alpha = U S^-1/2 w, so alpha^T K_MM alpha = |w|^2),
+keeping eigenvalues above 1e-14 * max: exact Newton on a well-conditioned problem even when
+K_MM is numerically singular, and independent of the package's Cholesky-based route.
 """
 
 import numpy as np
@@ -19,24 +22,29 @@ def objective(alpha, knm, kmm, labels, weights, offsets, penalty):
 
 
 def dense_newton(knm, kmm, labels, weights, offsets, penalty, steps=100):
-    """Damped Newton with exact dense Hessian and a pseudo-inverse solve; returns (alpha, J)."""
+    """Damped Newton with the exact dense Hessian in the whitened eigenbasis; returns (alpha, J)."""
+    eigenvalues, eigenvectors = np.linalg.eigh(kmm)
+    keep = eigenvalues > 1e-14 * eigenvalues.max()
+    to_alpha = eigenvectors[:, keep] / np.sqrt(eigenvalues[keep])
+    features = knm @ to_alpha
     n = len(labels)
-    alpha = np.zeros(knm.shape[1])
-    value = objective(alpha, knm, kmm, labels, weights, offsets, penalty)
+
+    def whitened_objective(w):
+        z = features @ w + offsets
+        return np.sum(weights * (np.logaddexp(0.0, z) - labels * z)) / n + 0.5 * penalty * w @ w
+
+    w = np.zeros(features.shape[1])
+    value = whitened_objective(w)
     for _ in range(steps):
-        z = knm @ alpha + offsets
-        p = 1.0 / (1.0 + np.exp(-z))
-        gradient = knm.T @ (weights * (p - labels)) / n + penalty * kmm @ alpha
-        hessian = (knm.T * (weights * p * (1 - p))) @ knm / n + penalty * kmm
-        step = np.linalg.lstsq(hessian, gradient, rcond=1e-14)[0]
-        scale = 1.0
-        while scale > 1e-10:
-            trial = objective(alpha - scale * step, knm, kmm, labels, weights, offsets, penalty)
-            if trial <= value:
-                break
+        p = 1.0 / (1.0 + np.exp(-(features @ w + offsets)))
+        gradient = features.T @ (weights * (p - labels)) / n + penalty * w
+        hessian = (features.T * (weights * p * (1 - p))) @ features / n + penalty * np.eye(len(w))
+        step = np.linalg.solve(hessian, gradient)
+        scale, trial = 1.0, whitened_objective(w - step)
+        while trial > value and scale > 1e-10:
             scale /= 2
-        if value - trial < 1e-17 * abs(value):
-            alpha, value = alpha - scale * step, min(trial, value)
+            trial = whitened_objective(w - scale * step)
+        if trial > value or value - trial <= 1e-16 * abs(value):
             break
-        alpha, value = alpha - scale * step, trial
-    return alpha, value
+        w, value = w - scale * step, trial
+    return to_alpha @ w, value

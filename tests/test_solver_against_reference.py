@@ -70,3 +70,27 @@ def test_single_newton_step_schedule_stops_short_and_says_so(gaussian_samples):
     assert one_step.diagnostics_.newton_steps == 1
     assert not one_step.diagnostics_.converged
     assert one_step.diagnostics_.objective > full.diagnostics_.objective
+
+
+def test_pruned_redundant_centres_lose_nothing(rng):
+    """A wide kernel in 1D makes most of 150 centres numerically redundant: the fit keeps a few,
+    and its objective still matches the dense optimum over all 150 centres. (The centres cover
+    the data: beyond the last centre, near-null combinations of kernels are large and cheap, and
+    the optimum there depends on eigenvalues below float64 resolution for any solver.)"""
+    x_data = rng.exponential(1.0, size=(300, 1))
+    x_data[:40, 0] = rng.normal(1.6, 0.16, size=40)
+    x_ref = rng.exponential(1.0, size=(6000, 1))
+    w_ref = 300 / 6000
+    centers = np.linspace(0.0, max(x_data.max(), x_ref.max()), 150)[:, None]
+    sigma, penalty = 1.0, 1e-6
+    estimator = KernelNPLM(centers=centers, sigma=sigma, penalty=penalty, standardize=False).fit(x_data, x_ref, w_ref)
+    assert estimator.n_centers_ < 50
+
+    offsets = np.zeros(6300)
+    knm_all, kmm_all, labels, weights, offsets = _reference_problem(x_data, x_ref, w_ref, centers, sigma, offsets)
+    alpha_best, objective_best = dense_newton(knm_all, kmm_all, labels, weights, offsets, penalty)
+    knm, kmm, *_ = _reference_problem(x_data, x_ref, w_ref, estimator.centers_, sigma, offsets)
+    objective_fit = objective(estimator.alpha_, knm, kmm, labels, weights, offsets, penalty)
+    assert abs(objective_fit - objective_best) <= 1e-6 * abs(objective_best)
+    f_best = knm_all @ alpha_best
+    assert estimator.t_ == pytest.approx(-2 * nplm_loss(f_best[:300], f_best[300:], w_ref), rel=1e-2)
