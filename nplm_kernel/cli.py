@@ -17,8 +17,8 @@ from .estimator import KernelNPLM
 
 def run_demo(
     signal: str = "NP2",
-    n_toys: int = 30,
-    n_reference: int = 50_000,
+    n_toys: int = 100,
+    n_reference: int = 200_000,
     n_centers: int = 500,
     penalty: float = 1e-6,
     seed: int = 0,
@@ -47,7 +47,7 @@ def run_demo(
         f"NPLM kernel demo: 1D exponential benchmark, signal {signal} = {injected}",
         f"reference: N_R = {benchmark.n_reference}, N(R) = {benchmark.n_expected:g}, "
         f"w_R = {benchmark.reference_weight:g}",
-        f"kernel:    M = {observed.n_centers_}, sigma = {observed.sigma_:.3f} (standardised units), "
+        f"kernel:    M = {n_centers} centres drawn, {observed.n_centers_} numerically independent kept, sigma = {observed.sigma_:.3f} (standardised units), "
         f"lambda = {penalty:g}",
         f"observed:  N_D = {x_obs.shape[0]}, t = {observed.t_:.3f}  ({diagnostics.newton_steps} Newton steps, "
         f"{sum(diagnostics.cg_iterations)} CG iterations, fit {diagnostics.fit_time:.2f} s)",
@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run a kernel NPLM test on the built-in 1D benchmark")
     demo.add_argument("--signal", choices=sorted(SIGNALS_1D), default="NP2", help="injected signal (default NP2)")
-    demo.add_argument("--toys", type=int, default=30, help="number of null toys (default 30)")
-    demo.add_argument("--n-reference", type=int, default=50_000, help="reference sample size N_R (default 50000)")
+    demo.add_argument("--toys", type=int, default=100, help="number of null toys (default 100)")
+    demo.add_argument("--n-reference", type=int, default=200_000, help="reference sample size N_R (default 200000)")
     demo.add_argument("--n-centers", type=int, default=500, help="Nystrom centres M (default 500)")
     demo.add_argument("--penalty", type=float, default=1e-6, help="lambda (default 1e-6)")
     demo.add_argument("--seed", type=int, default=0, help="master seed (default 0)")

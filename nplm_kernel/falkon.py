@@ -82,11 +82,11 @@ class NystromKernelRows:
     otherwise recomputed block by block on every product.
 
     The kernel is stored in the dtype of `points`; products take and return float64 tensors and
-    are accumulated in float64 across row blocks of CACHED_BLOCK_ROWS rows, so a float32 kernel
+    are accumulated in float64 across row blocks of about CACHED_BLOCK_BYTES, so a float32 kernel
     loses precision only within a block, not over all n rows. The Hessian product is fused:
     one read of each block serves K_b v and K_b^T (w_b * K_b v) while the block is in cache."""
 
-    CACHED_BLOCK_ROWS = 2048
+    CACHED_BLOCK_BYTES = 4 * 1024**2
 
     def __init__(self, points: torch.Tensor, centers: torch.Tensor, sigma: float, memory_budget: int):
         self.points = points
@@ -96,7 +96,7 @@ class NystromKernelRows:
         bytes_per_row = n_cols * points.element_size()
         self.cached = n_rows * bytes_per_row <= memory_budget
         if self.cached:
-            self.block_rows = self.CACHED_BLOCK_ROWS
+            self.block_rows = max(MIN_BLOCK_ROWS, self.CACHED_BLOCK_BYTES // bytes_per_row)
             self._matrix = torch.empty((n_rows, n_cols), dtype=points.dtype, device=points.device)
             for start in range(0, n_rows, self.block_rows):
                 rows = slice(start, start + self.block_rows)
