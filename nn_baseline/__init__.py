@@ -1,1 +1,7 @@
-"""nn_baseline: the original weight-clipped NPLM neural network, for cross-checks (in progress)."""
+"""nn_baseline: the original weight-clipped NPLM neural network, for cross-checks of the kernel backend."""
+
+from .estimator import NNNPLM
+from .network import ClippedMLP
+from .tuning import WeightClipScan, tune_weight_clip
+
+__all__ = ["NNNPLM", "ClippedMLP", "WeightClipScan", "tune_weight_clip"]

@@ -74,6 +74,15 @@ def fit_chi2(t_null: object) -> Chi2Fit:
     return Chi2Fit(dof=float(dof), ks_statistic=float(ks.statistic), ks_p_value=float(ks.pvalue), n_toys=values.size)
 
 
+def chi2_ks_test(t_null: object, dof: float) -> tuple[float, float]:
+    """(KS statistic, KS p-value) of null t values against chi2(dof) with dof fixed in advance."""
+    values = _as_null_sample(t_null)
+    if not dof > 0:
+        raise InputError(f"dof must be positive, got {dof}.")
+    result = stats.kstest(values, stats.chi2(dof).cdf)
+    return float(result.statistic), float(result.pvalue)
+
+
 def empirical_p_value(t: float, t_null: object, confidence: float = 0.6827) -> tuple[float, float, float]:
     """(p, p_low, p_high): p = #(t_null >= t) / n_toys with its Clopper-Pearson interval."""
     values = _as_null_sample(t_null)

@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator
 from .exceptions import ConfigurationError, ConvergenceWarning, NotFittedError
 from .falkon import NystromKernelRows, SolverDiagnostics, independent_centers, select_centers, solve_logistic
 from .kernel import gaussian_kernel, pairwise_distance_quantile
-from .samples import as_events, validate_samples
+from .samples import as_events, reference_standardization, validate_samples
 from .statistic import nplm_loss, t_from_loss
 
 #: Default bound on the memory of the cached kernel matrix K_nM, in bytes (2 GiB).
@@ -170,13 +170,7 @@ class KernelNPLM(BaseEstimator):
         samples = validate_samples(x_data, x_ref, w_ref, offset_data, offset_ref)
         rng = np.random.default_rng(self.seed)
 
-        if self.standardize:
-            weights = samples.w_ref / samples.w_ref.sum()
-            mean = weights @ samples.x_ref
-            scale = np.sqrt(weights @ (samples.x_ref - mean) ** 2)
-            scale[scale == 0] = 1.0
-        else:
-            mean, scale = np.zeros(samples.n_features), np.ones(samples.n_features)
+        mean, scale = reference_standardization(samples, self.standardize)
         points = (np.concatenate([samples.x_data, samples.x_ref]) - mean) / scale
 
         if self.centers is not None:

@@ -161,3 +161,15 @@ def validate_samples(
         offset_data=as_offsets(offset_data, data.shape[0], "offset_data"),
         offset_ref=as_offsets(offset_ref, ref.shape[0], "offset_ref"),
     )
+
+
+def reference_standardization(samples: Samples, enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) per feature from the reference's weighted mean and standard deviation, so that
+    (x - mean) / scale is standardised; a constant feature gets scale 1. Identity when not enabled."""
+    if not enabled:
+        return np.zeros(samples.n_features), np.ones(samples.n_features)
+    weights = samples.w_ref / samples.w_ref.sum()
+    mean = weights @ samples.x_ref
+    scale = np.sqrt(weights @ (samples.x_ref - mean) ** 2)
+    scale[scale == 0] = 1.0
+    return mean, scale

@@ -1,0 +1,158 @@
+"""NNNPLM: the original weight-clipped NPLM network as a scikit-learn-style estimator.
+
+Trains f on the full batch by minimising the NPLM loss itself,
+    L[f] = sum_R w_R (exp(f(x) + o_R) - 1) - sum_D (f(x) + o_D),
+with Adam at Keras defaults (lr 1e-3, beta1 0.9, beta2 0.999, eps 1e-7) and every weight matrix
+clipped to [-weight_clip, weight_clip] after each step; t = -2 L at the end of training.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from tqdm import tqdm
+
+from nplm_kernel.estimator import resolve_device
+from nplm_kernel.exceptions import ConfigurationError, FitError, NotFittedError
+from nplm_kernel.samples import as_events, reference_standardization, validate_samples
+from nplm_kernel.statistic import nplm_loss, t_from_loss
+
+from .network import ClippedMLP, check_architecture
+
+#: Keras' Adam epsilon (torch's default is 1e-8).
+KERAS_ADAM_EPSILON = 1e-7
+
+
+def _keras_adam(network: torch.nn.Module, learning_rate: float) -> torch.optim.Adam:
+    """Adam with Keras' defaults; the fused kernel (a few times cheaper per step for these tiny
+    networks) where this torch build has it for the device. Keras adds eps to sqrt(v) and torch to
+    sqrt(v / (1 - beta2^t)): the two differ only while 1 - beta2^t is far from 1 (first ~10^3 steps)."""
+    settings = dict(lr=learning_rate, betas=(0.9, 0.999), eps=KERAS_ADAM_EPSILON)
+    try:
+        return torch.optim.Adam(network.parameters(), fused=True, **settings)
+    except RuntimeError:
+        return torch.optim.Adam(network.parameters(), **settings)
+
+
+class NNNPLM(BaseEstimator):
+    """Weight-clipped NN NPLM estimator (same contract as KernelNPLM).
+
+    Parameters
+    ----------
+    architecture : layer widths (d, hidden..., 1), e.g. (1, 4, 1) or (5, 5, 5, 5, 1).
+    weight_clip : c, the bound on every weight matrix entry after each step.
+    activation : hidden activation ('sigmoid' as in the papers, 'tanh', 'relu').
+    epochs : full-batch optimiser steps (the papers use 1e5 to 3e5).
+    learning_rate : Adam learning rate (Keras default 1e-3).
+    checkpoint_every : record L every this many epochs in loss_history_.
+    standardize : scale inputs by the reference's weighted mean and standard deviation.
+    seed : seed of the weight initialisation. device : 'cpu' or 'cuda'.
+    progress : show a progress bar over epochs on stderr.
+
+    Fitted attributes: network_ (ClippedMLP), n_parameters_, loss_ (L at the final f, float64,
+    offsets included), t_ = -2 loss_, loss_history_ (k, 2) array of (epoch, L) where L is the
+    float32 training loss before that epoch's step, fit_time_ (s), input_mean_, input_scale_.
+    """
+
+    def __init__(
+        self,
+        architecture: tuple[int, ...] = (1, 4, 1),
+        weight_clip: float = 9.0,
+        activation: str = "sigmoid",
+        epochs: int = 100_000,
+        learning_rate: float = 1e-3,
+        checkpoint_every: int = 1000,
+        standardize: bool = True,
+        seed: int | None = 0,
+        device: str = "cpu",
+        progress: bool = False,
+    ):
+        self.architecture = architecture
+        self.weight_clip = weight_clip
+        self.activation = activation
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.checkpoint_every = checkpoint_every
+        self.standardize = standardize
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+
+    def _check_settings(self, n_features: int) -> None:
+        check_architecture(self.architecture, n_features)
+        if not (np.isfinite(self.weight_clip) and self.weight_clip > 0):
+            raise ConfigurationError(f"weight_clip must be positive and finite, got {self.weight_clip!r}.")
+        for name in ("epochs", "checkpoint_every"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, np.integer)) and value >= 1):
+                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}.")
+        if not (np.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigurationError(f"learning_rate must be positive and finite, got {self.learning_rate!r}.")
+
+    def fit(
+        self,
+        x_data: np.ndarray,
+        x_ref: np.ndarray,
+        w_ref: float | np.ndarray,
+        offset_data: np.ndarray | None = None,
+        offset_ref: np.ndarray | None = None,
+    ) -> NNNPLM:
+        """Train f ~ log n(x|D) / n(x|R) on data (N_D, d), reference (N_R, d) and weights w_R."""
+        samples = validate_samples(x_data, x_ref, w_ref, offset_data, offset_ref)
+        self._check_settings(samples.n_features)
+        device = resolve_device(self.device)
+        mean, scale = reference_standardization(samples, self.standardize)
+
+        def tensor(values: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(values, dtype=torch.float32, device=device)
+
+        points_by_feature = tensor((np.concatenate([samples.x_data, samples.x_ref]) - mean) / scale).T.contiguous()
+        n_data = samples.n_data
+        offset_data_t, offset_ref_t = tensor(samples.offset_data), tensor(samples.offset_ref)
+        w_ref_t = tensor(samples.w_ref)
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence(self.seed).generate_state(1)[0]))
+        network = ClippedMLP(self.architecture, self.activation, generator).to(device)
+        optimizer = _keras_adam(network, self.learning_rate)
+        clip = float(self.weight_clip)
+        history = []
+        start = time.perf_counter()
+        epochs = tqdm(range(1, self.epochs + 1), desc="NN epochs", unit="epoch", disable=not self.progress,
+                      file=sys.stderr, mininterval=1.0)
+        for epoch in epochs:
+            checkpoint = epoch % self.checkpoint_every == 0 or epoch == self.epochs
+            loss = network.nplm_loss_backward(points_by_feature, n_data, w_ref_t, offset_data_t, offset_ref_t,
+                                              with_loss=checkpoint)
+            optimizer.step()
+            network.clip_weights_(clip)
+            if checkpoint:
+                value = float(loss)
+                if not np.isfinite(value):
+                    raise FitError(f"NNNPLM: the NPLM loss became non-finite at epoch {epoch}; lower the "
+                                   "learning rate or the weight clip.")
+                history.append((epoch, value))
+        self.fit_time_ = time.perf_counter() - start
+        self.network_ = network.eval()
+        self.n_parameters_ = network.n_parameters
+        self.input_mean_, self.input_scale_ = mean, scale
+        self.n_features_in_ = samples.n_features
+        self.loss_history_ = np.array(history)
+        self.loss_ = nplm_loss(
+            self.decision_function(samples.x_data), self.decision_function(samples.x_ref), samples.w_ref,
+            samples.offset_data, samples.offset_ref,
+        )
+        self.t_ = t_from_loss(self.loss_)
+        return self
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        """f(x) for x of shape (n, d) in input units; float64 (n,)."""
+        if not hasattr(self, "network_"):
+            raise NotFittedError("this NNNPLM is not fitted yet: call fit(x_data, x_ref, w_ref) first.")
+        points = (as_events(x, "x", self.n_features_in_) - self.input_mean_) / self.input_scale_
+        parameter = next(self.network_.parameters())
+        with torch.no_grad():
+            values = self.network_(torch.as_tensor(points, dtype=torch.float32, device=parameter.device))
+        return values.cpu().numpy().astype(np.float64)

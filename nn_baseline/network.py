@@ -1,0 +1,112 @@
+"""The original NPLM network: a dense MLP with sigmoid hidden activations, a linear output and
+every weight matrix clipped to [-c, c] after each optimiser step (biases are not clipped).
+
+Training uses a hand-written forward and backward pass of the NPLM loss in feature-major layout
+(activations of shape (width, n)), where every broadcast runs along contiguous memory: about 4x
+more epochs per second on CPU than autograd on (n, width) activations, with the same gradients
+(tests compare them with autograd)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from nplm_kernel.exceptions import ConfigurationError
+
+ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
+
+
+def _multiply_by_derivative_(delta: torch.Tensor, activation: str, output: torch.Tensor) -> None:
+    """delta *= s'(z), written with the activation's output a = s(z)."""
+    if activation == "sigmoid":
+        delta.mul_(output - output.square())
+    elif activation == "tanh":
+        delta.mul_(1.0 - output.square())
+    else:
+        delta.mul_(output > 0)
+
+
+def check_architecture(architecture: Sequence[int], n_features: int | None = None) -> tuple[int, ...]:
+    """Layer widths (inputs, hidden..., 1) as a tuple; ConfigurationError if malformed."""
+    widths = tuple(int(width) for width in architecture)
+    if len(widths) < 2 or any(width < 1 for width in widths):
+        raise ConfigurationError(f"architecture must list at least 2 positive layer widths, got {architecture!r}.")
+    if widths[-1] != 1:
+        raise ConfigurationError(f"architecture must end with 1 output (f(x)), got {architecture!r}.")
+    if n_features is not None and widths[0] != n_features:
+        raise ConfigurationError(
+            f"architecture starts with {widths[0]} input(s) but the samples have {n_features} feature(s)."
+        )
+    return widths
+
+
+class ClippedMLP(nn.Module):
+    """f(x) = W_L s(... s(W_1 x + b_1) ...) + b_L with s the hidden activation.
+
+    Weights are glorot(Xavier)-uniform, biases zero (Keras defaults), drawn from `generator`."""
+
+    def __init__(self, architecture: Sequence[int], activation: str, generator: torch.Generator):
+        super().__init__()
+        widths = check_architecture(architecture)
+        if activation not in ACTIVATIONS:
+            raise ConfigurationError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}.")
+        self.activation_name = activation
+        self.activation = ACTIVATIONS[activation]
+        self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(widths, widths[1:]))
+        with torch.no_grad():
+            for layer in self.layers:
+                nn.init.xavier_uniform_(layer.weight, generator=generator)
+                layer.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = self.activation(layer(x))
+        return self.layers[-1](x).squeeze(-1)
+
+    @torch.no_grad()
+    def nplm_loss_backward(
+        self,
+        points_by_feature: torch.Tensor,
+        n_data: int,
+        w_ref: torch.Tensor,
+        offset_data: torch.Tensor,
+        offset_ref: torch.Tensor,
+        with_loss: bool = False,
+    ) -> torch.Tensor | None:
+        """Set .grad of every parameter to dL/dparameter for the NPLM loss
+        L = sum_R w (exp(f + o_R) - 1) - sum_D (f + o_D), on points of shape (d, n) whose first
+        n_data columns are data events; returns L when with_loss (else None)."""
+        activations = [points_by_feature]
+        for layer in self.layers[:-1]:
+            activations.append(self.activation(torch.addmm(layer.bias[:, None], layer.weight, activations[-1])))
+        output = self.layers[-1]
+        f = torch.addmm(output.bias[:, None], output.weight, activations[-1])[0]
+        scaled_exp = w_ref * torch.exp(f[n_data:] + offset_ref)
+        loss = None
+        if with_loss:
+            loss = (scaled_exp.sum() - w_ref.sum()) - (f[:n_data] + offset_data).sum()
+        delta = torch.empty_like(f)
+        delta[:n_data] = -1.0
+        delta[n_data:] = scaled_exp
+        delta = delta[None, :]
+        for index in range(len(self.layers) - 1, -1, -1):
+            layer, inputs = self.layers[index], activations[index]
+            layer.weight.grad = delta @ inputs.T
+            layer.bias.grad = delta.sum(dim=1)
+            if index > 0:
+                delta = layer.weight.T @ delta
+                _multiply_by_derivative_(delta, self.activation_name, inputs)
+        return loss
+
+    @property
+    def n_parameters(self) -> int:
+        """Trainable parameters (weights and biases): the papers' chi2 target dof."""
+        return sum(parameter.numel() for parameter in self.parameters())
+
+    @torch.no_grad()
+    def clip_weights_(self, clip: float) -> None:
+        """Clip every weight matrix (not the biases) to [-clip, clip] in place."""
+        for layer in self.layers:
+            layer.weight.clamp_(-clip, clip)
