@@ -35,8 +35,8 @@ def test_parameter_counts_and_keras_initialisation():
     assert network.n_parameters == 96  # the papers' 5D architecture
     for layer in network.layers:
         fan_out, fan_in = layer.weight.shape
-        assert float(layer.weight.abs().max()) <= np.sqrt(6.0 / (fan_in + fan_out))
-        assert float(layer.bias.abs().max()) == 0.0
+        assert float(layer.weight.detach().abs().max()) <= np.sqrt(6.0 / (fan_in + fan_out))
+        assert float(layer.bias.detach().abs().max()) == 0.0
 
 
 @pytest.fixture
