@@ -1,0 +1,33 @@
+"""The studies and benchmarks must not rot: run them at tiny sizes."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_nn_vs_kernel_study_smoke(tmp_path):
+    study = _load(ROOT / "studies" / "nn_vs_kernel_1d.py")
+    table = study.run("smoke", tmp_path, progress=False)
+    assert "| kernel | NP1 |" in table and "| nn | null |" in table
+    rows = (tmp_path / "toys.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2 * (4 + 3 * 2)  # header + both backends on every toy
+
+
+def test_benchmark_scripts_run(monkeypatch, capsys):
+    for script, arguments in [
+        ("kernel_vs_sklearn.py", ["--n-reference", "20000", "--n-centers", "50", "--repeats", "1"]),
+        ("nn_vs_kernel_speed.py", ["--n-reference", "20000", "--n-centers", "50", "--nn-epochs", "20", "--repeats", "1"]),
+    ]:
+        monkeypatch.setattr(sys, "argv", [script, *arguments])
+        _load(ROOT / "benchmarks" / script).main()
+        out = capsys.readouterr().out
+        assert "|---|" in out
