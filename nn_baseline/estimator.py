@@ -17,8 +17,14 @@ from sklearn.base import BaseEstimator
 from tqdm import tqdm
 
 from nplm_kernel.estimator import resolve_device
-from nplm_kernel.exceptions import ConfigurationError, FitError, NotFittedError
-from nplm_kernel.samples import as_events, reference_standardization, validate_samples
+from nplm_kernel.exceptions import FitError, NotFittedError
+from nplm_kernel.samples import (
+    as_events,
+    check_positive_integer,
+    check_positive_number,
+    reference_standardization,
+    validate_samples,
+)
 from nplm_kernel.statistic import nplm_loss, t_from_loss
 
 from .network import ClippedMLP, check_architecture
@@ -84,14 +90,10 @@ class NNNPLM(BaseEstimator):
 
     def _check_settings(self, n_features: int) -> None:
         check_architecture(self.architecture, n_features)
-        if not (np.isfinite(self.weight_clip) and self.weight_clip > 0):
-            raise ConfigurationError(f"weight_clip must be positive and finite, got {self.weight_clip!r}.")
-        for name in ("epochs", "checkpoint_every"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, np.integer)) and value >= 1):
-                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}.")
-        if not (np.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ConfigurationError(f"learning_rate must be positive and finite, got {self.learning_rate!r}.")
+        check_positive_number(self.weight_clip, "weight_clip")
+        check_positive_number(self.learning_rate, "learning_rate")
+        check_positive_integer(self.epochs, "epochs")
+        check_positive_integer(self.checkpoint_every, "checkpoint_every")
 
     def fit(
         self,

@@ -16,7 +16,13 @@ from sklearn.base import BaseEstimator
 from .exceptions import ConfigurationError, ConvergenceWarning, NotFittedError
 from .falkon import NystromKernelRows, SolverDiagnostics, independent_centers, select_centers, solve_logistic
 from .kernel import gaussian_kernel, pairwise_distance_quantile
-from .samples import as_events, reference_standardization, validate_samples
+from .samples import (
+    as_events,
+    check_positive_integer,
+    check_positive_number,
+    reference_standardization,
+    validate_samples,
+)
 from .statistic import nplm_loss, t_from_loss
 
 #: Default bound on the memory of the cached kernel matrix K_nM, in bytes (2 GiB).
@@ -138,22 +144,17 @@ class KernelNPLM(BaseEstimator):
         return penalties
 
     def _check_settings(self) -> None:
-        for name in ("max_newton_steps", "max_cg_iter"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, np.integer)) and value >= 1):
-                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}.")
+        check_positive_integer(self.max_newton_steps, "max_newton_steps")
+        check_positive_integer(self.max_cg_iter, "max_cg_iter")
+        check_positive_integer(self.memory_budget, "memory_budget", minimum=0)
+        check_positive_number(self.newton_tol, "newton_tol")
+        check_positive_number(self.cg_tol, "cg_tol")
         if self.center_tol is not None and not (np.isfinite(self.center_tol) and 0 <= self.center_tol < 1):
             raise ConfigurationError(f"center_tol must lie in [0, 1), got {self.center_tol!r}.")
-        for name in ("newton_tol", "cg_tol"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value > 0):
-                raise ConfigurationError(f"{name} must be positive and finite, got {value!r}.")
-        if self.sigma is not None and not (np.isfinite(self.sigma) and self.sigma > 0):
-            raise ConfigurationError(f"sigma must be positive and finite, got {self.sigma!r}.")
-        if self.n_centers is not None and not (isinstance(self.n_centers, (int, np.integer)) and self.n_centers >= 1):
-            raise ConfigurationError(f"n_centers must be a positive integer, got {self.n_centers!r}.")
-        if not (isinstance(self.memory_budget, (int, np.integer)) and self.memory_budget >= 0):
-            raise ConfigurationError(f"memory_budget must be a non-negative number of bytes, got {self.memory_budget!r}.")
+        if self.sigma is not None:
+            check_positive_number(self.sigma, "sigma")
+        if self.n_centers is not None:
+            check_positive_integer(self.n_centers, "n_centers")
 
     def fit(
         self,

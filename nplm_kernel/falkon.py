@@ -345,15 +345,12 @@ def solve_logistic(
             scaled_gradient, curvature, center_curvature = problem.derivatives(fitted, gamma, penalty)
             preconditioner = FalkonPreconditioner(factor, center_curvature, penalty, n_points)
 
-            def preconditioned_hessian(beta: torch.Tensor) -> torch.Tensor:
-                image = problem.hessian_product(curvature, penalty, preconditioner.apply(beta))
-                return preconditioner.apply_transpose(image)
-
             rhs = preconditioner.apply_transpose(scaled_gradient)
             gradient_norm = float(torch.linalg.vector_norm(rhs))
             first_gradient_norm = first_gradient_norm or gradient_norm
             forcing = min(MAX_FORCING, max(cg_tol, gradient_norm / first_gradient_norm))
-            beta, iterations = conjugate_gradient(preconditioned_hessian, rhs, max_cg_iter, forcing)
+            operator = _preconditioned_hessian(problem, curvature, penalty, preconditioner)
+            beta, iterations = conjugate_gradient(operator, rhs, max_cg_iter, forcing)
             cg_iterations.append(iterations)
             step = preconditioner.apply(beta)
             decrement = float(scaled_gradient @ step) / n_points
@@ -377,6 +374,15 @@ def solve_logistic(
         fit_time=time.perf_counter() - start,
     )
     return LogisticSolution(alpha=factor.to_alpha(gamma), fitted=fitted, diagnostics=diagnostics)
+
+
+def _preconditioned_hessian(problem: _Problem, curvature, penalty: float, preconditioner: FalkonPreconditioner):
+    """v -> B^T (n H_gamma) B v, the operator CG inverts at one Newton step."""
+
+    def apply(beta: torch.Tensor) -> torch.Tensor:
+        return preconditioner.apply_transpose(problem.hessian_product(curvature, penalty, preconditioner.apply(beta)))
+
+    return apply
 
 
 def _line_search(problem: _Problem, fitted, gamma, step, penalty: float, objective: float, decrement: float):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .exceptions import InputError, SampleSizeWarning
+from .exceptions import ConfigurationError, InputError, SampleSizeWarning
 
 #: Warn when the reference sample has fewer than this many events per data event.
 MIN_REFERENCE_TO_DATA_RATIO = 5.0
@@ -173,3 +173,16 @@ def reference_standardization(samples: Samples, enabled: bool = True) -> tuple[n
     scale = np.sqrt(weights @ (samples.x_ref - mean) ** 2)
     scale[scale == 0] = 1.0
     return mean, scale
+
+
+def check_positive_integer(value: object, name: str, minimum: int = 1) -> None:
+    """ConfigurationError naming `name` unless value is an integer >= minimum."""
+    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum):
+        adjective = "positive" if minimum == 1 else f">= {minimum}"
+        raise ConfigurationError(f"{name} must be a {adjective} integer, got {value!r}.")
+
+
+def check_positive_number(value: object, name: str) -> None:
+    """ConfigurationError naming `name` unless value is a finite number > 0."""
+    if not (isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value) and value > 0):
+        raise ConfigurationError(f"{name} must be positive and finite, got {value!r}.")

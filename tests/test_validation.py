@@ -73,11 +73,11 @@ def test_small_reference_sample_warns(rng):
         ({"penalty": -1.0}, "penalties must be positive"),
         ({"penalty": 1e-6, "penalty_list": [1e-2, 1e-4]}, "must end at penalty=1e-06"),
         ({"penalty": 1e-6, "penalty_list": [1e-6, 1e-2, 1e-6]}, "non-increasing"),
-        ({"sigma": 0.0}, "sigma must be positive"),
+        ({"sigma": 0.0}, "sigma must be positive and finite"),
         ({"n_centers": 0}, "n_centers must be a positive integer"),
         ({"max_cg_iter": 0}, "max_cg_iter must be a positive integer"),
         ({"newton_tol": np.nan}, "newton_tol must be positive"),
-        ({"memory_budget": -5}, "memory_budget must be a non-negative"),
+        ({"memory_budget": -5}, "memory_budget must be a >= 0 integer"),
     ],
 )
 def test_bad_settings_raise_configuration_error(good, settings, match):
