@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as functional
+from scipy.linalg import lapack
 
 from .exceptions import FitError
 from .kernel import gaussian_kernel
@@ -52,29 +53,20 @@ def select_centers(n_points: int, n_centers: int, rng: np.random.Generator) -> n
 def independent_centers(kmm: torch.Tensor, tol: float) -> torch.Tensor:
     """Sorted indices of the centres kept by a pivoted Cholesky factorisation of K_MM (float64).
 
-    Greedily keeps the centre whose kernel function k(., c) is farthest from the span of those
-    already kept (squared RKHS distance = the residual diagonal), until every residual is below
-    tol * max_m K_mm. Dropped centres add nothing that float arithmetic can resolve: their kernel
-    functions lie within sqrt(tol) of the span of the kept ones. Wide Gaussian kernels in few
-    dimensions make most centres redundant (1D benchmark: about 12 of 500 at tol = 1e-12), and
-    dropping them keeps T = chol(K_MM) well conditioned and K_nM small.
+    The factorisation (LAPACK dpstrf, blocked) keeps at each step the centre whose kernel function
+    k(., c) is farthest from the span of those already kept (squared RKHS distance = the residual
+    diagonal) and stops when every residual is below tol * max_m K_mm. Dropped centres add nothing
+    that float arithmetic can resolve: their kernel functions lie within sqrt(tol) of the span of
+    the kept ones. Wide Gaussian kernels in few dimensions make most centres redundant (1D
+    benchmark: about 12 of 500 at tol = 1e-12); dropping them keeps T = chol(K_MM) well
+    conditioned and K_nM small.
     """
-    n_centers = kmm.shape[0]
-    residual = kmm.diagonal().clone()
-    threshold = tol * float(residual.max())
-    factor = torch.zeros((n_centers, n_centers), dtype=torch.float64, device=kmm.device)
-    kept: list[int] = []
-    for rank in range(n_centers):
-        pivot = int(torch.argmax(residual))
-        pivot_value = float(residual[pivot])
-        if pivot_value <= threshold:
-            break
-        column = (kmm[:, pivot] - factor[:, :rank] @ factor[pivot, :rank]) / np.sqrt(pivot_value)
-        factor[:, rank] = column
-        residual -= column.square()
-        residual[pivot] = 0.0
-        kept.append(pivot)
-    return torch.tensor(sorted(kept), dtype=torch.long, device=kmm.device)
+    matrix = kmm.detach().cpu().numpy()
+    threshold = tol * float(np.max(np.diag(matrix)))
+    _, pivots, rank, info = lapack.dpstrf(matrix, tol=max(threshold, np.finfo(np.float64).tiny), lower=0)
+    if info < 0:
+        raise FitError(f"pivoted Cholesky of K_MM failed (LAPACK dpstrf info = {info}).")
+    return torch.as_tensor(np.sort(pivots[:rank] - 1), dtype=torch.long, device=kmm.device)
 
 
 class NystromKernelRows:
