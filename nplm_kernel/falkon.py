@@ -235,8 +235,8 @@ def conjugate_gradient(apply_operator, rhs: torch.Tensor, max_iter: int, tol: fl
 @dataclass(frozen=True)
 class SolverDiagnostics:
     """What the solver did: Newton steps taken, CG iterations per step, the final objective J and
-    gradient norm |dJ/dalpha|, whether the final Newton decrement met tolerance, whether K_nM was
-    cached, and the wall time in seconds."""
+    gradient norm |dJ/dgamma| (whitened coordinates gamma = T alpha), whether the final Newton
+    decrement met tolerance, whether K_nM was cached, and the wall time in seconds."""
 
     newton_steps: int
     cg_iterations: tuple[int, ...]

@@ -27,7 +27,7 @@ from nplm_kernel.calibration import significance
 
 MODES = {
     "smoke": dict(n_reference=20_000, n_expected=200.0, n_null=4, n_signal=2, nn_epochs=200, n_centers=100),
-    "quick": dict(n_reference=200_000, n_expected=2000.0, n_null=20, n_signal=5, nn_epochs=3000, n_centers=500),
+    "quick": dict(n_reference=200_000, n_expected=2000.0, n_null=20, n_signal=5, nn_epochs=2000, n_centers=500),
     "full": dict(n_reference=200_000, n_expected=2000.0, n_null=200, n_signal=50, nn_epochs=100_000, n_centers=500),
 }
 
