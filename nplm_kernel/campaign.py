@@ -1,0 +1,225 @@
+"""Toy campaigns: many NPLM tests on toys, resumable, on one core, a process pool or a cluster.
+
+Toy i of a campaign with master seed s uses np.random.SeedSequence(s).spawn(n_toys)[i]: the same
+seed gives the same toy and the same t whatever executes it. Every finished toy is appended at once
+to a JSON-Lines store (one object per line, flushed and fsync'ed), which pandas
+(`read_json(path, lines=True)`) and pyarrow (`pyarrow.json.read_json`) read directly. Re-running
+the same campaign on the same store resumes it: toys already stored are skipped, a line torn by a
+kill is discarded, so no toy is lost or counted twice. A toy whose fit fails is stored with its
+status and does not stop the campaign, unless more than `max_failure_fraction` of toys fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .exceptions import ConfigurationError, FitError, NPLMError
+from .hypothesis_test import NPLMTest
+
+#: A toy generator: draws one data sample (N_D, d) from a numpy Generator.
+ToyGenerator = Callable[[np.random.Generator], np.ndarray]
+
+STATUS_OK = "ok"
+
+
+@dataclass(frozen=True)
+class ToyTask:
+    """Everything a worker needs for its toys: the test, the generator and the fixed reference."""
+
+    test: NPLMTest
+    generator: ToyGenerator
+    x_ref: np.ndarray
+    w_ref: float | np.ndarray
+    seed: int
+
+
+def toy_seed(seed: int, toy_index: int) -> np.random.SeedSequence:
+    """The SeedSequence of toy `toy_index`: entropy `seed`, spawn key (toy_index,)."""
+    return np.random.SeedSequence(entropy=seed, spawn_key=(toy_index,))
+
+
+def run_one_toy(task: ToyTask, toy_index: int) -> dict[str, Any]:
+    """Draw toy `toy_index`, run the test on it and return its store row (a failure is a row too)."""
+    start = time.perf_counter()
+    row: dict[str, Any] = {"toy": toy_index, "seed": task.seed, "spawn_key": [toy_index]}
+    try:
+        x_data = task.generator(np.random.default_rng(toy_seed(task.seed, toy_index)))
+        result = task.test.run(x_data, task.x_ref, task.w_ref)
+        row.update(status=STATUS_OK, t=result.t, tau=result.tau, delta=result.delta, n_data=int(len(x_data)),
+                   backend=result.backend, hyperparameters=result.hyperparameters)
+    except (NPLMError, ArithmeticError, RuntimeError) as error:
+        row.update(status=f"failed: {type(error).__name__}: {error}", t=None, tau=None, delta=None,
+                   traceback=traceback.format_exc(limit=3))
+    row["wall_time"] = time.perf_counter() - start
+    return row
+
+
+_WORKER_TASK: ToyTask | None = None
+
+
+def _initialise_worker(task: ToyTask) -> None:
+    """Process-pool initialiser: keep the task (reference included) once per worker, one torch thread."""
+    import torch
+
+    global _WORKER_TASK
+    _WORKER_TASK = task
+    torch.set_num_threads(1)
+
+
+def _run_in_worker(toy_index: int) -> dict[str, Any]:
+    return run_one_toy(_WORKER_TASK, toy_index)
+
+
+class ToyStore:
+    """Append-only JSON-Lines file of toy rows; `completed()` reads it back for resuming."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Complete rows in file order (a torn last line, from a kill mid-write, is ignored)."""
+        if not self.path.exists():
+            return []
+        rows = []
+        with open(self.path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.endswith("\n"):
+                    rows.append(json.loads(line))
+        return rows
+
+    def repair(self) -> None:
+        """Cut a torn last line so that appended rows start on a fresh line."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(self.path, "r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Write one row and force it to disk before returning."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    """All rows of a campaign (stored and new), ordered by toy index; `t` holds the successful toys."""
+
+    rows: tuple[dict[str, Any], ...]
+
+    @property
+    def t(self) -> np.ndarray:
+        return np.array([row["t"] for row in self.rows if row["status"] == STATUS_OK])
+
+    @property
+    def n_failed(self) -> int:
+        return sum(row["status"] != STATUS_OK for row in self.rows)
+
+
+def _executor_for(executor: str | int | Executor | None, task: ToyTask) -> tuple[Executor | None, bool]:
+    """(executor, owned): None for serial; a spawned process pool for 'local' or an int."""
+    if executor is None:
+        return None, False
+    try:
+        pickle.dumps(task)
+    except (pickle.PicklingError, AttributeError, TypeError) as error:
+        raise ConfigurationError(
+            "toys run in other processes, so the test and the generator must be picklable (a module-level "
+            f"function, a bound method or functools.partial, not a lambda or local function): {error}"
+        ) from None
+    if isinstance(executor, Executor):
+        return executor, False
+    if executor == "local":
+        executor = os.cpu_count() or 1
+    if isinstance(executor, (int, np.integer)) and not isinstance(executor, bool) and executor >= 1:
+        pool = ProcessPoolExecutor(int(executor), mp_context=get_context("spawn"),
+                                   initializer=_initialise_worker, initargs=(task,))
+        return pool, True
+    raise ConfigurationError(
+        f"executor must be None (serial), 'local' (all cores), a number of processes or a "
+        f"concurrent.futures.Executor (e.g. a dask client.get_executor()), got {executor!r}."
+    )
+
+
+def _results(executor: Executor | None, owned: bool, task: ToyTask, pending: list[int]) -> Iterator[dict[str, Any]]:
+    if executor is None:
+        for index in pending:
+            yield run_one_toy(task, index)
+        return
+    futures: list[Future] = [
+        executor.submit(_run_in_worker, index) if owned else executor.submit(run_one_toy, task, index)
+        for index in pending
+    ]
+    for future in as_completed(futures):
+        yield future.result()
+
+
+def run_toys(
+    test: NPLMTest,
+    generator: ToyGenerator,
+    x_ref: np.ndarray,
+    w_ref: float | np.ndarray,
+    n_toys: int,
+    seed: int = 0,
+    executor: str | int | Executor | None = "local",
+    store: str | os.PathLike | None = None,
+    progress: bool = True,
+    max_failure_fraction: float = 0.1,
+) -> CampaignResult:
+    """Run (or resume) a campaign of `n_toys` toys: data from `generator(rng)`, reference fixed.
+
+    executor: None runs serially here; 'local' (default) a process pool over all cores; an int
+    that many processes; any concurrent.futures.Executor, such as a dask
+    `Client(...).get_executor()` (so dask-jobqueue HTCondor/SLURM clusters work unchanged).
+    store: the JSON-Lines file to append to and resume from (None keeps rows in memory only).
+    Raises FitError once more than max_failure_fraction of the toys have failed."""
+    if not (isinstance(n_toys, (int, np.integer)) and n_toys >= 1):
+        raise ConfigurationError(f"n_toys must be a positive integer, got {n_toys!r}.")
+    toy_store = ToyStore(store) if store is not None else None
+    stored = toy_store.rows() if toy_store else []
+    foreign = {row["seed"] for row in stored} - {seed}
+    if foreign:
+        raise ConfigurationError(
+            f"the store {store} holds toys of campaign seed(s) {sorted(foreign)}, not {seed}; use another store."
+        )
+    done = {row["toy"]: row for row in stored if row["toy"] < n_toys}
+    if toy_store:
+        toy_store.repair()
+    pending = [index for index in range(n_toys) if index not in done]
+    task = ToyTask(test=test, generator=generator, x_ref=x_ref, w_ref=w_ref, seed=seed)
+    pool, owned = _executor_for(executor if pending else None, task)
+    failures = sum(row["status"] != STATUS_OK for row in done.values())
+    bar = tqdm(total=n_toys, initial=len(done), desc="toys", unit="toy", disable=not progress, file=sys.stderr)
+    try:
+        for row in _results(pool, owned, task, pending):
+            done[row["toy"]] = row
+            if toy_store:
+                toy_store.append(row)
+            failures += row["status"] != STATUS_OK
+            bar.update(1)
+            if failures > max_failure_fraction * n_toys:
+                raise FitError(f"{failures} of {n_toys} toys failed (more than {max_failure_fraction:.0%}); "
+                               f"last: {row['status']}")
+    finally:
+        bar.close()
+        if owned:
+            pool.shutdown(cancel_futures=True)
+    return CampaignResult(rows=tuple(done[index] for index in sorted(done)))

@@ -1,0 +1,128 @@
+"""Toy campaigns: reproducible seeds, executors, crash-safe store and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from campaign_helpers import BENCHMARK, PoisonedGenerator, SlowGenerator, small_campaign_inputs
+
+from nplm_kernel import ConfigurationError, FitError, KernelNPLM
+from nplm_kernel.campaign import ToyStore, run_toys, toy_seed
+from nplm_kernel.hypothesis_test import NPLMTest
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return small_campaign_inputs()
+
+
+def test_same_seed_same_toys_and_t(inputs):
+    test, x_ref, w_ref = inputs
+    first = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=4, seed=11, executor=None, progress=False)
+    again = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=4, seed=11, executor=None, progress=False)
+    other = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=4, seed=12, executor=None, progress=False)
+    assert [row["toy"] for row in first.rows] == [0, 1, 2, 3]
+    np.testing.assert_array_equal(first.t, again.t)
+    assert not np.array_equal(first.t, other.t)
+    # toy i is the test run on the data drawn from SeedSequence(seed, spawn_key=(i,)), nothing else
+    x_data = BENCHMARK.data(np.random.default_rng(toy_seed(11, 2)))
+    assert first.t[2] == KernelNPLM(n_centers=30).fit(x_data, x_ref, w_ref).t_
+    assert first.rows[2]["n_data"] == len(x_data) and first.rows[2]["backend"] == "KernelNPLM"
+
+
+def test_process_pool_and_other_executors_give_the_serial_rows(inputs):
+    test, x_ref, w_ref = inputs
+    serial = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=4, seed=3, executor=None, progress=False)
+    pooled = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=4, seed=3, executor=2, progress=False)
+    with ThreadPoolExecutor(2) as threads:
+        threaded = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=4, seed=3, executor=threads, progress=False)
+    np.testing.assert_allclose(pooled.t, serial.t, rtol=1e-12)
+    np.testing.assert_allclose(threaded.t, serial.t, rtol=1e-12)
+
+
+def test_resume_runs_only_the_missing_toys(inputs, tmp_path):
+    test, x_ref, w_ref = inputs
+    store = tmp_path / "toys.jsonl"
+    first = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=3, seed=4, executor=None, store=store, progress=False)
+    calls = []
+
+    def counting_generator(rng):
+        calls.append(1)
+        return BENCHMARK.data(rng)
+
+    resumed = run_toys(test, counting_generator, x_ref, w_ref, n_toys=5, seed=4, executor=None, store=store,
+                       progress=False)
+    assert len(calls) == 2
+    assert [row["toy"] for row in resumed.rows] == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(resumed.t[:3], first.t)
+    assert len(ToyStore(store).rows()) == 5
+    complete = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=5, seed=4, executor=None, store=store,
+                        progress=False)
+    np.testing.assert_array_equal(complete.t, resumed.t)
+    with pytest.raises(ConfigurationError, match=r"campaign seed\(s\) \[4\], not 9"):
+        run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=5, seed=9, executor=None, store=store, progress=False)
+
+
+def test_a_torn_last_line_is_discarded_and_rewritten(inputs, tmp_path):
+    test, x_ref, w_ref = inputs
+    store = tmp_path / "toys.jsonl"
+    run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=2, seed=6, executor=None, store=store, progress=False)
+    with open(store, "a") as handle:
+        handle.write('{"toy": 2, "seed": 6, "st')  # a write cut by a kill
+    result = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=3, seed=6, executor=None, store=store,
+                      progress=False)
+    lines = store.read_text().splitlines()
+    assert [json.loads(line)["toy"] for line in lines] == [0, 1, 2]
+    assert len(result.t) == 3
+
+
+def test_a_campaign_killed_with_sigkill_resumes_to_exactly_n_toys(inputs, tmp_path):
+    test, x_ref, w_ref = inputs
+    store = tmp_path / "toys.jsonl"
+    helper = Path(__file__).with_name("campaign_helpers.py")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(helper.parent.parent), str(helper.parent)])}
+    process = subprocess.Popen([sys.executable, str(helper), str(store), "12"], env=environment)
+    deadline = time.monotonic() + 120
+    while len(ToyStore(store).rows()) < 3 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_rows = ToyStore(store).rows()
+    assert 3 <= len(killed_rows) < 12
+    result = run_toys(test, SlowGenerator(0.0), x_ref, w_ref, n_toys=12, seed=5, executor=None, store=store,
+                      progress=False)
+    assert [row["toy"] for row in result.rows] == list(range(12))
+    assert [row["toy"] for row in ToyStore(store).rows()] == sorted({row["toy"] for row in ToyStore(store).rows()})
+    for row in killed_rows:
+        assert result.rows[row["toy"]]["t"] == row["t"]
+
+
+def test_failed_toys_are_recorded_and_a_failure_threshold_stops_the_campaign(inputs):
+    test, x_ref, w_ref = inputs
+    result = run_toys(test, PoisonedGenerator(0.3), x_ref, w_ref, n_toys=10, seed=2, executor=None, progress=False,
+                      max_failure_fraction=0.9)
+    failed = [row for row in result.rows if row["status"] != "ok"]
+    assert result.n_failed == len(failed) >= 1 and len(result.t) == 10 - len(failed)
+    assert all("InputError" in row["status"] and "x_data contains 1 non-finite" in row["status"] for row in failed)
+    with pytest.raises(FitError, match="toys failed"):
+        run_toys(test, PoisonedGenerator(0.3), x_ref, w_ref, n_toys=10, seed=2, executor=None, progress=False,
+                 max_failure_fraction=0.0)
+
+
+def test_bad_campaign_settings(inputs):
+    test, x_ref, w_ref = inputs
+    with pytest.raises(ConfigurationError, match="must be picklable"):
+        run_toys(test, lambda rng: BENCHMARK.data(rng), x_ref, w_ref, n_toys=2, executor=2, progress=False)
+    with pytest.raises(ConfigurationError, match="executor must be None"):
+        run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=2, executor="cluster", progress=False)
+    with pytest.raises(ConfigurationError, match="n_toys must be a positive integer"):
+        run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=0, executor=None, progress=False)
+    with pytest.raises(ConfigurationError, match="backend must be an estimator"):
+        NPLMTest("KernelNPLM")
