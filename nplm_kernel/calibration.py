@@ -111,3 +111,59 @@ def significance(t: float, t_null: object, confidence: float = 0.6827) -> Signif
         n_toys=values.size,
         chi2_fit=chi2_fit,
     )
+
+
+@dataclass(frozen=True)
+class CombinedSignificance:
+    """Several hyperparameter settings tested on the same data, combined into one p-value.
+
+    p_values: per-setting empirical p-values of the observed t ((k + 1) / (n + 1) form);
+    min_p / fisher: the toy-calibrated p-values of the statistics min_k p_k and -2 sum_k log p_k
+    (the fraction of null toys at least as extreme, each toy's p-values computed against the other
+    toys); z_min_p / z_fisher the matching Z."""
+
+    p_values: tuple[float, ...]
+    min_p: float
+    fisher: float
+    z_min_p: float
+    z_fisher: float
+    n_toys: int
+
+
+def _tail_fractions(t_matrix: np.ndarray, t_values: np.ndarray) -> np.ndarray:
+    """(k + 1) / (n + 1) with k = #(column toys >= value), column by column."""
+    exceeding = (t_matrix[None, :, :] >= t_values[:, None, :]).sum(axis=1)
+    return (exceeding + 1.0) / (t_matrix.shape[0] + 1.0)
+
+
+def combine_settings(t_observed: object, t_null: object) -> CombinedSignificance:
+    """Combine K settings: t_observed (K,) on the data, t_null (n_toys, K) on the same null toys
+    (row j = toy j fitted with every setting). Never a naive min: both combined statistics are
+    calibrated on the null toys, so the combination holds its false-positive rate."""
+    observed = np.asarray(t_observed, dtype=np.float64).reshape(-1)
+    null = np.asarray(t_null, dtype=np.float64)
+    if null.ndim != 2 or null.shape[1] != observed.size:
+        raise InputError(f"t_null must have shape (n_toys, {observed.size}), one column per setting, got {null.shape}.")
+    if null.shape[0] < 2:
+        raise InputError(f"t_null needs at least 2 null toys, got {null.shape[0]}.")
+    check_finite(observed[None, :], "t_observed")
+    check_finite(null, "t_null")
+    n_toys = null.shape[0]
+    observed_p = _tail_fractions(null, observed[None, :])[0]
+    # each null toy's p-values against the other n - 1 toys (leave-one-out)
+    exceeding = (null[None, :, :] >= null[:, None, :]).sum(axis=1) - 1
+    null_p = (exceeding + 1.0) / n_toys
+    statistics = {
+        "min_p": (observed_p.min(), null_p.min(axis=1)),
+        "fisher": (-2 * np.log(observed_p).sum(), -2 * np.log(null_p).sum(axis=1)),
+    }
+    min_p = float((np.count_nonzero(statistics["min_p"][1] <= statistics["min_p"][0]) + 1) / (n_toys + 1))
+    fisher = float((np.count_nonzero(statistics["fisher"][1] >= statistics["fisher"][0]) + 1) / (n_toys + 1))
+    return CombinedSignificance(
+        p_values=tuple(float(p) for p in observed_p),
+        min_p=min_p,
+        fisher=fisher,
+        z_min_p=z_score(min_p),
+        z_fisher=z_score(fisher),
+        n_toys=n_toys,
+    )
