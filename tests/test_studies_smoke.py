@@ -31,3 +31,10 @@ def test_benchmark_scripts_run(monkeypatch, capsys):
         _load(ROOT / "benchmarks" / script).main()
         out = capsys.readouterr().out
         assert "|---|" in out
+
+
+def test_null_calibration_study_smoke(tmp_path):
+    study = _load(ROOT / "studies" / "null_calibration_1d.py")
+    table = study.run(6, tmp_path, executor=None, n_reference=20_000, n_centers=50, progress=False)
+    assert "| 6 | 0 |" in table
+    assert len((tmp_path / "toys.jsonl").read_text().splitlines()) == 6
