@@ -27,13 +27,34 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .exceptions import ConfigurationError, FitError, NPLMError
+from .exceptions import ConfigurationError, FitError, InputError, NPLMError
 from .hypothesis_test import NPLMTest
+from .samples import as_events
 
 #: A toy generator: draws one data sample (N_D, d) from a numpy Generator.
 ToyGenerator = Callable[[np.random.Generator], np.ndarray]
 
 STATUS_OK = "ok"
+
+
+class ReferencePoolToys:
+    """Null toys from a held-out pool of unweighted reference events (not the reference sample
+    itself): each toy has N ~ Poisson(n_expected) events drawn from the pool without replacement."""
+
+    def __init__(self, pool: np.ndarray, n_expected: float):
+        self.pool = as_events(pool, "pool")
+        if not (np.isfinite(n_expected) and n_expected > 0):
+            raise ConfigurationError(f"n_expected must be positive and finite, got {n_expected!r}.")
+        self.n_expected = float(n_expected)
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        n_events = rng.poisson(self.n_expected)
+        if n_events > len(self.pool):
+            raise InputError(
+                f"the held-out pool has {len(self.pool)} events but a toy needs {n_events}; the pool must hold "
+                f"well above n_expected = {self.n_expected:g} events."
+            )
+        return self.pool[rng.choice(len(self.pool), size=n_events, replace=False)]
 
 
 @dataclass(frozen=True)

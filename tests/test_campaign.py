@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from campaign_helpers import BENCHMARK, PoisonedGenerator, SlowGenerator, small_campaign_inputs
 
-from nplm_kernel import ConfigurationError, FitError, KernelNPLM
+from nplm_kernel import ConfigurationError, FitError, InputError, KernelNPLM
 from nplm_kernel.campaign import ToyStore, run_toys, toy_seed
 from nplm_kernel.hypothesis_test import NPLMTest
 
@@ -126,3 +126,20 @@ def test_bad_campaign_settings(inputs):
         run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=0, executor=None, progress=False)
     with pytest.raises(ConfigurationError, match="backend must be an estimator"):
         NPLMTest("KernelNPLM")
+
+
+def test_reference_pool_toys_draw_without_replacement(rng):
+    from nplm_kernel.campaign import ReferencePoolToys
+
+    pool = np.arange(5000.0)[:, None]
+    toys = ReferencePoolToys(pool, n_expected=300.0)
+    sizes, first = [], None
+    for _ in range(200):
+        toy = toys(rng)
+        sizes.append(len(toy))
+        assert len(np.unique(toy)) == len(toy)  # no event twice in one toy
+        first = toy if first is None else first
+    assert np.mean(sizes) == pytest.approx(300, abs=4) and np.var(sizes) == pytest.approx(300, rel=0.35)
+    assert set(first[:, 0]) <= set(pool[:, 0])
+    with pytest.raises(InputError, match="held-out pool has 5000 events"):
+        ReferencePoolToys(pool, n_expected=6000.0)(rng)
