@@ -143,3 +143,15 @@ def test_reference_pool_toys_draw_without_replacement(rng):
     assert set(first[:, 0]) <= set(pool[:, 0])
     with pytest.raises(InputError, match="held-out pool has 5000 events"):
         ReferencePoolToys(pool, n_expected=6000.0)(rng)
+
+
+def test_a_dask_local_cluster_gives_the_serial_rows(inputs):
+    distributed = pytest.importorskip("distributed")
+    test, x_ref, w_ref = inputs
+    serial = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=4, seed=8, executor=None, progress=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            clustered = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=4, seed=8,
+                                 executor=client.get_executor(), progress=False)
+    assert [row["toy"] for row in clustered.rows] == [0, 1, 2, 3]
+    np.testing.assert_allclose(clustered.t, serial.t, rtol=1e-12)
