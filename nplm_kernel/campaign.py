@@ -47,6 +47,24 @@ class ReferencePoolToys:
             raise ConfigurationError(f"n_expected must be positive and finite, got {n_expected!r}.")
         self.n_expected = float(n_expected)
 
+    @classmethod
+    def split(
+        cls, x_ref: np.ndarray, w_ref: np.ndarray, pool_fraction: float, seed: int
+    ) -> tuple[ReferencePoolToys, np.ndarray, np.ndarray]:
+        """Hold out a random `pool_fraction` of an unweighted reference sample as the toy pool.
+
+        Returns (toys, x_rest, w_rest): toys draw Poisson(N(R)) events from the pool, N(R) = sum
+        w_ref; the rest is the reference, its weights rescaled so that they still sum to N(R).
+        The split depends only on `seed`, so a test and its toys use the same reference."""
+        if not 0.0 < pool_fraction < 1.0:
+            raise ConfigurationError(f"pool_fraction must lie in (0, 1), got {pool_fraction!r}.")
+        weights = np.asarray(w_ref, dtype=np.float64)
+        if np.ptp(weights) > 1e-12 * weights.mean():
+            raise InputError("held-out pool toys need an unweighted reference sample (all w_ref equal).")
+        in_pool = np.random.default_rng(seed).random(len(x_ref)) < pool_fraction
+        rest = weights[~in_pool]
+        return cls(x_ref[in_pool], weights.sum()), x_ref[~in_pool], rest * (weights.sum() / rest.sum())
+
     def __call__(self, rng: np.random.Generator) -> np.ndarray:
         n_events = rng.poisson(self.n_expected)
         if n_events > len(self.pool):
@@ -80,7 +98,7 @@ def run_one_toy(task: ToyTask, toy_index: int) -> dict[str, Any]:
     try:
         x_data = task.generator(np.random.default_rng(toy_seed(task.seed, toy_index)))
         result = task.test.run(x_data, task.x_ref, task.w_ref)
-        row.update(status=STATUS_OK, t=result.t, tau=result.tau, delta=result.delta, n_data=int(len(x_data)),
+        row.update(status=STATUS_OK, t=result.t, tau=result.tau, delta=result.delta, nu_hat=[], n_data=int(len(x_data)),
                    backend=result.backend, hyperparameters=result.hyperparameters)
     except (NPLMError, ArithmeticError, RuntimeError) as error:
         row.update(status=f"failed: {type(error).__name__}: {error}", t=None, tau=None, delta=None,

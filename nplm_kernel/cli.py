@@ -1,4 +1,10 @@
-"""Command-line interface: `nplm demo` (more subcommands arrive with the testing layer)."""
+"""Command-line interface.
+
+nplm test       the NPLM test on a data file against a reference file (optionally calibrated)
+nplm toys       run or resume a null toy campaign into a JSON-Lines store
+nplm calibrate  turn a campaign store into a chi2 fit, p-value and Z, and a plot
+nplm demo       the kernel test on the built-in 1D benchmark
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,12 @@ import numpy as np
 from tqdm import tqdm
 
 from .benchmarks import SIGNALS_1D, Exponential1D
-from .calibration import significance
+from .calibration import fit_chi2, significance
+from .campaign import ReferencePoolToys, ToyStore, run_toys
 from .estimator import KernelNPLM
+from .exceptions import ConfigurationError, NPLMError
+from .hypothesis_test import NPLMTest
+from .io import load_events
 
 
 def run_demo(
@@ -61,9 +71,136 @@ def run_demo(
     return "\n".join(lines)
 
 
+def _columns(text: str | None) -> list[str] | None:
+    return None if text is None else [column.strip() for column in text.split(",") if column.strip()]
+
+
+def _reference(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, ReferencePoolToys | None]:
+    """(x_ref, w_ref, pool toys or None) from the reference options."""
+    columns = _columns(arguments.columns)
+    x_ref = load_events(arguments.reference, columns, arguments.key)
+    if arguments.weight_column:
+        if columns is None:
+            raise ConfigurationError("--weight-column needs --columns (which variables are inputs).")
+        w_ref = load_events(arguments.reference, [arguments.weight_column], arguments.key)[:, 0]
+    elif arguments.expected_yield:
+        w_ref = np.full(len(x_ref), arguments.expected_yield / len(x_ref))
+    else:
+        raise ConfigurationError("give the reference normalisation: --expected-yield N(R) or --weight-column.")
+    toys = None
+    if arguments.pool:
+        toys = ReferencePoolToys(load_events(arguments.pool, columns, arguments.key), w_ref.sum())
+    elif arguments.pool_fraction:
+        toys, x_ref, w_ref = ReferencePoolToys.split(x_ref, w_ref, arguments.pool_fraction, arguments.seed)
+    return x_ref, w_ref, toys
+
+
+def _backend(arguments: argparse.Namespace):
+    if arguments.backend == "nn":
+        from nn_baseline import NNNPLM
+
+        architecture = tuple(int(width) for width in arguments.architecture.split(","))
+        return NNNPLM(architecture=architecture, weight_clip=arguments.weight_clip, epochs=arguments.epochs,
+                      seed=arguments.seed)
+    return KernelNPLM(n_centers=arguments.n_centers, sigma=arguments.sigma, penalty=arguments.penalty,
+                      seed=arguments.seed)
+
+
+def _command_test(arguments: argparse.Namespace) -> str:
+    x_ref, w_ref, _ = _reference(arguments)
+    x_data = load_events(arguments.data, _columns(arguments.columns), arguments.key)
+    result = NPLMTest(_backend(arguments)).run(x_data, x_ref, w_ref)
+    lines = [f"backend:   {result.backend} {result.hyperparameters}",
+             f"samples:   N_D = {len(x_data)}, N_R = {len(x_ref)}, N(R) = {w_ref.sum():.6g}",
+             f"t:         {result.t:.4f}  (fit {result.wall_time:.2f} s)"]
+    if arguments.null:
+        rows = ToyStore(arguments.null).rows()
+        calibrated = significance(result.t, [row["t"] for row in rows if row["status"] == "ok"])
+        lines += [f"p-value:   {calibrated.p_value:.4g}  (68.27% Clopper-Pearson [{calibrated.p_low:.4g}, "
+                  f"{calibrated.p_high:.4g}]; method: {calibrated.method}; {calibrated.n_toys} toys)",
+                  f"Z:         {calibrated.z:.3f}"]
+    if arguments.plot:
+        from .plots import plot_learned_f
+
+        plot_learned_f(result.estimator, x_data, x_ref, w_ref, arguments.plot, names=_columns(arguments.columns))
+        lines.append(f"plot:      {arguments.plot}")
+    return "\n".join(lines)
+
+
+def _command_toys(arguments: argparse.Namespace) -> str:
+    x_ref, w_ref, toys = _reference(arguments)
+    if toys is None:
+        raise ConfigurationError("null toys need a held-out pool: --pool FILE or --pool-fraction F.")
+    executor = {"serial": None, "local": "local"}.get(arguments.executor)
+    if executor is None and arguments.executor != "serial":
+        executor = int(arguments.executor)
+    campaign = run_toys(NPLMTest(_backend(arguments)), toys, x_ref, w_ref, n_toys=arguments.n_toys,
+                        seed=arguments.seed, executor=executor, store=arguments.store,
+                        progress=not arguments.no_progress)
+    return (f"{len(campaign.rows)} toys in {arguments.store} ({campaign.n_failed} failed); "
+            f"median t = {np.median(campaign.t):.3f}")
+
+
+def _command_calibrate(arguments: argparse.Namespace) -> str:
+    rows = ToyStore(arguments.store).rows()
+    t_null = np.array([row["t"] for row in rows if row["status"] == "ok"])
+    fit = fit_chi2(t_null)
+    lines = [f"null:      {len(t_null)} toys ({len(rows) - len(t_null)} failed), mean t = {t_null.mean():.3f}",
+             f"chi2 fit:  dof = {fit.dof:.3f}, KS p-value = {fit.ks_p_value:.3f}"]
+    if arguments.t_observed is not None:
+        result = significance(arguments.t_observed, t_null)
+        lines += [f"p-value:   {result.p_value:.4g}  (68.27% Clopper-Pearson [{result.p_low:.4g}, "
+                  f"{result.p_high:.4g}]; method: {result.method})", f"Z:         {result.z:.3f}"]
+    if arguments.plot:
+        from .plots import plot_null_distribution
+
+        plot_null_distribution(t_null, arguments.plot, arguments.t_observed, arguments.dof)
+        lines.append(f"plot:      {arguments.plot}")
+    return "\n".join(lines)
+
+
+def _add_sample_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reference", required=True, help="reference events (.npy .npz .h5 .parquet .root)")
+    parser.add_argument("--columns", help="comma-separated input variables (columns, branches, datasets)")
+    parser.add_argument("--key", help="array in .npz, dataset or group in HDF5, tree in ROOT")
+    parser.add_argument("--weight-column", help="per-event reference weights (sum = N(R)) from this column")
+    parser.add_argument("--expected-yield", type=float, help="N(R): every reference event weighs N(R) / N_R")
+    pool = parser.add_mutually_exclusive_group()
+    pool.add_argument("--pool", help="held-out reference events for null toys")
+    pool.add_argument("--pool-fraction", type=float, help="hold out this fraction of the reference for null toys")
+    parser.add_argument("--backend", choices=["kernel", "nn"], default="kernel")
+    parser.add_argument("--n-centers", type=int, help="kernel: Nystrom centres M (default N_D / 4 in [100, 3000])")
+    parser.add_argument("--sigma", type=float, help="kernel: width in standardised units (default 90th percentile)")
+    parser.add_argument("--penalty", type=float, default=1e-6, help="kernel: lambda (default 1e-6)")
+    parser.add_argument("--architecture", default="1,4,1", help="nn: layer widths (default 1,4,1)")
+    parser.add_argument("--weight-clip", type=float, default=9.0, help="nn: weight clip (default 9)")
+    parser.add_argument("--epochs", type=int, default=100_000, help="nn: epochs (default 1e5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fit, the pool split and the toys")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nplm", description="New Physics Learning Machine tests with kernel methods.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    test = commands.add_parser("test", help="run the NPLM test on a data file against a reference file")
+    test.add_argument("--data", required=True, help="data events (same formats and columns as the reference)")
+    _add_sample_options(test)
+    test.add_argument("--null", help="campaign store (from nplm toys) to calibrate t against")
+    test.add_argument("--plot", help="PNG of data, reference and reference x e^f per variable")
+
+    toys = commands.add_parser("toys", help="run or resume a null toy campaign")
+    _add_sample_options(toys)
+    toys.add_argument("--store", required=True, help="JSON-Lines store to append to and resume from")
+    toys.add_argument("--n-toys", type=int, required=True)
+    toys.add_argument("--executor", default="local", help="'local' (all cores), 'serial', or a number of processes")
+    toys.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    calibrate = commands.add_parser("calibrate", help="chi2 fit, p-value and Z from a campaign store")
+    calibrate.add_argument("--store", required=True)
+    calibrate.add_argument("--t-observed", type=float, help="observed t to turn into a p-value and Z")
+    calibrate.add_argument("--dof", type=float, help="nominal chi2 dof to draw beside the fit")
+    calibrate.add_argument("--plot", help="PNG of the null distribution")
+
     demo = commands.add_parser("demo", help="run a kernel NPLM test on the built-in 1D benchmark")
     demo.add_argument("--signal", choices=sorted(SIGNALS_1D), default="NP2", help="injected signal (default NP2)")
     demo.add_argument("--toys", type=int, default=100, help="number of null toys (default 100)")
@@ -75,20 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    arguments = build_parser().parse_args(argv)
+def _command_demo(arguments: argparse.Namespace) -> str:
     if arguments.toys < 2:
-        build_parser().error("--toys must be at least 2")
-    report = run_demo(
-        signal=arguments.signal,
-        n_toys=arguments.toys,
-        n_reference=arguments.n_reference,
-        n_centers=arguments.n_centers,
-        penalty=arguments.penalty,
-        seed=arguments.seed,
-        progress=not arguments.no_progress,
-    )
-    print(report)
+        raise ConfigurationError("--toys must be at least 2")
+    return run_demo(signal=arguments.signal, n_toys=arguments.toys, n_reference=arguments.n_reference,
+                    n_centers=arguments.n_centers, penalty=arguments.penalty, seed=arguments.seed,
+                    progress=not arguments.no_progress)
+
+
+COMMANDS = {"test": _command_test, "toys": _command_toys, "calibrate": _command_calibrate, "demo": _command_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `nplm`; errors of the package print as one line and exit with status 2."""
+    arguments = build_parser().parse_args(argv)
+    try:
+        print(COMMANDS[arguments.command](arguments))
+    except (NPLMError, ValueError) as error:
+        print(f"nplm {arguments.command}: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,5 +1,7 @@
 import re
 
+import numpy as np
+
 from nplm_kernel.cli import main
 
 
@@ -14,3 +16,52 @@ def test_demo_prints_t_p_and_z(capsys):
     from scipy import stats
 
     assert abs(z - stats.norm.isf(p_value)) < 1e-3
+
+
+def _write_samples(tmp_path, rng):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    reference = rng.exponential(1.0, size=20_000)
+    data = np.concatenate([rng.exponential(1.0, size=rng.poisson(100)), rng.normal(1.6, 0.1, size=60)])
+    for name, values in [("reference", reference), ("data", data)]:
+        pq.write_table(pa.table({"x": values, "w": np.full(len(values), 100 / len(reference))}),
+                       tmp_path / f"{name}.parquet")
+
+
+def test_test_toys_calibrate_round_trip(tmp_path, rng, capsys):
+    _write_samples(tmp_path, rng)
+    common = ["--reference", str(tmp_path / "reference.parquet"), "--columns", "x", "--expected-yield", "100",
+              "--pool-fraction", "0.5", "--n-centers", "40", "--seed", "3"]
+    store = tmp_path / "null.jsonl"
+    assert main(["toys", *common, "--store", str(store), "--n-toys", "6", "--executor", "serial", "--no-progress"]) == 0
+    assert "6 toys in" in capsys.readouterr().out
+    assert main(["toys", *common, "--store", str(store), "--n-toys", "8", "--executor", "serial", "--no-progress"]) == 0
+    assert len(store.read_text().splitlines()) == 8  # resumed: only 2 more toys
+    capsys.readouterr()
+
+    plot = tmp_path / "f.png"
+    assert main(["test", "--data", str(tmp_path / "data.parquet"), *common, "--null", str(store),
+                 "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    t = float(re.search(r"t:\s+([\d.]+)", out).group(1))
+    assert t > 30 and "fitted chi2 tail" in out and plot.exists()
+
+    null_plot = tmp_path / "null.png"
+    assert main(["calibrate", "--store", str(store), "--t-observed", str(t), "--dof", "4",
+                 "--plot", str(null_plot)]) == 0
+    out = capsys.readouterr().out
+    assert "chi2 fit:  dof =" in out and "8 toys" in out and null_plot.exists()
+
+
+def test_cli_errors_are_one_clear_line(tmp_path, rng, capsys):
+    _write_samples(tmp_path, rng)
+    reference = str(tmp_path / "reference.parquet")
+    assert main(["test", "--data", str(tmp_path / "data.parquet"), "--reference", reference,
+                 "--columns", "mass", "--expected-yield", "100"]) == 2
+    assert "no column 'mass'; available: x, w" in capsys.readouterr().err
+    assert main(["test", "--data", str(tmp_path / "data.parquet"), "--reference", reference, "--columns", "x"]) == 2
+    assert "--expected-yield N(R) or --weight-column" in capsys.readouterr().err
+    assert main(["toys", "--reference", reference, "--columns", "x", "--expected-yield", "100",
+                 "--store", str(tmp_path / "s.jsonl"), "--n-toys", "2"]) == 2
+    assert "--pool FILE or --pool-fraction" in capsys.readouterr().err
