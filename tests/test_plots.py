@@ -1,5 +1,3 @@
-import numpy as np
-
 from nplm_kernel import KernelNPLM
 from nplm_kernel.plots import plot_learned_f, plot_null_distribution
 
