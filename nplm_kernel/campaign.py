@@ -173,10 +173,12 @@ class CampaignResult:
         return sum(row["status"] != STATUS_OK for row in self.rows)
 
 
-def _executor_for(executor: str | int | Executor | None, task: ToyTask) -> tuple[Executor | None, bool]:
-    """(executor, owned): None for serial; a spawned process pool for 'local' or an int."""
+def _executor_for(executor: str | int | Executor | Any | None, task: ToyTask) -> tuple[Executor | None, bool, Any]:
+    """(executor, owned, task reference). None: serial. 'local' or an int: a spawned process pool
+    that receives the task once per worker. A dask Client: its executor, the task scattered once
+    to every worker. Any other Executor: the task travels with each toy."""
     if executor is None:
-        return None, False
+        return None, False, task
     try:
         pickle.dumps(task)
     except (pickle.PicklingError, AttributeError, TypeError) as error:
@@ -184,27 +186,30 @@ def _executor_for(executor: str | int | Executor | None, task: ToyTask) -> tuple
             "toys run in other processes, so the test and the generator must be picklable (a module-level "
             f"function, a bound method or functools.partial, not a lambda or local function): {error}"
         ) from None
+    if hasattr(executor, "scatter") and hasattr(executor, "get_executor"):
+        return executor.get_executor(), False, executor.scatter(task, broadcast=True)
     if isinstance(executor, Executor):
-        return executor, False
+        return executor, False, task
     if executor == "local":
         executor = os.cpu_count() or 1
     if isinstance(executor, (int, np.integer)) and not isinstance(executor, bool) and executor >= 1:
         pool = ProcessPoolExecutor(int(executor), mp_context=get_context("spawn"),
                                    initializer=_initialise_worker, initargs=(task,))
-        return pool, True
+        return pool, True, task
     raise ConfigurationError(
-        f"executor must be None (serial), 'local' (all cores), a number of processes or a "
-        f"concurrent.futures.Executor (e.g. a dask client.get_executor()), got {executor!r}."
+        f"executor must be None (serial), 'local' (all cores), a number of processes, a dask Client or a "
+        f"concurrent.futures.Executor, got {executor!r}."
     )
 
 
-def _results(executor: Executor | None, owned: bool, task: ToyTask, pending: list[int]) -> Iterator[dict[str, Any]]:
+def _results(executor: Executor | None, owned: bool, task: ToyTask, task_reference: Any,
+             pending: list[int]) -> Iterator[dict[str, Any]]:
     if executor is None:
         for index in pending:
             yield run_one_toy(task, index)
         return
     futures: list[Future] = [
-        executor.submit(_run_in_worker, index) if owned else executor.submit(run_one_toy, task, index)
+        executor.submit(_run_in_worker, index) if owned else executor.submit(run_one_toy, task_reference, index)
         for index in pending
     ]
     for future in as_completed(futures):
@@ -218,7 +223,7 @@ def run_toys(
     w_ref: float | np.ndarray,
     n_toys: int,
     seed: int = 0,
-    executor: str | int | Executor | None = "local",
+    executor: str | int | Executor | Any | None = "local",
     store: str | os.PathLike | None = None,
     progress: bool = True,
     max_failure_fraction: float = 0.1,
@@ -226,8 +231,9 @@ def run_toys(
     """Run (or resume) a campaign of `n_toys` toys: data from `generator(rng)`, reference fixed.
 
     executor: None runs serially here; 'local' (default) a process pool over all cores; an int
-    that many processes; any concurrent.futures.Executor, such as a dask
-    `Client(...).get_executor()` (so dask-jobqueue HTCondor/SLURM clusters work unchanged).
+    that many processes; a dask.distributed Client (the test, generator and reference are
+    scattered to the workers once; dask-jobqueue HTCondor/SLURM clusters work unchanged); or any
+    concurrent.futures.Executor (the task is then pickled with each toy).
     store: the JSON-Lines file to append to and resume from (None keeps rows in memory only).
     Raises FitError once more than max_failure_fraction of the toys have failed."""
     if not (isinstance(n_toys, (int, np.integer)) and n_toys >= 1):
@@ -244,11 +250,11 @@ def run_toys(
         toy_store.repair()
     pending = [index for index in range(n_toys) if index not in done]
     task = ToyTask(test=test, generator=generator, x_ref=x_ref, w_ref=w_ref, seed=seed)
-    pool, owned = _executor_for(executor if pending else None, task)
+    pool, owned, task_reference = _executor_for(executor if pending else None, task)
     failures = sum(row["status"] != STATUS_OK for row in done.values())
     bar = tqdm(total=n_toys, initial=len(done), desc="toys", unit="toy", disable=not progress, file=sys.stderr)
     try:
-        for row in _results(pool, owned, task, pending):
+        for row in _results(pool, owned, task, task_reference, pending):
             done[row["toy"]] = row
             if toy_store:
                 toy_store.append(row)

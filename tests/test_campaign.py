@@ -151,7 +151,9 @@ def test_a_dask_local_cluster_gives_the_serial_rows(inputs):
     serial = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=4, seed=8, executor=None, progress=False)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
-            clustered = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=4, seed=8,
-                                 executor=client.get_executor(), progress=False)
+            clustered = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=4, seed=8, executor=client, progress=False)
+            via_executor = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=4, seed=8,
+                                    executor=client.get_executor(), progress=False)
     assert [row["toy"] for row in clustered.rows] == [0, 1, 2, 3]
     np.testing.assert_allclose(clustered.t, serial.t, rtol=1e-12)
+    np.testing.assert_allclose(via_executor.t, serial.t, rtol=1e-12)
