@@ -17,7 +17,8 @@ from sklearn.base import BaseEstimator
 from tqdm import tqdm
 
 from nplm_kernel.estimator import resolve_device
-from nplm_kernel.exceptions import FitError, NotFittedError
+from nplm_kernel.exceptions import FitError
+from nplm_kernel.persistence import require_fitted
 from nplm_kernel.samples import (
     as_events,
     check_positive_integer,
@@ -151,10 +152,31 @@ class NNNPLM(BaseEstimator):
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """f(x) for x of shape (n, d) in input units; float64 (n,)."""
-        if not hasattr(self, "network_"):
-            raise NotFittedError("this NNNPLM is not fitted yet: call fit(x_data, x_ref, w_ref) first.")
+        require_fitted(self, "network_")
         points = (as_events(x, "x", self.n_features_in_) - self.input_mean_) / self.input_scale_
         parameter = next(self.network_.parameters())
         with torch.no_grad():
             values = self.network_(torch.as_tensor(points, dtype=torch.float32, device=parameter.device))
         return values.cpu().numpy().astype(np.float64)
+
+    def fitted_state(self) -> dict:
+        """The fitted attributes and network weights, for nplm_kernel.persistence.save_model."""
+        require_fitted(self, "network_")
+        weights = {f"network.{name}": tensor.detach().cpu().numpy() for name, tensor in self.network_.state_dict().items()}
+        return {
+            **weights, "input_mean_": self.input_mean_, "input_scale_": self.input_scale_,
+            "n_features_in_": self.n_features_in_, "n_parameters_": self.n_parameters_,
+            "loss_": self.loss_, "t_": self.t_, "loss_history_": self.loss_history_, "fit_time_": self.fit_time_,
+        }
+
+    def restore_fitted_state(self, state: dict) -> None:
+        """Rebuild the network and set the fitted attributes from fitted_state()'s output."""
+        self.architecture = tuple(self.architecture)
+        network = ClippedMLP(self.architecture, self.activation, torch.Generator().manual_seed(0))
+        weights = {name.removeprefix("network."): torch.as_tensor(value) for name, value in state.items()
+                   if name.startswith("network.")}
+        network.load_state_dict(weights)
+        self.network_ = network.to(resolve_device(self.device)).eval()
+        for name, value in state.items():
+            if not name.startswith("network."):
+                setattr(self, name, value)

@@ -7,13 +7,15 @@ log-ratio log n(x|D) / n(x|R). The estimator reports L[f] and t = -2 L[f] at the
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from .exceptions import ConfigurationError, ConvergenceWarning, NotFittedError
+from .exceptions import ConfigurationError, ConvergenceWarning
+from .persistence import require_fitted
 from .falkon import NystromKernelRows, SolverDiagnostics, independent_centers, select_centers, solve_logistic
 from .kernel import gaussian_kernel, pairwise_distance_quantile
 from .samples import (
@@ -227,8 +229,7 @@ class KernelNPLM(BaseEstimator):
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """f(x) = sum_m alpha_m k(x, c_m) for x of shape (n, d) in input units; float64 (n,)."""
-        if not hasattr(self, "alpha_"):
-            raise NotFittedError("this KernelNPLM is not fitted yet: call fit(x_data, x_ref, w_ref) first.")
+        require_fitted(self, "alpha_")
         points = (as_events(x, "x", self.n_features_in_) - self.input_mean_) / self.input_scale_
         device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
         centers = torch.as_tensor(self.centers_, dtype=dtype, device=device)
@@ -238,3 +239,21 @@ class KernelNPLM(BaseEstimator):
             block = torch.as_tensor(points[start : start + PREDICT_BLOCK_ROWS], dtype=dtype, device=device)
             values[start : start + block.shape[0]] = (gaussian_kernel(block, centers, self.sigma_) @ alpha).cpu().numpy()
         return values
+
+    def fitted_state(self) -> dict:
+        """The fitted attributes, for nplm_kernel.persistence.save_model."""
+        require_fitted(self, "alpha_")
+        return {
+            "centers_": self.centers_, "alpha_": self.alpha_, "sigma_": self.sigma_,
+            "input_mean_": self.input_mean_, "input_scale_": self.input_scale_,
+            "n_centers_": self.n_centers_, "n_features_in_": self.n_features_in_,
+            "loss_": self.loss_, "t_": self.t_, "diagnostics_": dataclasses.asdict(self.diagnostics_),
+        }
+
+    def restore_fitted_state(self, state: dict) -> None:
+        """Set the fitted attributes from fitted_state()'s output (as saved)."""
+        diagnostics = dict(state["diagnostics_"])
+        diagnostics["cg_iterations"] = tuple(diagnostics["cg_iterations"])
+        for name, value in state.items():
+            setattr(self, name, value)
+        self.diagnostics_ = SolverDiagnostics(**diagnostics)
