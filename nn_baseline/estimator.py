@@ -105,7 +105,7 @@ class NNNPLM(BaseEstimator):
         offset_ref: np.ndarray | None = None,
     ) -> NNNPLM:
         """Train f ~ log n(x|D) / n(x|R) on data (N_D, d), reference (N_R, d) and weights w_R."""
-        samples = validate_samples(x_data, x_ref, w_ref, offset_data, offset_ref)
+        samples = validate_samples(x_data, x_ref, w_ref, offset_data, offset_ref, owner="NNNPLM")
         self._check_settings(samples.n_features)
         device = resolve_device(self.device)
         mean, scale = reference_standardization(samples, self.standardize)

@@ -170,7 +170,10 @@ class KernelNPLM(BaseEstimator):
         self._check_settings()
         penalties = self._penalties()
         device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
-        samples = validate_samples(x_data, x_ref, w_ref, offset_data, offset_ref)
+        samples = validate_samples(
+            x_data, x_ref, w_ref, offset_data, offset_ref, owner="KernelNPLM",
+            weights_reason="its weighted logistic loss is convex and bounded below only for positive event weights",
+        )
         rng = np.random.default_rng(self.seed)
 
         mean, scale = reference_standardization(samples, self.standardize)

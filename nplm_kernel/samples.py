@@ -91,8 +91,16 @@ def as_events(x: object, name: str, n_features: int | None = None) -> np.ndarray
     return np.ascontiguousarray(array)
 
 
-def as_weights(w: object, n_events: int, name: str = "w_ref") -> np.ndarray:
-    """Return positive finite per-event weights of shape (n_events,); a scalar is broadcast."""
+#: Why the NPLM loss refuses non-positive reference weights (backends may give their own reason).
+POSITIVE_WEIGHTS_REASON = (
+    "the NPLM loss needs positive weights: with w < 0 the term w (e^f - 1) is unbounded below as f grows"
+)
+
+
+def as_weights(w: object, n_events: int, name: str = "w_ref", owner: str = "the fit",
+               reason: str = POSITIVE_WEIGHTS_REASON) -> np.ndarray:
+    """Return positive finite per-event weights of shape (n_events,); a scalar is broadcast.
+    Non-positive weights raise InputError naming `owner` (e.g. the backend) and `reason`."""
     try:
         weights = np.asarray(w, dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -108,8 +116,8 @@ def as_weights(w: object, n_events: int, name: str = "w_ref") -> np.ndarray:
     if (weights <= 0).any():
         raise InputError(
             f"{name} has {int((weights <= 0).sum())} non-positive weight(s) (first at index "
-            f"{int(np.flatnonzero(weights <= 0)[0])}, value {weights[weights <= 0][0]:g}); the NPLM "
-            "loss needs positive weights (sum = expected yield N(R))."
+            f"{int(np.flatnonzero(weights <= 0)[0])}, value {weights[weights <= 0][0]:g}); {owner} refuses "
+            f"them: {reason}. Merge negative-weight (NLO) events with their neighbours or reweight them first."
         )
     return weights
 
@@ -134,8 +142,11 @@ def validate_samples(
     w_ref: object,
     offset_data: object = None,
     offset_ref: object = None,
+    owner: str = "the fit",
+    weights_reason: str = POSITIVE_WEIGHTS_REASON,
 ) -> Samples:
-    """Check and convert the inputs of a fit; raise InputError naming the bad argument.
+    """Check and convert the inputs of a fit; raise InputError naming the bad argument (and, for
+    non-positive weights, `owner` and `weights_reason`).
 
     Warns (SampleSizeWarning) when N_R < MIN_REFERENCE_TO_DATA_RATIO * N_D.
     """
@@ -146,7 +157,7 @@ def validate_samples(
             f"x_data has {data.shape[1]} feature(s) but x_ref has {ref.shape[1]}; both samples must "
             "describe the same input variables."
         )
-    weights = as_weights(w_ref, ref.shape[0])
+    weights = as_weights(w_ref, ref.shape[0], owner=owner, reason=weights_reason)
     if ref.shape[0] < MIN_REFERENCE_TO_DATA_RATIO * data.shape[0]:
         warnings.warn(
             f"the reference sample (N_R = {ref.shape[0]}) is less than {MIN_REFERENCE_TO_DATA_RATIO:g} "

@@ -107,3 +107,15 @@ def test_unfitted_and_mismatched_prediction(good):
         fitted.decision_function(np.zeros((4, 3)))
     with pytest.raises(InputError, match="x contains 1 non-finite"):
         fitted.decision_function(_with_value(np.zeros((4, 2)), (2, 0), np.nan))
+
+
+def test_negative_weights_are_refused_naming_the_backend_and_why(good):
+    from nn_baseline import NNNPLM
+
+    x_data, x_ref, _ = good
+    weights = np.full(len(x_ref), 0.1)
+    weights[[3, 8]] = -0.05  # NLO-style negative weights
+    with pytest.raises(InputError, match=r"w_ref has 2 non-positive .* KernelNPLM refuses them: its weighted logistic"):
+        KernelNPLM(n_centers=10).fit(x_data, x_ref, weights)
+    with pytest.raises(InputError, match=r"NNNPLM refuses them: the NPLM loss needs positive weights.*NLO"):
+        NNNPLM(architecture=(2, 3, 1), epochs=1).fit(x_data, x_ref, weights)
