@@ -91,6 +91,12 @@ def empirical_p_value(t: float, t_null: object, confidence: float = 0.6827) -> t
     return exceeding / values.size, float(interval.low), float(interval.high)
 
 
+def permutation_p_value(t: float, t_null: object) -> float:
+    """(k + 1) / (n + 1), k = #(t_null >= t): the exact p-value of a permutation test (never 0)."""
+    values = _as_null_sample(t_null)
+    return (np.count_nonzero(values >= t) + 1.0) / (values.size + 1.0)
+
+
 def significance(t: float, t_null: object, confidence: float = 0.6827) -> Significance:
     """Calibrate an observed t against null toys (module docstring)."""
     if not np.isfinite(t):

@@ -31,10 +31,40 @@ from .exceptions import ConfigurationError, FitError, InputError, NPLMError
 from .hypothesis_test import NPLMTest
 from .samples import as_events
 
-#: A toy generator: draws one data sample (N_D, d) from a numpy Generator.
-ToyGenerator = Callable[[np.random.Generator], np.ndarray]
+@dataclass(frozen=True)
+class ToySample:
+    """A toy that brings its own reference sample (resampling nulls such as permutations)."""
+
+    x_data: np.ndarray
+    x_ref: np.ndarray
+    w_ref: np.ndarray
+
+
+#: A toy generator: draws one data sample (N_D, d), or a ToySample, from a numpy Generator.
+ToyGenerator = Callable[[np.random.Generator], "np.ndarray | ToySample"]
 
 STATUS_OK = "ok"
+
+
+class PermutationToys:
+    """Null toys without a generator (data-quality monitoring): the observed data and reference
+    events are pooled, and each toy is a random permutation: N_D of them become the toy data and
+    the rest the toy reference, weighted to sum to `expected_yield` = N(R). Valid for unweighted
+    samples; the observed t must be computed with the same N(R)."""
+
+    def __init__(self, x_data: np.ndarray, x_ref: np.ndarray, expected_yield: float):
+        data = as_events(x_data, "x_data")
+        self.pooled = np.concatenate([data, as_events(x_ref, "x_ref", data.shape[1])])
+        self.n_data = len(data)
+        if not (np.isfinite(expected_yield) and expected_yield > 0):
+            raise ConfigurationError(f"expected_yield must be positive and finite, got {expected_yield!r}.")
+        self.expected_yield = float(expected_yield)
+
+    def __call__(self, rng: np.random.Generator) -> ToySample:
+        order = rng.permutation(len(self.pooled))
+        reference = self.pooled[order[self.n_data:]]
+        return ToySample(self.pooled[order[: self.n_data]], reference,
+                         np.full(len(reference), self.expected_yield / len(reference)))
 
 
 class ReferencePoolToys:
@@ -81,8 +111,8 @@ class ToyTask:
 
     test: NPLMTest
     generator: ToyGenerator
-    x_ref: np.ndarray
-    w_ref: float | np.ndarray
+    x_ref: np.ndarray | None
+    w_ref: float | np.ndarray | None
     seed: int
 
 
@@ -96,8 +126,14 @@ def run_one_toy(task: ToyTask, toy_index: int) -> dict[str, Any]:
     start = time.perf_counter()
     row: dict[str, Any] = {"toy": toy_index, "seed": task.seed, "spawn_key": [toy_index]}
     try:
-        x_data = task.generator(np.random.default_rng(toy_seed(task.seed, toy_index)))
-        result = task.test.run(x_data, task.x_ref, task.w_ref)
+        drawn = task.generator(np.random.default_rng(toy_seed(task.seed, toy_index)))
+        if isinstance(drawn, ToySample):
+            x_data, x_ref, w_ref = drawn.x_data, drawn.x_ref, drawn.w_ref
+        elif task.x_ref is None:
+            raise InputError("the generator returned data only but run_toys got no reference (x_ref=None).")
+        else:
+            x_data, x_ref, w_ref = drawn, task.x_ref, task.w_ref
+        result = task.test.run(x_data, x_ref, w_ref)
         row.update(status=STATUS_OK, t=result.t, tau=result.tau, delta=result.delta, nu_hat=[], n_data=int(len(x_data)),
                    backend=result.backend, hyperparameters=result.hyperparameters)
     except (NPLMError, ArithmeticError, RuntimeError) as error:
@@ -219,8 +255,8 @@ def _results(executor: Executor | None, owned: bool, task: ToyTask, task_referen
 def run_toys(
     test: NPLMTest,
     generator: ToyGenerator,
-    x_ref: np.ndarray,
-    w_ref: float | np.ndarray,
+    x_ref: np.ndarray | None,
+    w_ref: float | np.ndarray | None,
     n_toys: int,
     seed: int = 0,
     executor: str | int | Executor | Any | None = "local",
@@ -228,7 +264,9 @@ def run_toys(
     progress: bool = True,
     max_failure_fraction: float = 0.1,
 ) -> CampaignResult:
-    """Run (or resume) a campaign of `n_toys` toys: data from `generator(rng)`, reference fixed.
+    """Run (or resume) a campaign of `n_toys` toys: data from `generator(rng)` against the fixed
+    reference (x_ref, w_ref), or, when the generator returns ToySample (PermutationToys), against
+    the toy's own reference (x_ref and w_ref may then be None).
 
     executor: None runs serially here; 'local' (default) a process pool over all cores; an int
     that many processes; a dask.distributed Client (the test, generator and reference are

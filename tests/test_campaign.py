@@ -157,3 +157,37 @@ def test_a_dask_local_cluster_gives_the_serial_rows(inputs):
     assert [row["toy"] for row in clustered.rows] == [0, 1, 2, 3]
     np.testing.assert_allclose(clustered.t, serial.t, rtol=1e-12)
     np.testing.assert_allclose(via_executor.t, serial.t, rtol=1e-12)
+
+
+def test_permutation_nulls_of_two_samples_from_one_distribution_give_uniform_p_values():
+    """Data and reference from the same distribution: the permutation p-value of the observed t is
+    uniform (KS), so resampling nulls are valid where no generator exists."""
+    from scipy import stats
+
+    from nplm_kernel.calibration import permutation_p_value
+    from nplm_kernel.campaign import PermutationToys
+
+    test = NPLMTest(KernelNPLM(n_centers=20, penalty=1e-4))
+    p_values = []
+    for pair in range(40):
+        rng = np.random.default_rng([pair, 99])
+        x_data, x_ref = rng.exponential(size=(60, 1)), rng.exponential(size=(600, 1))
+        t_observed = test.run(x_data, x_ref, np.full(600, 60 / 600)).t
+        permuted = run_toys(test, PermutationToys(x_data, x_ref, expected_yield=60.0), None, None, n_toys=19,
+                            seed=pair, executor=None, progress=False)
+        p_values.append(permutation_p_value(t_observed, permuted.t))
+    assert stats.kstest(p_values, "uniform").pvalue > 0.01
+    assert min(p_values) >= 1 / 20
+
+
+def test_permutation_toys_keep_sizes_and_yield(rng):
+    from nplm_kernel.campaign import PermutationToys
+
+    toys = PermutationToys(np.zeros((10, 1)), np.ones((90, 1)), expected_yield=12.0)
+    toy = toys(rng)
+    assert toy.x_data.shape == (10, 1) and toy.x_ref.shape == (90, 1)
+    assert toy.w_ref.sum() == pytest.approx(12.0)
+    assert sorted(np.concatenate([toy.x_data, toy.x_ref])[:, 0]) == sorted([0.0] * 10 + [1.0] * 90)
+    with pytest.raises(FitError, match="InputError: the generator returned data only but run_toys got no reference"):
+        run_toys(NPLMTest(KernelNPLM(n_centers=5)), BENCHMARK.data, None, None, n_toys=1, executor=None,
+                 progress=False, max_failure_fraction=0.0)
