@@ -3,6 +3,7 @@
 nplm test       the NPLM test on a data file against a reference file (optionally calibrated)
 nplm toys       run or resume a null toy campaign into a JSON-Lines store
 nplm calibrate  turn a campaign store into a chi2 fit, p-value and Z, and a plot
+nplm run        the whole study an analysis YAML file describes (resumable)
 nplm demo       the kernel test on the built-in 1D benchmark
 """
 
@@ -16,13 +17,16 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from pydantic import ValidationError
+
+from .analysis import load_data, load_reference, run_analysis
 from .benchmarks import SIGNALS_1D, Exponential1D
 from .calibration import fit_chi2, significance
 from .campaign import ReferencePoolToys, ToyStore, run_toys
 from .estimator import KernelNPLM
 from .exceptions import ConfigurationError, NPLMError
 from .hypothesis_test import NPLMTest
-from .io import load_events
+from .config import ReferenceInput
 
 
 def run_demo(
@@ -77,22 +81,13 @@ def _columns(text: str | None) -> list[str] | None:
 
 def _reference(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, ReferencePoolToys | None]:
     """(x_ref, w_ref, pool toys or None) from the reference options."""
-    columns = _columns(arguments.columns)
-    x_ref = load_events(arguments.reference, columns, arguments.key)
-    if arguments.weight_column:
-        if columns is None:
-            raise ConfigurationError("--weight-column needs --columns (which variables are inputs).")
-        w_ref = load_events(arguments.reference, [arguments.weight_column], arguments.key)[:, 0]
-    elif arguments.expected_yield:
-        w_ref = np.full(len(x_ref), arguments.expected_yield / len(x_ref))
-    else:
-        raise ConfigurationError("give the reference normalisation: --expected-yield N(R) or --weight-column.")
-    toys = None
-    if arguments.pool:
-        toys = ReferencePoolToys(load_events(arguments.pool, columns, arguments.key), w_ref.sum())
-    elif arguments.pool_fraction:
-        toys, x_ref, w_ref = ReferencePoolToys.split(x_ref, w_ref, arguments.pool_fraction, arguments.seed)
-    return x_ref, w_ref, toys
+    try:
+        reference = ReferenceInput(path=arguments.reference, expected_yield=arguments.expected_yield,
+                                   weight_column=arguments.weight_column)
+    except ValidationError:
+        raise ConfigurationError("give the reference normalisation: --expected-yield N(R) or --weight-column.") from None
+    return load_reference(reference, _columns(arguments.columns), arguments.key, pool=arguments.pool,
+                          pool_fraction=arguments.pool_fraction, seed=arguments.seed)
 
 
 def _backend(arguments: argparse.Namespace):
@@ -108,7 +103,7 @@ def _backend(arguments: argparse.Namespace):
 
 def _command_test(arguments: argparse.Namespace) -> str:
     x_ref, w_ref, _ = _reference(arguments)
-    x_data = load_events(arguments.data, _columns(arguments.columns), arguments.key)
+    x_data = load_data(arguments.data, _columns(arguments.columns), arguments.key)
     result = NPLMTest(_backend(arguments)).run(x_data, x_ref, w_ref)
     lines = [f"backend:   {result.backend} {result.hyperparameters}",
              f"samples:   N_D = {len(x_data)}, N_R = {len(x_ref)}, N(R) = {w_ref.sum():.6g}",
@@ -201,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--dof", type=float, help="nominal chi2 dof to draw beside the fit")
     calibrate.add_argument("--plot", help="PNG of the null distribution")
 
+    run = commands.add_parser("run", help="run (or resume) the whole study an analysis YAML file describes")
+    run.add_argument("config", help="analysis config (YAML)")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     demo = commands.add_parser("demo", help="run a kernel NPLM test on the built-in 1D benchmark")
     demo.add_argument("--signal", choices=sorted(SIGNALS_1D), default="NP2", help="injected signal (default NP2)")
     demo.add_argument("--toys", type=int, default=100, help="number of null toys (default 100)")
@@ -220,7 +219,15 @@ def _command_demo(arguments: argparse.Namespace) -> str:
                     progress=not arguments.no_progress)
 
 
-COMMANDS = {"test": _command_test, "toys": _command_toys, "calibrate": _command_calibrate, "demo": _command_demo}
+def _command_run(arguments: argparse.Namespace) -> str:
+    result = run_analysis(arguments.config, progress=not arguments.no_progress)
+    return "\n".join([f"t = {result['t']:.4f}, p-value = {result['p_value']:.4g} ({result['method']}), "
+                      f"Z = {result['z']:.3f}, {result['n_toys']} null toys",
+                      f"null chi2 fit: dof = {result['null_chi2_fit']['dof']:.3f}, "
+                      f"KS p-value = {result['null_chi2_fit']['ks_p_value']:.3f}"])
+
+
+COMMANDS = {"run": _command_run, "test": _command_test, "toys": _command_toys, "calibrate": _command_calibrate, "demo": _command_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

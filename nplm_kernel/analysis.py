@@ -1,0 +1,146 @@
+"""A whole NPLM study from one analysis config: `nplm run analysis.yaml`.
+
+Loads and selects the samples, runs the observed test (model saved), runs or resumes the null toy
+campaign, calibrates t, and writes everything with its provenance into the output directory:
+config.yaml (a copy), provenance.json (package and library versions, config hash), model.npz,
+toys.jsonl, result.json and, when matplotlib is installed, f.png and null.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .calibration import significance
+from .campaign import ReferencePoolToys, run_toys
+from .config import AnalysisConfig, KernelBackend, ReferenceInput, load_config
+from .estimator import KernelNPLM
+from .exceptions import ConfigurationError, InputError
+from .hypothesis_test import NPLMTest
+from .io import load_events
+from .persistence import save_model
+
+
+def _selected(path: Path, columns: list[str] | None, key: str | None, cuts: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(events, mask of events passing the cuts low <= value < high)."""
+    events = load_events(path, columns, key)
+    mask = np.ones(len(events), dtype=bool)
+    for name, (low, high) in cuts.items():
+        values = load_events(path, [name], key)[:, 0]
+        mask &= (values >= (-np.inf if low is None else low)) & (values < (np.inf if high is None else high))
+    if not mask.any():
+        raise InputError(f"{path}: no event passes the cuts {cuts}.")
+    return events, mask
+
+
+def load_data(path: Path, columns: list[str] | None, key: str | None, cuts: dict | None = None) -> np.ndarray:
+    """Data events after the cuts."""
+    events, mask = _selected(path, columns, key, cuts or {})
+    return events[mask]
+
+
+def load_reference(
+    reference: ReferenceInput,
+    columns: list[str] | None,
+    key: str | None,
+    cuts: dict | None = None,
+    pool: Path | None = None,
+    pool_fraction: float | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, ReferencePoolToys | None]:
+    """(x_ref, w_ref, null toys or None) after the cuts. Weights: the weight column, or
+    expected_yield / N_R (N(R) after the cuts). Toys: from a held-out pool file, or a seeded split
+    of the reference (the same for the observed test and its toys)."""
+    cuts = cuts or {}
+    if reference.weight_column and columns is None:
+        raise ConfigurationError("a reference weight column needs explicit input columns.")
+    x_ref, mask = _selected(reference.path, columns, key, cuts)
+    x_ref = x_ref[mask]
+    if reference.weight_column:
+        w_ref = load_events(reference.path, [reference.weight_column], key)[mask, 0]
+    else:
+        w_ref = np.full(len(x_ref), reference.expected_yield / len(x_ref))
+    toys = None
+    if pool is not None:
+        toys = ReferencePoolToys(load_data(pool, columns, key, cuts), float(w_ref.sum()))
+    elif pool_fraction is not None:
+        toys, x_ref, w_ref = ReferencePoolToys.split(x_ref, w_ref, pool_fraction, seed)
+    return x_ref, w_ref, toys
+
+
+def build_backend(backend: Any):
+    """The estimator a config's backend section describes."""
+    if isinstance(backend, KernelBackend):
+        return KernelNPLM(n_centers=backend.n_centers, sigma=backend.sigma, penalty=backend.penalty, seed=backend.seed)
+    from nn_baseline import NNNPLM
+
+    return NNNPLM(architecture=tuple(backend.architecture), weight_clip=backend.weight_clip, epochs=backend.epochs,
+                  learning_rate=backend.learning_rate, seed=backend.seed)
+
+
+def _provenance(config_path: Path) -> dict[str, Any]:
+    from . import __version__
+
+    versions = {}
+    for module in ("numpy", "scipy", "torch", "sklearn"):
+        versions[module] = getattr(sys.modules.get(module) or __import__(module), "__version__", "unknown")
+    return {"package_version": __version__, "python": platform.python_version(), "libraries": versions,
+            "config_sha256": hashlib.sha256(config_path.read_bytes()).hexdigest(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _plot(kind: str, *arguments) -> bool:
+    try:
+        from . import plots
+
+        getattr(plots, kind)(*arguments)
+    except ConfigurationError:
+        return False
+    return True
+
+
+def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the study of `config_path`; returns the result written to result.json."""
+    config_path = Path(config_path)
+    config: AnalysisConfig = load_config(config_path)
+    base = config_path.parent
+    inputs, toys_config = config.inputs, config.toys
+    out = base / config.outputs.directory
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(config_path, out / "config.yaml")
+    (out / "provenance.json").write_text(json.dumps(_provenance(config_path), indent=2) + "\n")
+
+    reference = inputs.reference.model_copy(update={"path": base / inputs.reference.path})
+    x_ref, w_ref, toys = load_reference(reference, inputs.columns, inputs.key, inputs.cuts,
+                                        pool=None if toys_config.pool is None else base / toys_config.pool,
+                                        pool_fraction=toys_config.pool_fraction, seed=toys_config.seed)
+    x_data = load_data(base / inputs.data.path, inputs.columns, inputs.key, inputs.cuts)
+    test = NPLMTest(build_backend(config.backend))
+    observed = test.run(x_data, x_ref, w_ref)
+    save_model(observed.estimator, out / "model.npz")
+    executor = {"serial": None, "local": "local"}.get(toys_config.executor, toys_config.executor)
+    campaign = run_toys(test, toys, x_ref, w_ref, n_toys=toys_config.n_toys, seed=toys_config.seed,
+                        executor=executor, store=out / "toys.jsonl", progress=progress)
+    calibrated = significance(observed.t, campaign.t)
+    result = {
+        "t": observed.t, "n_data": len(x_data), "n_reference": len(x_ref), "expected_yield": float(w_ref.sum()),
+        "backend": observed.backend, "hyperparameters": observed.hyperparameters,
+        "p_value": calibrated.p_value, "p_interval_68": [calibrated.p_low, calibrated.p_high], "z": calibrated.z,
+        "method": calibrated.method, "n_toys": calibrated.n_toys, "n_failed_toys": campaign.n_failed,
+        "null_chi2_fit": dataclasses.asdict(calibrated.chi2_fit),
+        "plots": [name for name, made in [
+            ("f.png", _plot("plot_learned_f", observed.estimator, x_data, x_ref, w_ref, out / "f.png", inputs.columns)),
+            ("null.png", _plot("plot_null_distribution", campaign.t, out / "null.png", observed.t)),
+        ] if made],
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

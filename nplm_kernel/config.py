@@ -1,0 +1,149 @@
+"""Analysis configuration: one YAML file describes a whole study, validated with pydantic.
+
+Unknown keys are errors (a misspelt key is never silently ignored), and every error names the
+key path and its line in the file. Relative paths are relative to the config file.
+
+    inputs:
+      data: {path: data.parquet}
+      reference: {path: reference.parquet, expected_yield: 2000}   # or weight_column: w
+      columns: [x]                  # input variables (columns, branches, HDF5 datasets)
+      key: null                     # .npz array, HDF5 dataset/group, ROOT tree
+      cuts: {x: [0.0, null]}        # keep low <= value < high (null = open)
+    backend: {kind: kernel, n_centers: 500, penalty: 1.0e-6}   # or kind: nn, architecture: [1, 4, 1], ...
+    toys: {n_toys: 300, seed: 0, executor: local, pool_fraction: 0.5}   # or pool: heldout.parquet
+    outputs: {directory: results}
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .exceptions import ConfigurationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataInput(_Strict):
+    path: Path
+
+
+class ReferenceInput(_Strict):
+    path: Path
+    expected_yield: Annotated[float, Field(gt=0)] | None = None
+    weight_column: str | None = None
+
+    @model_validator(mode="after")
+    def _one_normalisation(self) -> ReferenceInput:
+        if (self.expected_yield is None) == (self.weight_column is None):
+            raise ValueError("give exactly one of expected_yield (N(R)) or weight_column")
+        return self
+
+
+class Inputs(_Strict):
+    data: DataInput
+    reference: ReferenceInput
+    columns: list[str] | None = None
+    key: str | None = None
+    cuts: dict[str, tuple[float | None, float | None]] = {}
+
+
+class KernelBackend(_Strict):
+    kind: Literal["kernel"]
+    n_centers: Annotated[int, Field(ge=1)] | None = None
+    sigma: Annotated[float, Field(gt=0)] | None = None
+    penalty: Annotated[float, Field(gt=0)] = 1e-6
+    seed: int = 0
+
+
+class NNBackend(_Strict):
+    kind: Literal["nn"]
+    architecture: list[Annotated[int, Field(ge=1)]] = [1, 4, 1]
+    weight_clip: Annotated[float, Field(gt=0)] = 9.0
+    epochs: Annotated[int, Field(ge=1)] = 100_000
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-3
+    seed: int = 0
+
+
+class Toys(_Strict):
+    n_toys: Annotated[int, Field(ge=2)]
+    seed: int = 0
+    executor: Literal["local", "serial"] | Annotated[int, Field(ge=1)] = "local"
+    pool: Path | None = None
+    pool_fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_pool(self) -> Toys:
+        if (self.pool is None) == (self.pool_fraction is None):
+            raise ValueError("null toys need exactly one of pool (a held-out file) or pool_fraction")
+        return self
+
+
+class Outputs(_Strict):
+    directory: Path = Path("results")
+
+
+class AnalysisConfig(_Strict):
+    inputs: Inputs
+    backend: Annotated[KernelBackend | NNBackend, Field(discriminator="kind")]
+    toys: Toys
+    outputs: Outputs = Outputs()
+
+
+def _line_of(text: str, location: tuple) -> int | None:
+    """1-based line of the YAML node at `location` (a pydantic error path), or of its parent."""
+    yaml = importlib.import_module("yaml")
+    node, line = yaml.compose(text), None
+    for part in location:
+        if node is None:
+            break
+        if isinstance(node, yaml.MappingNode):
+            match = next(((key, value) for key, value in node.value if key.value == str(part)), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def load_config(path: str | Path) -> AnalysisConfig:
+    """Read and validate an analysis YAML file; ConfigurationError names each bad key and line,
+    and every input file that does not exist."""
+    yaml = importlib.import_module("yaml")
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigurationError(f"{path}: config file not found.")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigurationError(f"{path}: not valid YAML: {error}") from None
+    try:
+        config = AnalysisConfig.model_validate(raw if raw is not None else {})
+    except ValidationError as error:
+        messages = []
+        for problem in error.errors():
+            location = tuple(part for part in problem["loc"] if part not in ("kernel", "nn"))
+            line = _line_of(text, location)
+            where = ".".join(map(str, location)) or "(top level)"
+            suffix = f" (line {line})" if line else ""
+            reason = "unknown key (misspelt?)" if problem["type"] == "extra_forbidden" else problem["msg"]
+            messages.append(f"{where}{suffix}: {reason}")
+        raise ConfigurationError(f"{path}: invalid analysis config:\n  " + "\n  ".join(messages)) from None
+    base = path.parent
+    files = [("inputs.data.path", config.inputs.data.path), ("inputs.reference.path", config.inputs.reference.path)]
+    if config.toys.pool is not None:
+        files.append(("toys.pool", config.toys.pool))
+    missing = [f"{key}: {base / file} not found" for key, file in files if not (base / file).is_file()]
+    if missing:
+        raise ConfigurationError(f"{path}: " + "; ".join(missing))
+    return config

@@ -1,0 +1,84 @@
+"""The analysis config: strict validation with key and line, and `nplm run` end to end."""
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+from nplm_kernel import ConfigurationError
+from nplm_kernel.cli import main
+from nplm_kernel.config import load_config
+from nplm_kernel.persistence import load_model
+
+CONFIG = """\
+inputs:
+  data: {path: data.parquet}
+  reference: {path: reference.parquet, expected_yield: 100}
+  columns: [x]
+  cuts: {x: [0.05, null]}
+backend: {kind: kernel, n_centers: 40, penalty: 1.0e-6}
+toys: {n_toys: 6, seed: 2, executor: serial, pool_fraction: 0.5}
+outputs: {directory: out}
+"""
+
+
+@pytest.fixture
+def analysis(tmp_path, rng):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    reference = rng.exponential(1.0, size=20_000)
+    data = np.concatenate([rng.exponential(1.0, size=rng.poisson(100)), rng.normal(1.6, 0.1, size=60)])
+    for name, values in [("reference", reference), ("data", data)]:
+        pq.write_table(pa.table({"x": values}), tmp_path / f"{name}.parquet")
+    (tmp_path / "analysis.yaml").write_text(CONFIG)
+    return tmp_path
+
+
+def test_a_misspelt_key_is_named_with_its_line(analysis):
+    (analysis / "bad.yaml").write_text(CONFIG.replace("n_centers: 40", "n_centres: 40"))
+    with pytest.raises(ConfigurationError, match=r"backend\.n_centres \(line 6\): unknown key"):
+        load_config(analysis / "bad.yaml")
+    (analysis / "bad.yaml").write_text(CONFIG.replace("n_toys: 6", "n_toys: 1"))
+    with pytest.raises(ConfigurationError, match=r"toys\.n_toys \(line 7\): Input should be greater than or equal to 2"):
+        load_config(analysis / "bad.yaml")
+    (analysis / "bad.yaml").write_text(CONFIG.replace(", expected_yield: 100", ""))
+    with pytest.raises(ConfigurationError, match=r"inputs\.reference \(line 3\): .*exactly one of expected_yield"):
+        load_config(analysis / "bad.yaml")
+
+
+def test_a_missing_input_file_is_named(analysis):
+    (analysis / "bad.yaml").write_text(CONFIG.replace("data.parquet", "dta.parquet"))
+    with pytest.raises(ConfigurationError, match=r"inputs\.data\.path: .*dta\.parquet not found"):
+        load_config(analysis / "bad.yaml")
+    with pytest.raises(ConfigurationError, match="config file not found"):
+        load_config(analysis / "missing.yaml")
+
+
+def test_nplm_run_does_the_study_records_provenance_and_resumes(analysis, capsys):
+    assert main(["run", str(analysis / "analysis.yaml"), "--no-progress"]) == 0
+    assert "Z =" in capsys.readouterr().out
+    out = analysis / "out"
+    result = json.loads((out / "result.json").read_text())
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert result["t"] > 30 and result["n_toys"] == 6 and set(result["plots"]) == {"f.png", "null.png"}
+    assert provenance["package_version"] == __import__("nplm_kernel").__version__
+    assert (out / "config.yaml").read_text() == CONFIG
+    assert load_model(out / "model.npz").t_ == result["t"]
+    import pyarrow.parquet as pq
+
+    data = pq.read_table(analysis / "data.parquet").column("x").to_numpy()
+    assert result["n_data"] == np.count_nonzero(data >= 0.05) < len(data)  # the cut is applied
+    first_rows = (out / "toys.jsonl").read_text()
+    (analysis / "analysis.yaml").write_text(CONFIG.replace("n_toys: 6", "n_toys: 8"))
+    assert main(["run", str(analysis / "analysis.yaml"), "--no-progress"]) == 0
+    rows = (out / "toys.jsonl").read_text()
+    assert rows.startswith(first_rows) and len(rows.splitlines()) == 8  # resumed, nothing redone
+
+
+def test_config_errors_through_the_cli_are_one_clear_message(analysis, capsys):
+    (analysis / "bad.yaml").write_text(textwrap.dedent(CONFIG).replace("toys:", "toyz:"))
+    assert main(["run", str(analysis / "bad.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "toyz (line 7): unknown key" in err and "toys: Field required" in err
