@@ -108,7 +108,7 @@ class NNNPLM(BaseEstimator):
         samples = validate_samples(x_data, x_ref, w_ref, offset_data, offset_ref, owner="NNNPLM")
         self._check_settings(samples.n_features)
         device = resolve_device(self.device)
-        mean, scale = reference_standardization(samples, self.standardize)
+        mean, scale = reference_standardization(samples.x_ref, samples.w_ref, self.standardize)
 
         def tensor(values: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(values, dtype=torch.float32, device=device)

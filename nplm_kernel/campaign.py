@@ -7,6 +7,8 @@ to a JSON-Lines store (one object per line, flushed and fsync'ed), which pandas
 the same campaign on the same store resumes it: toys already stored are skipped, a line torn by a
 kill is discarded, so no toy is lost or counted twice. A toy whose fit fails is stored with its
 status and does not stop the campaign, unless more than `max_failure_fraction` of toys fail.
+Warnings raised during a toy's fit (e.g. non-convergence) are recorded in its row, with the
+solver's `converged` flag, instead of being printed once and lost.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pickle
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -133,8 +136,13 @@ def run_one_toy(task: ToyTask, toy_index: int) -> dict[str, Any]:
             raise InputError("the generator returned data only but run_toys got no reference (x_ref=None).")
         else:
             x_data, x_ref, w_ref = drawn, task.x_ref, task.w_ref
-        result = task.test.run(x_data, x_ref, w_ref)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = task.test.run(x_data, x_ref, w_ref)
+        diagnostics = getattr(result.estimator, "diagnostics_", None)
         row.update(status=STATUS_OK, t=result.t, tau=result.tau, delta=result.delta, nu_hat=[], n_data=int(len(x_data)),
+                   converged=bool(getattr(diagnostics, "converged", True)),
+                   warnings=[f"{type(w.message).__name__}: {w.message}" for w in caught],
                    backend=result.backend, hyperparameters=result.hyperparameters)
     except (NPLMError, ArithmeticError, RuntimeError) as error:
         row.update(status=f"failed: {type(error).__name__}: {error}", t=None, tau=None, delta=None,

@@ -4,6 +4,7 @@ nplm test       the NPLM test on a data file against a reference file (optionall
 nplm toys       run or resume a null toy campaign into a JSON-Lines store
 nplm calibrate  turn a campaign store into a chi2 fit, p-value and Z, and a plot
 nplm run        the whole study an analysis YAML file describes (resumable)
+nplm scan       choose sigma, M and lambda from null toys of the reference (table, plot, choice)
 nplm demo       the kernel test on the built-in 1D benchmark
 """
 
@@ -13,6 +14,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -200,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="analysis config (YAML)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    scan = commands.add_parser("scan", help="choose sigma, M and lambda from null toys of the reference")
+    _add_sample_options(scan)
+    scan.add_argument("--sigma-quantiles", default="0.5,0.9", help="pairwise-distance quantiles (default 0.5,0.9)")
+    scan.add_argument("--n-centers-grid", default="100,300,1000", help="M values (default 100,300,1000)")
+    scan.add_argument("--penalties", default="1e-5,1e-7", help="lambda values (default 1e-5,1e-7)")
+    scan.add_argument("--n-toys", type=int, default=20, help="null toys per setting (default 20)")
+    scan.add_argument("--out", default="scan", help="output folder for scan.md and scan.png")
+    scan.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
     demo = commands.add_parser("demo", help="run a kernel NPLM test on the built-in 1D benchmark")
     demo.add_argument("--signal", choices=sorted(SIGNALS_1D), default="NP2", help="injected signal (default NP2)")
     demo.add_argument("--toys", type=int, default=100, help="number of null toys (default 100)")
@@ -219,6 +230,30 @@ def _command_demo(arguments: argparse.Namespace) -> str:
                     progress=not arguments.no_progress)
 
 
+def _numbers(text: str, kind: type) -> list:
+    return [kind(value) for value in text.split(",") if value.strip()]
+
+
+def _command_scan(arguments: argparse.Namespace) -> str:
+    from .plots import plot_scan
+    from .selection import scan_hyperparameters
+
+    x_ref, w_ref, toys = _reference(arguments)
+    if toys is None:
+        raise ConfigurationError("the scan's null toys need a held-out pool: --pool FILE or --pool-fraction F.")
+    quantiles = _numbers(arguments.sigma_quantiles, float)
+    result = scan_hyperparameters(
+        x_ref, w_ref, toys, sigma_quantiles=quantiles, n_centers=_numbers(arguments.n_centers_grid, int),
+        penalties=_numbers(arguments.penalties, float), n_toys=arguments.n_toys, seed=arguments.seed,
+        recommend_quantile=0.9 if 0.9 in quantiles else quantiles[0], progress=not arguments.no_progress,
+    )
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scan.md").write_text(result.table() + "\n")
+    plot_scan(result, out / "scan.png")
+    return result.table() + f"\n\nwritten: {out / 'scan.md'}, {out / 'scan.png'}"
+
+
 def _command_run(arguments: argparse.Namespace) -> str:
     result = run_analysis(arguments.config, progress=not arguments.no_progress)
     return "\n".join([f"t = {result['t']:.4f}, p-value = {result['p_value']:.4g} ({result['method']}), "
@@ -227,7 +262,7 @@ def _command_run(arguments: argparse.Namespace) -> str:
                       f"KS p-value = {result['null_chi2_fit']['ks_p_value']:.3f}"])
 
 
-COMMANDS = {"run": _command_run, "test": _command_test, "toys": _command_toys, "calibrate": _command_calibrate, "demo": _command_demo}
+COMMANDS = {"scan": _command_scan, "run": _command_run, "test": _command_test, "toys": _command_toys, "calibrate": _command_calibrate, "demo": _command_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

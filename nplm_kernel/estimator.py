@@ -176,7 +176,7 @@ class KernelNPLM(BaseEstimator):
         )
         rng = np.random.default_rng(self.seed)
 
-        mean, scale = reference_standardization(samples, self.standardize)
+        mean, scale = reference_standardization(samples.x_ref, samples.w_ref, self.standardize)
         points = (np.concatenate([samples.x_data, samples.x_ref]) - mean) / scale
 
         if self.centers is not None:

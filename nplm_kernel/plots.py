@@ -2,7 +2,8 @@
 
 plot_null_distribution: the null t histogram with the fitted and (optionally) nominal chi2 and the
 observed t. plot_learned_f: for each input variable, data against the reference and against the
-reconstructed data density n_R(x) e^f(x), and the mean learned f per bin.
+reconstructed data density n_R(x) e^f(x), and the mean learned f per bin. plot_scan: mean null t
+against M for a hyperparameter scan.
 """
 
 from __future__ import annotations
@@ -102,5 +103,26 @@ def plot_learned_f(
             bottom.axhline(0.0, color="grey", linewidth=0.8)
             bottom.set_xlabel(name)
             bottom.set_ylabel("mean f (data)")
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(figure)
+
+
+def plot_scan(result, path: str | os.PathLike) -> None:
+    """Mean null t against M, one line per (sigma quantile, lambda), from a selection.ScanResult."""
+    plt = _pyplot()
+    with _style():
+        figure, axis = plt.subplots(figsize=(8, 6))
+        for quantile, penalty in sorted({(row.sigma_quantile, row.penalty) for row in result.rows}):
+            selected = sorted((row for row in result.rows if (row.sigma_quantile, row.penalty) == (quantile, penalty)),
+                              key=lambda row: row.n_centers)
+            axis.errorbar([row.n_centers for row in selected], [row.mean_t for row in selected],
+                          yerr=[row.t_error for row in selected], marker="o",
+                          label=f"sigma q{quantile:g}, lambda {penalty:g}")
+        if result.recommended is not None:
+            axis.plot(result.recommended.n_centers, result.recommended.mean_t, "k*", markersize=18, label="recommended")
+        axis.set_xscale("log")
+        axis.set_xlabel("M (Nystrom centres)")
+        axis.set_ylabel("mean null t")
+        axis.legend(fontsize="small")
         figure.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(figure)

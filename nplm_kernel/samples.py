@@ -174,14 +174,16 @@ def validate_samples(
     )
 
 
-def reference_standardization(samples: Samples, enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def reference_standardization(
+    x_ref: np.ndarray, w_ref: np.ndarray, enabled: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """(mean, scale) per feature from the reference's weighted mean and standard deviation, so that
     (x - mean) / scale is standardised; a constant feature gets scale 1. Identity when not enabled."""
     if not enabled:
-        return np.zeros(samples.n_features), np.ones(samples.n_features)
-    weights = samples.w_ref / samples.w_ref.sum()
-    mean = weights @ samples.x_ref
-    scale = np.sqrt(weights @ (samples.x_ref - mean) ** 2)
+        return np.zeros(x_ref.shape[1]), np.ones(x_ref.shape[1])
+    weights = w_ref / w_ref.sum()
+    mean = weights @ x_ref
+    scale = np.sqrt(weights @ (x_ref - mean) ** 2)
     scale[scale == 0] = 1.0
     return mean, scale
 

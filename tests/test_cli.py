@@ -65,3 +65,13 @@ def test_cli_errors_are_one_clear_line(tmp_path, rng, capsys):
     assert main(["toys", "--reference", reference, "--columns", "x", "--expected-yield", "100",
                  "--store", str(tmp_path / "s.jsonl"), "--n-toys", "2"]) == 2
     assert "--pool FILE or --pool-fraction" in capsys.readouterr().err
+
+
+def test_scan_command_writes_table_and_plot(tmp_path, rng, capsys):
+    _write_samples(tmp_path, rng)
+    assert main(["scan", "--reference", str(tmp_path / "reference.parquet"), "--columns", "x", "--expected-yield",
+                 "100", "--pool-fraction", "0.5", "--sigma-quantiles", "0.9", "--n-centers-grid", "10,30",
+                 "--penalties", "1e-5", "--n-toys", "3", "--out", str(tmp_path / "scan"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("| 0.9 |") == 2 and "Recommendation:" in out
+    assert (tmp_path / "scan" / "scan.png").stat().st_size > 5000
