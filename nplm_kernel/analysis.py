@@ -3,7 +3,7 @@
 Loads and selects the samples, runs the observed test (model saved), runs or resumes the null toy
 campaign, calibrates t, and writes everything with its provenance into the output directory:
 config.yaml (a copy), provenance.json (package and library versions, config hash), model.npz,
-toys.jsonl, result.json and, when matplotlib is installed, f.png and null.png.
+the toy store (toys.jsonl unless configured), result.json and, when matplotlib is installed, f.png and null.png.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
     save_model(observed.estimator, out / "model.npz")
     executor = {"serial": None, "local": "local"}.get(toys_config.executor, toys_config.executor)
     campaign = run_toys(test, toys, x_ref, w_ref, n_toys=toys_config.n_toys, seed=toys_config.seed,
-                        executor=executor, store=out / "toys.jsonl", progress=progress)
+                        executor=executor, store=out / toys_config.store, progress=progress)
     calibrated = significance(observed.t, campaign.t)
     result = {
         "t": observed.t, "n_data": len(x_data), "n_reference": len(x_ref), "expected_yield": float(w_ref.sum()),

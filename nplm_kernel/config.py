@@ -11,6 +11,7 @@ key path and its line in the file. Relative paths are relative to the config fil
       cuts: {x: [0.0, null]}        # keep low <= value < high (null = open)
     backend: {kind: kernel, n_centers: 500, penalty: 1.0e-6}   # or kind: nn, architecture: [1, 4, 1], ...
     toys: {n_toys: 300, seed: 0, executor: local, pool_fraction: 0.5}   # or pool: heldout.parquet
+                                    # store: toys.jsonl (relative to the output directory)
     outputs: {directory: results}
 """
 
@@ -76,6 +77,7 @@ class Toys(_Strict):
     executor: Literal["local", "serial"] | Annotated[int, Field(ge=1)] = "local"
     pool: Path | None = None
     pool_fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
+    store: Path = Path("toys.jsonl")
 
     @model_validator(mode="after")
     def _one_pool(self) -> Toys:

@@ -18,7 +18,7 @@ inputs:
   columns: [x]
   cuts: {x: [0.05, null]}
 backend: {kind: kernel, n_centers: 40, penalty: 1.0e-6}
-toys: {n_toys: 6, seed: 2, executor: serial, pool_fraction: 0.5}
+toys: {n_toys: 6, seed: 2, executor: serial, pool_fraction: 0.5, store: null_toys.jsonl}
 outputs: {directory: out}
 """
 
@@ -70,10 +70,10 @@ def test_nplm_run_does_the_study_records_provenance_and_resumes(analysis, capsys
 
     data = pq.read_table(analysis / "data.parquet").column("x").to_numpy()
     assert result["n_data"] == np.count_nonzero(data >= 0.05) < len(data)  # the cut is applied
-    first_rows = (out / "toys.jsonl").read_text()
+    first_rows = (out / "null_toys.jsonl").read_text()
     (analysis / "analysis.yaml").write_text(CONFIG.replace("n_toys: 6", "n_toys: 8"))
     assert main(["run", str(analysis / "analysis.yaml"), "--no-progress"]) == 0
-    rows = (out / "toys.jsonl").read_text()
+    rows = (out / "null_toys.jsonl").read_text()
     assert rows.startswith(first_rows) and len(rows.splitlines()) == 8  # resumed, nothing redone
 
 
