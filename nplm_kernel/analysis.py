@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from .calibration import significance
-from .campaign import ReferencePoolToys, run_toys
-from .config import AnalysisConfig, KernelBackend, ReferenceInput, load_config
+from .campaign import ReferencePoolToys, executor_from_setting, run_toys
+from .config import AnalysisConfig, KernelBackend, NNBackend, ReferenceInput, load_config
 from .estimator import KernelNPLM
 from .exceptions import ConfigurationError, InputError
 from .hypothesis_test import NPLMTest
@@ -77,8 +77,8 @@ def load_reference(
     return x_ref, w_ref, toys
 
 
-def build_backend(backend: Any):
-    """The estimator a config's backend section describes."""
+def build_backend(backend: KernelBackend | NNBackend):
+    """The estimator a backend section (config file or CLI options) describes."""
     if isinstance(backend, KernelBackend):
         return KernelNPLM(n_centers=backend.n_centers, sigma=backend.sigma, penalty=backend.penalty, seed=backend.seed)
     from nn_baseline import NNNPLM
@@ -127,7 +127,7 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
     test = NPLMTest(build_backend(config.backend))
     observed = test.run(x_data, x_ref, w_ref)
     save_model(observed.estimator, out / "model.npz")
-    executor = {"serial": None, "local": "local"}.get(toys_config.executor, toys_config.executor)
+    executor = executor_from_setting(toys_config.executor)
     campaign = run_toys(test, toys, x_ref, w_ref, n_toys=toys_config.n_toys, seed=toys_config.seed,
                         executor=executor, store=out / toys_config.store, progress=progress)
     calibrated = significance(observed.t, campaign.t)

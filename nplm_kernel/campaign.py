@@ -34,6 +34,7 @@ from .exceptions import ConfigurationError, FitError, InputError, NPLMError
 from .hypothesis_test import NPLMTest
 from .samples import as_events
 
+
 @dataclass(frozen=True)
 class ToySample:
     """A toy that brings its own reference sample (resampling nulls such as permutations)."""
@@ -215,6 +216,17 @@ class CampaignResult:
     @property
     def n_failed(self) -> int:
         return sum(row["status"] != STATUS_OK for row in self.rows)
+
+
+def executor_from_setting(setting: str | int) -> str | int | None:
+    """The run_toys executor for a CLI/config setting: 'serial' -> None, 'local', or a process count."""
+    if setting == "serial":
+        return None
+    if setting == "local":
+        return "local"
+    if isinstance(setting, int) or (isinstance(setting, str) and setting.isdigit()):
+        return int(setting)
+    raise ConfigurationError(f"executor must be 'serial', 'local' or a number of processes, got {setting!r}.")
 
 
 def _executor_for(executor: str | int | Executor | Any | None, task: ToyTask) -> tuple[Executor | None, bool, Any]:

@@ -17,18 +17,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 from tqdm import tqdm
 
-from pydantic import ValidationError
-
-from .analysis import load_data, load_reference, run_analysis
+from .analysis import build_backend, load_data, load_reference, run_analysis
 from .benchmarks import SIGNALS_1D, Exponential1D
 from .calibration import fit_chi2, significance
-from .campaign import ReferencePoolToys, ToyStore, run_toys
+from .campaign import ReferencePoolToys, ToyStore, executor_from_setting, run_toys
+from .config import KernelBackend, NNBackend, ReferenceInput
 from .estimator import KernelNPLM
 from .exceptions import ConfigurationError, NPLMError
 from .hypothesis_test import NPLMTest
-from .config import ReferenceInput
 
 
 def run_demo(
@@ -94,13 +93,11 @@ def _reference(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, R
 
 def _backend(arguments: argparse.Namespace):
     if arguments.backend == "nn":
-        from nn_baseline import NNNPLM
-
-        architecture = tuple(int(width) for width in arguments.architecture.split(","))
-        return NNNPLM(architecture=architecture, weight_clip=arguments.weight_clip, epochs=arguments.epochs,
-                      seed=arguments.seed)
-    return KernelNPLM(n_centers=arguments.n_centers, sigma=arguments.sigma, penalty=arguments.penalty,
-                      seed=arguments.seed)
+        architecture = [int(width) for width in arguments.architecture.split(",")]
+        return build_backend(NNBackend(kind="nn", architecture=architecture, weight_clip=arguments.weight_clip,
+                                       epochs=arguments.epochs, seed=arguments.seed))
+    return build_backend(KernelBackend(kind="kernel", n_centers=arguments.n_centers, sigma=arguments.sigma,
+                                       penalty=arguments.penalty, seed=arguments.seed))
 
 
 def _command_test(arguments: argparse.Namespace) -> str:
@@ -128,11 +125,8 @@ def _command_toys(arguments: argparse.Namespace) -> str:
     x_ref, w_ref, toys = _reference(arguments)
     if toys is None:
         raise ConfigurationError("null toys need a held-out pool: --pool FILE or --pool-fraction F.")
-    executor = {"serial": None, "local": "local"}.get(arguments.executor)
-    if executor is None and arguments.executor != "serial":
-        executor = int(arguments.executor)
     campaign = run_toys(NPLMTest(_backend(arguments)), toys, x_ref, w_ref, n_toys=arguments.n_toys,
-                        seed=arguments.seed, executor=executor, store=arguments.store,
+                        seed=arguments.seed, executor=executor_from_setting(arguments.executor), store=arguments.store,
                         progress=not arguments.no_progress)
     return (f"{len(campaign.rows)} toys in {arguments.store} ({campaign.n_failed} failed); "
             f"median t = {np.median(campaign.t):.3f}")

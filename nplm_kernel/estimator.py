@@ -15,9 +15,15 @@ import torch
 from sklearn.base import BaseEstimator
 
 from .exceptions import ConfigurationError, ConvergenceWarning
-from .persistence import require_fitted
-from .falkon import NystromKernelRows, SolverDiagnostics, independent_centers, select_centers, solve_logistic
+from .falkon import (
+    NystromKernelRows,
+    SolverDiagnostics,
+    independent_centers,
+    select_centers,
+    solve_logistic,
+)
 from .kernel import gaussian_kernel, pairwise_distance_quantile
+from .persistence import require_fitted
 from .samples import (
     as_events,
     check_positive_integer,
