@@ -91,3 +91,122 @@ class Exponential1D:
         if signal is None:
             return np.zeros_like(x)
         return np.logaddexp(0.0, np.log(signal.n_expected / self.n_expected) + signal.log_density(x) + x)
+
+
+@dataclass(frozen=True)
+class ZPrimeSignal:
+    """Resonant dimuon signal: invariant mass ~ Gaussian(mass, relative_width * mass) (GeV), the
+    same production and decay kinematics as the background; N(S) = n_expected."""
+
+    n_expected: float
+    mass: float = 300.0
+    relative_width: float = 0.03
+
+    def masses(self, n_events: int, rng: np.random.Generator, m_min: float, slope: float) -> np.ndarray:
+        sigma = self.relative_width * self.mass
+        return stats.truncnorm.rvs((m_min - self.mass) / sigma, np.inf, loc=self.mass, scale=sigma, size=n_events,
+                                   random_state=rng)
+
+
+@dataclass(frozen=True)
+class ContactInteractionSignal:
+    """Non-resonant tail excess (contact-interaction-like): the background mass spectrum multiplied
+    by (m / m_min)^2, i.e. p(m) ~ m^-(slope - 2); N(S) = n_expected."""
+
+    n_expected: float
+
+    def masses(self, n_events: int, rng: np.random.Generator, m_min: float, slope: float) -> np.ndarray:
+        return _pareto_masses(n_events, rng, m_min, slope - 2.0)
+
+
+def _pareto_masses(n_events: int, rng: np.random.Generator, m_min: float, slope: float) -> np.ndarray:
+    """m ~ m^-slope for m > m_min (inverse-CDF sampling)."""
+    return m_min * rng.uniform(size=n_events) ** (-1.0 / (slope - 1.0))
+
+
+@dataclass(frozen=True)
+class Dimuon5D:
+    """5D two-body (Drell-Yan-like dimuon) benchmark; features (pT1, pT2, eta1, eta2, delta-phi),
+    pT in GeV, leading muon first, delta-phi in [0, pi]. The invariant mass is not an input.
+
+    Per event: dimuon mass m ~ m^-slope above m_min (GeV); dimuon rapidity y ~ N(0, 1); dimuon
+    transverse momentum qT ~ Gamma(1.5, 8 GeV) at a uniform azimuth; decay angle in the rest frame
+    with density (1 + cos^2 theta*) and uniform phi*. The back-to-back muons (momentum m/2) are
+    boosted to the lab, and events pass when both muons have pT > pt_min and |eta| < eta_max.
+    Yields count events after that acceptance."""
+
+    n_expected: float = 2000.0
+    n_reference: int = 100_000
+    m_min: float = 100.0
+    slope: float = 4.5
+    pt_min: float = 20.0
+    eta_max: float = 2.4
+
+    @property
+    def reference_weight(self) -> float:
+        return self.n_expected / self.n_reference
+
+    def reference(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(x_ref (N_R, 5), w_ref (N_R,)) with sum w_ref = N(R)."""
+        return self.events(self.n_reference, rng), np.full(self.n_reference, self.reference_weight)
+
+    def data(self, rng: np.random.Generator, signal: ZPrimeSignal | ContactInteractionSignal | None = None) -> np.ndarray:
+        """Poisson(N(R)) background events plus Poisson(N(S)) signal events, (N_D, 5)."""
+        parts = [self.events(rng.poisson(self.n_expected), rng)]
+        if signal is not None:
+            parts.append(self.events(rng.poisson(signal.n_expected), rng, signal))
+        return np.concatenate(parts)
+
+    def events(self, n_events: int, rng: np.random.Generator, signal=None) -> np.ndarray:
+        """n_events accepted events (background, or `signal`'s mass spectrum), (n_events, 5)."""
+        accepted, count = [], 0
+        while count < n_events:
+            batch = max(1024, 2 * (n_events - count))
+            masses = (_pareto_masses(batch, rng, self.m_min, self.slope) if signal is None
+                      else signal.masses(batch, rng, self.m_min, self.slope))
+            features = self._kinematics(masses, rng)
+            accepted.append(features)
+            count += len(features)
+        return np.concatenate(accepted)[:n_events] if n_events else np.empty((0, 5))
+
+    def _kinematics(self, masses: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n = len(masses)
+        cos_theta = np.empty(0)
+        while len(cos_theta) < n:  # density (1 + c^2) on [-1, 1] by rejection (efficiency 2/3)
+            trial = rng.uniform(-1.0, 1.0, size=2 * n)
+            cos_theta = np.concatenate([cos_theta, trial[rng.uniform(0.0, 2.0, size=2 * n) < 1.0 + trial**2]])
+        cos_theta = cos_theta[:n]
+        sin_theta, phi_star = np.sqrt(1.0 - cos_theta**2), rng.uniform(0.0, 2 * np.pi, size=n)
+        momentum = 0.5 * masses[:, None] * np.column_stack(
+            [sin_theta * np.cos(phi_star), sin_theta * np.sin(phi_star), cos_theta])
+        rapidity, q_t, phi = rng.normal(0.0, 1.0, size=n), rng.gamma(1.5, 8.0, size=n), rng.uniform(0, 2 * np.pi, size=n)
+        transverse_mass = np.sqrt(masses**2 + q_t**2)
+        system = np.column_stack([q_t * np.cos(phi), q_t * np.sin(phi), transverse_mass * np.sinh(rapidity)])
+        beta = system / (transverse_mass * np.cosh(rapidity))[:, None]
+        muons = [_boost(0.5 * masses, sign * momentum, beta) for sign in (1.0, -1.0)]
+        pt = [np.hypot(p[:, 0], p[:, 1]) for p in muons]
+        eta = [np.arcsinh(p[:, 2] / t) for p, t in zip(muons, pt)]
+        azimuth = [np.arctan2(p[:, 1], p[:, 0]) for p in muons]
+        keep = (np.minimum(pt[0], pt[1]) > self.pt_min) & (np.maximum(abs(eta[0]), abs(eta[1])) < self.eta_max)
+        first_leads = pt[0] >= pt[1]
+        delta_phi = np.abs((azimuth[0] - azimuth[1] + np.pi) % (2 * np.pi) - np.pi)
+        features = np.column_stack([
+            np.where(first_leads, pt[0], pt[1]), np.where(first_leads, pt[1], pt[0]),
+            np.where(first_leads, eta[0], eta[1]), np.where(first_leads, eta[1], eta[0]), delta_phi])
+        return features[keep]
+
+
+def _boost(energy: np.ndarray, momentum: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Lab momentum of (energy, momentum) boosted by velocity beta (rows): p + ((g-1)/b^2 (b.p) + g E) b."""
+    beta_sq = np.sum(beta**2, axis=1)
+    gamma = 1.0 / np.sqrt(1.0 - beta_sq)
+    beta_dot_p = np.sum(beta * momentum, axis=1)
+    factor = np.where(beta_sq > 0, (gamma - 1.0) / np.where(beta_sq > 0, beta_sq, 1.0), 0.0) * beta_dot_p + gamma * energy
+    return momentum + factor[:, None] * beta
+
+
+def dimuon_mass(features: np.ndarray) -> np.ndarray:
+    """Invariant mass (GeV) of massless muons from (pT1, pT2, eta1, eta2, delta-phi):
+    m^2 = 2 pT1 pT2 (cosh(eta1 - eta2) - cos(delta-phi))."""
+    pt1, pt2, eta1, eta2, delta_phi = features.T
+    return np.sqrt(2.0 * pt1 * pt2 * (np.cosh(eta1 - eta2) - np.cos(delta_phi)))
