@@ -38,3 +38,11 @@ def test_null_calibration_study_smoke(tmp_path):
     table = study.run(6, tmp_path, executor=None, n_reference=20_000, n_centers=50, progress=False)
     assert "| 6 | 0 |" in table
     assert len((tmp_path / "toys.jsonl").read_text().splitlines()) == 6
+
+
+def test_kernel_performance_benchmark_runs(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["kernel_performance.py", "--repeats", "1", "--nn-epochs", "5",
+                                      "--n-reference-1d", "20000", "--n-reference-5d", "5000", "--n-centers-5d", "100"])
+    _load(ROOT / "benchmarks" / "kernel_performance.py").main()
+    out = capsys.readouterr().out
+    assert out.count("| float32, K_nM cached |") == 2 and "one pass / bandwidth bound" in out
