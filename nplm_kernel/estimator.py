@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator
 
 from .exceptions import ConfigurationError, ConvergenceWarning
 from .falkon import (
+    NystromFactor,
     NystromKernelRows,
     SolverDiagnostics,
     independent_centers,
@@ -42,7 +43,7 @@ PREDICT_BLOCK_ROWS = 65536
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Default centre-pruning tolerance per kernel dtype (see falkon.independent_centers).
-DEFAULT_CENTER_TOL = {torch.float64: 1e-12, torch.float32: 1e-7}
+DEFAULT_CENTER_TOL = 1e-12
 
 
 def default_n_centers(n_data: int, n_total: int) -> int:
@@ -83,8 +84,8 @@ class KernelNPLM(BaseEstimator):
         n = N_D + N_R, l the binary cross-entropy on logits, a_i = 1 (data) or w_R (reference).
     centers : fixed (M, d) centres in input units (standardised with the inputs); None: drawn.
     center_tol : centres whose kernel function lies within sqrt(center_tol) (RKHS norm) of the span
-        of the others are dropped (pivoted Cholesky of K_MM); None: 1e-12 for float64 kernels,
-        1e-7 for float32. They add nothing float arithmetic can resolve and make K_MM singular.
+        of the others are dropped (pivoted Cholesky of K_MM); None: 1e-12. They add nothing float
+        arithmetic can resolve and make K_MM singular.
     standardize : scale inputs by the reference's weighted mean and standard deviation.
     penalty_list : decreasing penalties for the Newton continuation, ending at `penalty` (one Newton
         step each before converging at `penalty`); None: [penalty]. For parity with the published
@@ -92,10 +93,10 @@ class KernelNPLM(BaseEstimator):
     max_newton_steps, newton_tol : Newton steps at the final penalty stop when the Newton decrement
         (about J - min J) is below newton_tol * |J|, or after max_newton_steps.
     max_cg_iter, cg_tol : conjugate-gradient cap and relative residual tolerance per Newton step.
-    device : 'cpu' or 'cuda'. dtype : 'float64' (default, accurate) or 'float32' for the kernel
-        matrix (the preconditioner and per-event vectors are always float64). float32 halves memory
-        but kernel rounding is amplified by the conditioning of K_MM: on the 1D benchmark it shifts
-        t by several percent and the solver reports non-convergence (ConvergenceWarning).
+    device : 'cpu' or 'cuda'. dtype : storage of the cached kernel matrix, 'float64' (default) or
+        'float32' (half the memory and bandwidth; stores the whitened features K_nM T^-1, built in
+        float64, so that rounding is not amplified by the conditioning of K_MM). Kernel blocks
+        recomputed on the fly, the preconditioner, per-event vectors and predictions are float64.
     memory_budget : bytes allowed for caching K_nM; above it K_nM is recomputed block by block.
     seed : seed of the centre selection and the sigma subsample (None: fresh entropy).
 
@@ -197,14 +198,15 @@ class KernelNPLM(BaseEstimator):
             return torch.as_tensor(values, dtype=kind, device=device)
 
         kmm = gaussian_kernel(tensor(centers), tensor(centers), sigma)
-        center_tol = DEFAULT_CENTER_TOL[dtype] if self.center_tol is None else float(self.center_tol)
+        center_tol = DEFAULT_CENTER_TOL if self.center_tol is None else float(self.center_tol)
         kept = independent_centers(kmm, center_tol)
         centers, kmm = centers[kept.cpu().numpy()], kmm[kept][:, kept]
-        kernel_rows = NystromKernelRows(tensor(points, dtype), tensor(centers, dtype), sigma, int(self.memory_budget))
+        factor = NystromFactor(kmm)
+        kernel_rows = NystromKernelRows(tensor(points), tensor(centers), sigma, int(self.memory_budget), dtype, factor)
         labels = np.concatenate([np.ones(samples.n_data), np.zeros(samples.n_ref)])
         solution = solve_logistic(
             kernel_rows,
-            kmm,
+            factor,
             tensor(labels),
             tensor(np.concatenate([np.ones(samples.n_data), samples.w_ref])),
             tensor(np.concatenate([samples.offset_data, samples.offset_ref])),
@@ -240,7 +242,7 @@ class KernelNPLM(BaseEstimator):
         """f(x) = sum_m alpha_m k(x, c_m) for x of shape (n, d) in input units; float64 (n,)."""
         require_fitted(self, "alpha_")
         points = (as_events(x, "x", self.n_features_in_) - self.input_mean_) / self.input_scale_
-        device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
+        device, dtype = resolve_device(self.device), torch.float64  # alpha may be large: never round it
         centers = torch.as_tensor(self.centers_, dtype=dtype, device=device)
         alpha = torch.as_tensor(self.alpha_, dtype=dtype, device=device)
         values = np.empty(points.shape[0])

@@ -70,31 +70,42 @@ def independent_centers(kmm: torch.Tensor, tol: float) -> torch.Tensor:
 
 
 class NystromKernelRows:
-    """The n x M kernel matrix K_nM = k(x_i, c_m): cached when it fits `memory_budget` bytes,
-    otherwise recomputed block by block on every product.
+    """The n x M kernel matrix K_nM = k(x_i, c_m) (float64 points and centres), cached when it fits
+    `memory_budget` bytes in `storage_dtype`, otherwise recomputed in float64 block by block on
+    every product.
 
-    The kernel is stored in the dtype of `points`; products take and return float64 tensors and
-    are accumulated in float64 across row blocks of about CACHED_BLOCK_BYTES, so a float32 kernel
-    loses precision only within a block, not over all n rows. The Hessian product is fused:
-    one read of each block serves K_b v and K_b^T (w_b * K_b v) while the block is in cache."""
+    A float32 cache stores the whitened features Phi = K_nM T^-1 (T from `factor`, computed
+    blockwise in float64) instead of K_nM: rounding K_nM to float32 and then applying T^-1 would
+    amplify the rounding by the conditioning of T, while Phi's rows have norm at most about 1, so
+    float32 costs only its own precision. `whitened` says which one the products use. Products
+    take and return float64 tensors and are accumulated in float64 across row blocks of about
+    CACHED_BLOCK_BYTES; the Hessian product is one pass over the blocks."""
 
     CACHED_BLOCK_BYTES = 4 * 1024**2
 
-    def __init__(self, points: torch.Tensor, centers: torch.Tensor, sigma: float, memory_budget: int):
+    def __init__(self, points: torch.Tensor, centers: torch.Tensor, sigma: float, memory_budget: int,
+                 storage_dtype: torch.dtype = torch.float64, factor: NystromFactor | None = None):
         self.points = points
         self.centers = centers
         self.sigma = sigma
         n_rows, n_cols = points.shape[0], centers.shape[0]
-        bytes_per_row = n_cols * points.element_size()
+        bytes_per_row = n_cols * torch.empty((), dtype=storage_dtype).element_size()
         self.cached = n_rows * bytes_per_row <= memory_budget
+        self.whitened = self.cached and storage_dtype != torch.float64
+        if self.whitened and factor is None:
+            raise FitError("a float32 kernel cache needs the Nystrom factor T to store whitened features.")
+        self.dtype = storage_dtype if self.cached else torch.float64
         if self.cached:
             self.block_rows = max(MIN_BLOCK_ROWS, self.CACHED_BLOCK_BYTES // bytes_per_row)
-            self._matrix = torch.empty((n_rows, n_cols), dtype=points.dtype, device=points.device)
+            self._matrix = torch.empty((n_rows, n_cols), dtype=storage_dtype, device=points.device)
             for start in range(0, n_rows, self.block_rows):
                 rows = slice(start, start + self.block_rows)
-                self._matrix[rows] = gaussian_kernel(points[rows], centers, sigma)
+                block = gaussian_kernel(points[rows], centers, sigma)
+                if self.whitened:
+                    block = torch.linalg.solve_triangular(factor.upper, block, upper=True, left=False)
+                self._matrix[rows] = block
         else:
-            self.block_rows = max(MIN_BLOCK_ROWS, memory_budget // bytes_per_row)
+            self.block_rows = max(MIN_BLOCK_ROWS, memory_budget // (n_cols * 8))
             self._matrix = None
 
     @property
@@ -111,7 +122,7 @@ class NystromKernelRows:
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
         """K_nM v for v of shape (M,), as float64 (n,)."""
-        v = vector.to(self.points.dtype)
+        v = vector.to(self.dtype)
         if self._matrix is not None:
             return (self._matrix @ v).to(torch.float64)
         out = torch.empty(self.n_rows, dtype=torch.float64, device=vector.device)
@@ -125,7 +136,7 @@ class NystromKernelRows:
         With k columns it is computed as (u^T K_nM)^T: one streaming pass over K_nM, where
         K_nM^T @ u is several times slower on CPU BLAS."""
         out = torch.zeros((self.centers.shape[0],) + values.shape[1:], dtype=torch.float64, device=values.device)
-        u = values.to(self.points.dtype)
+        u = values.to(self.dtype)
         for rows, block in self._blocks():
             out += block.T @ u[rows] if u.ndim == 1 else (u[rows].T @ block).T
         return out
@@ -133,8 +144,8 @@ class NystromKernelRows:
     def weighted_gram_matvec(self, weights: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
         """K_nM^T diag(weights) K_nM v, one pass over row blocks, as float64 (M,)."""
         out = torch.zeros(self.centers.shape[0], dtype=torch.float64, device=vector.device)
-        v = vector.to(self.points.dtype)
-        w = weights.to(self.points.dtype)
+        v = vector.to(self.dtype)
+        w = weights.to(self.dtype)
         for rows, block in self._blocks():
             out += block.T @ (w[rows] * (block @ v))
         return out
@@ -158,20 +169,15 @@ def stable_cholesky(matrix: torch.Tensor, stage: str, max_attempts: int = 12) ->
 
 
 class NystromFactor:
-    """T upper-triangular with T^T T = K_MM + eps M I. The solver works in whitened coordinates
-    gamma = T alpha, where the penalty alpha^T (K_MM + eps M I) alpha = |gamma|^2 is an exact sum
-    of squares. Falkon adds the jitter eps to make K_MM factorisable; after pruning redundant
-    centres (independent_centers) K_MM is positive definite to float64 resolution, so float64
-    kernels use eps = 0 (jitter only as the fallback of stable_cholesky), which keeps the solved
-    objective the documented J. float32 kernels keep Falkon's eps = 1e-5."""
+    """T upper-triangular with T^T T = K_MM (float64). The solver works in whitened coordinates
+    gamma = T alpha, where the penalty alpha^T K_MM alpha = |gamma|^2 is an exact sum of squares.
+    Falkon adds a jitter eps M I to make K_MM factorisable; after pruning redundant centres
+    (independent_centers) K_MM is positive definite to float64 resolution, so no jitter is added
+    (stable_cholesky's escalating jitter remains the fallback) and the solver minimises exactly
+    the documented J."""
 
-    JITTER = {torch.float64: 0.0, torch.float32: 1e-5}
-
-    def __init__(self, kmm: torch.Tensor, kernel_dtype: torch.dtype):
-        n_centers = kmm.shape[0]
-        self.jitter = self.JITTER[kernel_dtype] * n_centers
-        identity = torch.eye(n_centers, dtype=torch.float64, device=kmm.device)
-        self.upper = stable_cholesky(kmm + self.jitter * identity, "Nystrom factor T = chol(K_MM)")
+    def __init__(self, kmm: torch.Tensor):
+        self.upper = stable_cholesky(kmm, "Nystrom factor T = chol(K_MM)")
 
     def to_alpha(self, gamma: torch.Tensor) -> torch.Tensor:
         """alpha = T^-1 gamma."""
@@ -268,6 +274,14 @@ class _Problem:
         self.offsets = offsets
         self.n_points = labels.shape[0]
 
+    def row_coefficients(self, gamma: torch.Tensor) -> torch.Tensor:
+        """The vector the kernel rows multiply to give f: gamma for whitened rows, T^-1 gamma otherwise."""
+        return gamma if self.kernel_rows.whitened else self.factor.to_alpha(gamma)
+
+    def gamma_gradient(self, projected: torch.Tensor) -> torch.Tensor:
+        """Rows^T u mapped to gamma: itself for whitened rows, T^-T (K_nM^T u) otherwise."""
+        return projected if self.kernel_rows.whitened else self.factor.transpose_solve(projected)
+
     def objective(self, fitted: torch.Tensor, gamma: torch.Tensor, penalty: float) -> float:
         logits = fitted + self.offsets
         data_term = (self.weights * (functional.softplus(logits) - self.labels * logits)).sum() / self.n_points
@@ -278,33 +292,34 @@ class _Problem:
 
     def derivatives(self, fitted: torch.Tensor, gamma: torch.Tensor, penalty: float):
         """n * gradient in gamma, the per-point curvatures a l'', and the curvatures at the centres
-        (kernel-smoothed: (K^T a l'' + mean a l'') / (K^T 1 + 1))."""
+        (kernel-smoothed: (K^T a l'' + mean a l'') / (K^T 1 + 1); K^T u = T^T Phi^T u for whitened rows)."""
         probability = torch.sigmoid(fitted + self.offsets)
         slope = self.weights * (probability - self.labels)
         curvature = self.weights * probability * (1.0 - probability)
         stacked = torch.stack([slope, curvature, torch.ones_like(slope)], dim=1)
         projected = self.kernel_rows.rmatvec(stacked)
-        scaled_gradient = self.factor.transpose_solve(projected[:, 0]) + penalty * self.n_points * gamma
+        scaled_gradient = self.gamma_gradient(projected[:, 0]) + penalty * self.n_points * gamma
         if not torch.isfinite(scaled_gradient).all():
             raise FitError("gradient of J is not finite.")
-        center_curvature = (projected[:, 1] + curvature.mean()) / (projected[:, 2] + 1.0)
+        kernel_sums = self.factor.upper.T @ projected[:, 1:] if self.kernel_rows.whitened else projected[:, 1:]
+        center_curvature = (kernel_sums[:, 0] + curvature.mean()) / (kernel_sums[:, 1] + 1.0)
         return scaled_gradient, curvature, center_curvature
 
     def gradient_norm(self, fitted: torch.Tensor, gamma: torch.Tensor, penalty: float) -> float:
         """|dJ/dgamma| (one single-column pass over K_nM)."""
         slope = self.weights * (torch.sigmoid(fitted + self.offsets) - self.labels)
-        gradient = self.factor.transpose_solve(self.kernel_rows.rmatvec(slope)) / self.n_points + penalty * gamma
+        gradient = self.gamma_gradient(self.kernel_rows.rmatvec(slope)) / self.n_points + penalty * gamma
         return float(torch.linalg.vector_norm(gradient))
 
     def hessian_product(self, curvature: torch.Tensor, penalty: float, vector: torch.Tensor) -> torch.Tensor:
         """n H_gamma v = T^-T K_nM^T diag(a l'') K_nM T^-1 v + lambda n v."""
-        image = self.kernel_rows.weighted_gram_matvec(curvature, self.factor.to_alpha(vector))
-        return self.factor.transpose_solve(image) + penalty * self.n_points * vector
+        image = self.kernel_rows.weighted_gram_matvec(curvature, self.row_coefficients(vector))
+        return self.gamma_gradient(image) + penalty * self.n_points * vector
 
 
 def solve_logistic(
     kernel_rows: NystromKernelRows,
-    kmm: torch.Tensor,
+    factor: NystromFactor,
     labels: torch.Tensor,
     weights: torch.Tensor,
     offsets: torch.Tensor,
@@ -316,17 +331,16 @@ def solve_logistic(
     cg_tol: float = 1e-6,
 ) -> LogisticSolution:
     """Minimise J (module docstring) by preconditioned Newton-CG over `penalties` (decreasing; the
-    last one is the lambda of J). `labels`, `weights`, `offsets` are float64 (n,) tensors and `kmm`
-    the float64 (M, M) centre kernel. Converged means the Newton decrement g^T H^-1 g / 2, an estimate
+    last one is the lambda of J). `labels`, `weights`, `offsets` are float64 (n,) tensors and
+    `factor` holds T = chol(K_MM) of the same centres as `kernel_rows`. Converged means the Newton decrement g^T H^-1 g / 2, an estimate
     of J - min J, fell below newton_tol * |J| at the final penalty. CG runs to a relative residual
     min(1e-2, |g_k| / |g_0|), never below cg_tol (inexact Newton: loose early, tight at the end).
     The reported gradient norm is |dJ/dgamma| in the whitened coordinates gamma = T alpha."""
     start = time.perf_counter()
-    factor = NystromFactor(kmm, kernel_rows.points.dtype)
     problem = _Problem(kernel_rows, factor, labels, weights, offsets)
-    n_points, n_centers = problem.n_points, kmm.shape[0]
-    gamma = torch.zeros(n_centers, dtype=torch.float64, device=kmm.device)
-    fitted = torch.zeros(n_points, dtype=torch.float64, device=kmm.device)
+    n_points, n_centers = problem.n_points, factor.upper.shape[0]
+    gamma = torch.zeros(n_centers, dtype=torch.float64, device=labels.device)
+    fitted = torch.zeros(n_points, dtype=torch.float64, device=labels.device)
     cg_iterations: list[int] = []
     converged = False
     first_gradient_norm = None
@@ -380,7 +394,7 @@ def _preconditioned_hessian(problem: _Problem, curvature, penalty: float, precon
 def _line_search(problem: _Problem, fitted, gamma, step, penalty: float, objective: float, decrement: float):
     """Backtracking (Armijo) along gamma - s * step; f moves along K_nM T^-1 step, computed once.
     Returns (fitted, gamma) at the accepted s, or None when no s decreases J."""
-    fitted_step = problem.kernel_rows.matvec(problem.factor.to_alpha(step))
+    fitted_step = problem.kernel_rows.matvec(problem.row_coefficients(step))
     scale = 1.0
     for _ in range(MAX_STEP_HALVINGS):
         trial_fitted = fitted - scale * fitted_step

@@ -94,3 +94,16 @@ def test_pruned_redundant_centres_lose_nothing(rng):
     assert abs(objective_fit - objective_best) <= 1e-6 * abs(objective_best)
     f_best = knm_all @ alpha_best
     assert estimator.t_ == pytest.approx(-2 * nplm_loss(f_best[:300], f_best[300:], w_ref), rel=1e-2)
+
+
+def test_float32_cache_gives_the_float64_t(rng):
+    """float32 stores whitened features, so its t matches float64 within 1e-3 and it converges."""
+    x_data = rng.exponential(1.0, size=(500, 1))
+    x_data[:60, 0] = rng.normal(1.6, 0.16, size=60)
+    x_ref = rng.exponential(1.0, size=(20_000, 1))
+    full = KernelNPLM(n_centers=200).fit(x_data, x_ref, 500 / 20_000)
+    half = KernelNPLM(n_centers=200, dtype="float32").fit(x_data, x_ref, 500 / 20_000)
+    assert half.diagnostics_.converged and half.diagnostics_.kernel_cached
+    assert half.t_ == pytest.approx(full.t_, rel=1e-3)
+    grid = np.linspace(0.0, 5.0, 51)
+    np.testing.assert_allclose(half.decision_function(grid), full.decision_function(grid), atol=1e-3)
