@@ -12,12 +12,14 @@ is below tolerance). Each Newton system H d = g, with
     n g = K_nM^T (a l') + lambda n K_MM alpha,    n H = K_nM^T diag(a l'') K_nM + lambda n K_MM,
 
 is solved by conjugate gradient with Falkon's preconditioner B = T^-1 A^-1 / sqrt(n),
-T = chol(K_MM + eps M I), A = chol(T D_M T^T / M + lambda I). Centres whose kernel functions are
-numerically dependent are dropped first (pivoted Cholesky, independent_centers), and the iteration
+T = chol(K_MM), A = chol(T D_M T^T / M + lambda I). Centres whose kernel functions are numerically
+dependent are dropped first (pivoted Cholesky, independent_centers), which makes K_MM positive
+definite to float64 resolution (Falkon's eps M I jitter is then only a fallback), and the iteration
 runs in Falkon's whitened coordinates gamma = T alpha, in which the penalty is |gamma|^2: J stays a
-sum of non-negative terms computed without cancellation even for wide Gaussian kernels. D_M are the loss curvatures a l'' at the centres; here they are
-kernel-smoothed (Nadaraya-Watson) from all points, which also works for centres that are not
-training points and is far less noisy than the curvature of the one point at each centre.
+sum of non-negative terms computed without cancellation even for wide Gaussian kernels. D_M are
+the loss curvatures a l'' at the centres; here they are kernel-smoothed (Nadaraya-Watson) from all
+points, which also works for centres that are not training points and is far less noisy than the
+curvature of the one point at each centre.
 """
 
 from __future__ import annotations
