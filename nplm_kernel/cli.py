@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from .analysis import build_backend, load_data, load_reference, run_analysis
 from .benchmarks import SIGNALS_1D, Exponential1D
-from .calibration import fit_chi2, significance
-from .campaign import ReferencePoolToys, ToyStore, executor_from_setting, run_toys
+from .calibration import Significance, fit_chi2, significance
+from .campaign import CampaignResult, ReferencePoolToys, ToyStore, executor_from_setting, run_toys
 from .config import KernelBackend, NNBackend, ReferenceInput
 from .estimator import KernelNPLM
 from .exceptions import ConfigurationError, NPLMError
@@ -68,12 +68,22 @@ def run_demo(
         f"{sum(diagnostics.cg_iterations)} CG iterations, fit {diagnostics.fit_time:.2f} s)",
         f"null:      {result.n_toys} toys, median t = {np.median(t_null):.3f}; chi2 fit: "
         f"dof = {result.chi2_fit.dof:.2f}, KS p-value = {result.chi2_fit.ks_p_value:.3f}",
-        f"p-value:   {result.p_value:.4g}  (68.27% Clopper-Pearson [{result.p_low:.4g}, {result.p_high:.4g}]; "
-        f"method: {result.method})",
-        f"Z:         {result.z:.3f}",
+        *_p_value_lines(result),
         f"wall time: {time.perf_counter() - start:.1f} s",
     ]
     return "\n".join(lines)
+
+
+def _p_value_lines(result: Significance) -> list[str]:
+    """The p-value line (with its Clopper-Pearson interval, method and toy count) and the Z line."""
+    return [f"p-value:   {result.p_value:.4g}  (68.27% Clopper-Pearson [{result.p_low:.4g}, {result.p_high:.4g}]; "
+            f"method: {result.method}; {result.n_toys} toys)",
+            f"Z:         {result.z:.3f}"]
+
+
+def _stored_campaign(path: str) -> CampaignResult:
+    """The campaign in a JSON-Lines store (its `t` holds the successful toys)."""
+    return CampaignResult(rows=tuple(ToyStore(path).rows()))
 
 
 def _columns(text: str | None) -> list[str] | None:
@@ -108,11 +118,7 @@ def _command_test(arguments: argparse.Namespace) -> str:
              f"samples:   N_D = {len(x_data)}, N_R = {len(x_ref)}, N(R) = {w_ref.sum():.6g}",
              f"t:         {result.t:.4f}  (fit {result.wall_time:.2f} s)"]
     if arguments.null:
-        rows = ToyStore(arguments.null).rows()
-        calibrated = significance(result.t, [row["t"] for row in rows if row["status"] == "ok"])
-        lines += [f"p-value:   {calibrated.p_value:.4g}  (68.27% Clopper-Pearson [{calibrated.p_low:.4g}, "
-                  f"{calibrated.p_high:.4g}]; method: {calibrated.method}; {calibrated.n_toys} toys)",
-                  f"Z:         {calibrated.z:.3f}"]
+        lines += _p_value_lines(significance(result.t, _stored_campaign(arguments.null).t))
     if arguments.plot:
         from .plots import plot_learned_f
 
@@ -133,15 +139,13 @@ def _command_toys(arguments: argparse.Namespace) -> str:
 
 
 def _command_calibrate(arguments: argparse.Namespace) -> str:
-    rows = ToyStore(arguments.store).rows()
-    t_null = np.array([row["t"] for row in rows if row["status"] == "ok"])
+    campaign = _stored_campaign(arguments.store)
+    t_null = campaign.t
     fit = fit_chi2(t_null)
-    lines = [f"null:      {len(t_null)} toys ({len(rows) - len(t_null)} failed), mean t = {t_null.mean():.3f}",
+    lines = [f"null:      {len(t_null)} toys ({campaign.n_failed} failed), mean t = {t_null.mean():.3f}",
              f"chi2 fit:  dof = {fit.dof:.3f}, KS p-value = {fit.ks_p_value:.3f}"]
     if arguments.t_observed is not None:
-        result = significance(arguments.t_observed, t_null)
-        lines += [f"p-value:   {result.p_value:.4g}  (68.27% Clopper-Pearson [{result.p_low:.4g}, "
-                  f"{result.p_high:.4g}]; method: {result.method})", f"Z:         {result.z:.3f}"]
+        lines += _p_value_lines(significance(arguments.t_observed, t_null))
     if arguments.plot:
         from .plots import plot_null_distribution
 
