@@ -106,9 +106,11 @@ def scan_hyperparameters(
     if recommend_quantile not in sigma_quantiles:
         raise ConfigurationError(f"recommend_quantile {recommend_quantile:g} must be one of sigma_quantiles {list(sigma_quantiles)}.")
     mean, scale = reference_standardization(reference, weights)
+    sigmas = {quantile: pairwise_distance_quantile((reference - mean) / scale, quantile, seed=seed)
+              for quantile in sigma_quantiles}
     rows = []
     for quantile, centers, penalty in itertools.product(sigma_quantiles, n_centers, penalties):
-        sigma = pairwise_distance_quantile((reference - mean) / scale, quantile, seed=seed)
+        sigma = sigmas[quantile]
         test = NPLMTest(KernelNPLM(n_centers=int(centers), sigma=sigma, penalty=float(penalty), seed=seed))
         try:
             campaign = run_toys(test, generator, reference, weights, n_toys=n_toys, seed=seed, executor=executor,
