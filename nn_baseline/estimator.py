@@ -17,7 +17,8 @@ from sklearn.base import BaseEstimator
 from tqdm import tqdm
 
 from nplm_kernel.estimator import resolve_device
-from nplm_kernel.exceptions import FitError
+from nplm_kernel.exceptions import ConfigurationError, FitError
+from nplm_kernel.nuisance import NuisanceTerms, TrainableNuisances
 from nplm_kernel.persistence import require_fitted
 from nplm_kernel.samples import (
     as_events,
@@ -34,19 +35,20 @@ from .network import ClippedMLP, check_architecture
 KERAS_ADAM_EPSILON = 1e-7
 
 
-def _keras_adam(network: torch.nn.Module, learning_rate: float) -> torch.optim.Adam:
+def _keras_adam(parameters: list[torch.nn.Parameter], learning_rate: float) -> torch.optim.Adam:
     """Adam with Keras' defaults; the fused kernel (a few times cheaper per step for these tiny
     networks) where this torch build has it for the device. Keras adds eps to sqrt(v) and torch to
     sqrt(v / (1 - beta2^t)): the two differ only while 1 - beta2^t is far from 1 (first ~10^3 steps)."""
     settings = dict(lr=learning_rate, betas=(0.9, 0.999), eps=KERAS_ADAM_EPSILON)
     try:
-        return torch.optim.Adam(network.parameters(), fused=True, **settings)
+        return torch.optim.Adam(parameters, fused=True, **settings)
     except RuntimeError:
-        return torch.optim.Adam(network.parameters(), **settings)
+        return torch.optim.Adam(parameters, **settings)
 
 
 class NNNPLM(BaseEstimator):
-    """Weight-clipped NN NPLM estimator (same contract as KernelNPLM).
+    """Weight-clipped NN NPLM estimator (same contract as KernelNPLM); trains nuisance parameters
+    jointly with f when the shared layer passes nuisance_terms (DESIGN.md section 4).
 
     Parameters
     ----------
@@ -61,7 +63,7 @@ class NNNPLM(BaseEstimator):
     progress : show a progress bar over epochs on stderr.
 
     Fitted attributes: network_ (ClippedMLP), n_parameters_, loss_ (L at the final f, float64,
-    offsets included), t_ = -2 loss_, loss_history_ (k, 2) array of (epoch, L) where L is the
+    offsets included; without A(nu)), t_ = -2 loss_, nuisance_values_ (nu, when trained jointly), loss_history_ (k, 2) array of (epoch, L) where L is the
     float32 training loss before that epoch's step, fit_time_ (s), input_mean_, input_scale_.
     """
 
@@ -89,6 +91,9 @@ class NNNPLM(BaseEstimator):
         self.device = device
         self.progress = progress
 
+    #: NPLMTest lets this backend train nu jointly with f (the original NPLM procedure).
+    fits_nuisances_jointly = True
+
     def _check_settings(self, n_features: int) -> None:
         check_architecture(self.architecture, n_features)
         check_positive_number(self.weight_clip, "weight_clip")
@@ -103,8 +108,13 @@ class NNNPLM(BaseEstimator):
         w_ref: float | np.ndarray,
         offset_data: np.ndarray | None = None,
         offset_ref: np.ndarray | None = None,
+        nuisance_terms: NuisanceTerms | None = None,
+        nuisance_start: np.ndarray | None = None,
     ) -> NNNPLM:
-        """Train f ~ log n(x|D) / n(x|R) on data (N_D, d), reference (N_R, d) and weights w_R."""
+        """Train f ~ log n(x|D) / n(x|R) on data (N_D, d), reference (N_R, d) and weights w_R.
+
+        With nuisance_terms (from the shared layer, NPLMTest), nu is trained jointly with f from
+        nuisance_start on L[f; log r(nu)] + A(nu); the offsets must then be None."""
         samples = validate_samples(x_data, x_ref, w_ref, offset_data, offset_ref, owner="NNNPLM")
         self._check_settings(samples.n_features)
         device = resolve_device(self.device)
@@ -119,7 +129,14 @@ class NNNPLM(BaseEstimator):
         w_ref_t = tensor(samples.w_ref)
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence(self.seed).generate_state(1)[0]))
         network = ClippedMLP(self.architecture, self.activation, generator).to(device)
-        optimizer = _keras_adam(network, self.learning_rate)
+        nuisances = None
+        if nuisance_terms is not None:
+            if offset_data is not None or offset_ref is not None:
+                raise ConfigurationError("NNNPLM.fit: pass either offsets or nuisance_terms, not both.")
+            start = nuisance_terms.central_values if nuisance_start is None else nuisance_start
+            nuisances = TrainableNuisances(nuisance_terms, start, torch.float32, device)
+        optimizer = _keras_adam(list(network.parameters()) + ([nuisances.parameter] if nuisances else []),
+                                self.learning_rate)
         clip = float(self.weight_clip)
         history = []
         start = time.perf_counter()
@@ -127,8 +144,14 @@ class NNNPLM(BaseEstimator):
                       file=sys.stderr, mininterval=1.0)
         for epoch in epochs:
             checkpoint = epoch % self.checkpoint_every == 0 or epoch == self.epochs
-            loss = network.nplm_loss_backward(points_by_feature, n_data, w_ref_t, offset_data_t, offset_ref_t,
-                                              with_loss=checkpoint)
+            if nuisances is not None:
+                offset_data_t, offset_ref_t = nuisances.offsets()
+            loss, loss_by_offset_ref = network.nplm_loss_backward(points_by_feature, n_data, w_ref_t, offset_data_t,
+                                                                  offset_ref_t, with_loss=checkpoint)
+            if nuisances is not None:
+                nuisances.set_gradient(loss_by_offset_ref)
+                if checkpoint:
+                    loss = loss + nuisances.auxiliary_penalty()
             optimizer.step()
             network.clip_weights_(clip)
             if checkpoint:
@@ -143,9 +166,13 @@ class NNNPLM(BaseEstimator):
         self.input_mean_, self.input_scale_ = mean, scale
         self.n_features_in_ = samples.n_features
         self.loss_history_ = np.array(history)
+        offset_data, offset_ref = samples.offset_data, samples.offset_ref
+        if nuisances is not None:
+            self.nuisance_values_ = nuisances.nu()
+            offset_data, offset_ref = nuisance_terms.offsets(self.nuisance_values_)
         self.loss_ = nplm_loss(
             self.decision_function(samples.x_data), self.decision_function(samples.x_ref), samples.w_ref,
-            samples.offset_data, samples.offset_ref,
+            offset_data, offset_ref,
         )
         self.t_ = t_from_loss(self.loss_)
         return self

@@ -74,10 +74,11 @@ class ClippedMLP(nn.Module):
         offset_data: torch.Tensor,
         offset_ref: torch.Tensor,
         with_loss: bool = False,
-    ) -> torch.Tensor | None:
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Set .grad of every parameter to dL/dparameter for the NPLM loss
         L = sum_R w (exp(f + o_R) - 1) - sum_D (f + o_D), on points of shape (d, n) whose first
-        n_data columns are data events; returns L when with_loss (else None)."""
+        n_data columns are data events. Returns (L when with_loss else None, w exp(f + o_R)), the
+        second being dL/do_R per reference event (dL/do_D = -1), for training the offsets' nuisances."""
         activations = [points_by_feature]
         for layer in self.layers[:-1]:
             activations.append(self.activation(torch.addmm(layer.bias[:, None], layer.weight, activations[-1])))
@@ -98,7 +99,7 @@ class ClippedMLP(nn.Module):
             if index > 0:
                 delta = layer.weight.T @ delta
                 _multiply_by_derivative_(delta, self.activation_name, inputs)
-        return loss
+        return loss, scaled_exp
 
     @property
     def n_parameters(self) -> int:

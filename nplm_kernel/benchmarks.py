@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from .campaign import ToySample
 from .exceptions import ConfigurationError
 
 
@@ -91,6 +92,74 @@ class Exponential1D:
         if signal is None:
             return np.zeros_like(x)
         return np.logaddexp(0.0, np.log(signal.n_expected / self.n_expected) + signal.log_density(x) + x)
+
+
+@dataclass(frozen=True)
+class ScaleCoefficients1D:
+    """The exact Taylor coefficients of the 1D benchmark's scale nuisance x -> x e^nu:
+    log r(x; nu) = -nu + x (1 - e^-nu) = (x - 1) nu - (x / 2) nu^2 + ..., so delta_1 = x - 1 and
+    delta_2 = -x / 2 (the analytic truth a learned model is checked against)."""
+
+    degree: int = 2
+
+    def coefficients(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64).reshape(-1, 1)
+        return np.column_stack([x - 1.0, -0.5 * x])[:, : self.degree]
+
+
+@dataclass(frozen=True)
+class Exponential1DSystematics:
+    """The 1D exponential benchmark with a scale nuisance (x -> x e^nu_scale, width sigma_scale) and
+    a normalisation nuisance (N(R) -> N(R) e^nu_norm, width sigma_norm), DESIGN.md section 7.
+    True values nu* generate the data; r(x; nu) is known exactly:
+    log r = nu_norm - nu_scale + x (1 - e^-nu_scale)."""
+
+    benchmark: Exponential1D = Exponential1D()
+    sigma_scale: float = 0.05
+    sigma_norm: float = 0.05
+
+    def data(self, rng: np.random.Generator, nu_scale: float = 0.0, nu_norm: float = 0.0,
+             signal: Signal | None = None) -> np.ndarray:
+        """Background at the true nuisance values (scale and yield shifted) plus unshifted signal, (N_D, 1)."""
+        background = rng.exponential(np.exp(nu_scale), size=rng.poisson(self.benchmark.n_expected * np.exp(nu_norm)))
+        if signal is None:
+            return background[:, None]
+        return np.concatenate([background, signal.sample(rng.poisson(signal.n_expected), rng)])[:, None]
+
+    def shifted_reference(self, rng: np.random.Generator, nu_scale: float, n_events: int) -> tuple[np.ndarray, np.ndarray]:
+        """A reference sample simulated at scale nu_scale (for learning delta_k), weights summing to N(R)."""
+        return rng.exponential(np.exp(nu_scale), size=(n_events, 1)), np.full(n_events, self.benchmark.n_expected / n_events)
+
+    def true_log_ratio(self, x: np.ndarray, nu_scale: float, nu_norm: float) -> np.ndarray:
+        """Exact log r(x; nu) = nu_norm - nu_scale + x (1 - e^-nu_scale)."""
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        return nu_norm - nu_scale + x * -np.expm1(-nu_scale)
+
+    def toys(self, nu_scale: float = 0.0, nu_norm: float = 0.0, signal: Signal | None = None,
+             fluctuate_auxiliary: bool = True) -> NuisanceToys1D:
+        """A toy generator at the true values (nu_scale, nu_norm) for campaign.run_toys."""
+        return NuisanceToys1D(self, nu_scale, nu_norm, signal, fluctuate_auxiliary)
+
+
+@dataclass(frozen=True)
+class NuisanceToys1D:
+    """Toys of Exponential1DSystematics at true nu* = (nu_scale, nu_norm): each toy draws its data
+    and, when fluctuate_auxiliary, the auxiliary measurements nu0 ~ N(nu*, sigma) (order: scale, norm),
+    returned as a ToySample with central_values (otherwise none: for tests without nuisances, or
+    with the nuisance model's fixed central values)."""
+
+    systematics: Exponential1DSystematics
+    nu_scale: float
+    nu_norm: float
+    signal: Signal | None = None
+    fluctuate_auxiliary: bool = True
+
+    def __call__(self, rng: np.random.Generator) -> ToySample:
+        data = self.systematics.data(rng, self.nu_scale, self.nu_norm, self.signal)
+        if not self.fluctuate_auxiliary:
+            return ToySample(data)
+        truth = np.array([self.nu_scale, self.nu_norm])
+        return ToySample(data, central_values=rng.normal(truth, [self.systematics.sigma_scale, self.systematics.sigma_norm]))
 
 
 @dataclass(frozen=True)

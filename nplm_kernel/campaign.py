@@ -37,11 +37,14 @@ from .samples import as_events
 
 @dataclass(frozen=True)
 class ToySample:
-    """A toy that brings its own reference sample (resampling nulls such as permutations)."""
+    """A toy's data with, optionally, its own reference sample (resampling nulls such as
+    permutations; None: the campaign's reference) and its auxiliary measurements of the nuisance
+    parameters (central_values nu0, one per nuisance; None: the nuisance model's own)."""
 
     x_data: np.ndarray
-    x_ref: np.ndarray
-    w_ref: np.ndarray
+    x_ref: np.ndarray | None = None
+    w_ref: np.ndarray | None = None
+    central_values: np.ndarray | None = None
 
 
 #: A toy generator: draws one data sample (N_D, d), or a ToySample, from a numpy Generator.
@@ -131,18 +134,20 @@ def run_one_toy(task: ToyTask, toy_index: int) -> dict[str, Any]:
     row: dict[str, Any] = {"toy": toy_index, "seed": task.seed, "spawn_key": [toy_index]}
     try:
         drawn = task.generator(np.random.default_rng(toy_seed(task.seed, toy_index)))
-        if isinstance(drawn, ToySample):
-            x_data, x_ref, w_ref = drawn.x_data, drawn.x_ref, drawn.w_ref
-        elif task.x_ref is None:
+        if not isinstance(drawn, ToySample):
+            drawn = ToySample(drawn)
+        x_ref, w_ref = (task.x_ref, task.w_ref) if drawn.x_ref is None else (drawn.x_ref, drawn.w_ref)
+        if x_ref is None:
             raise InputError("the generator returned data only but run_toys got no reference (x_ref=None).")
-        else:
-            x_data, x_ref, w_ref = drawn, task.x_ref, task.w_ref
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = task.test.run(x_data, x_ref, w_ref)
+            result = task.test.run(drawn.x_data, x_ref, w_ref, central_values=drawn.central_values)
         diagnostics = getattr(result.estimator, "diagnostics_", None)
-        row.update(status=STATUS_OK, t=result.t, tau=result.tau, delta=result.delta, nu_hat=[], n_data=int(len(x_data)),
-                   converged=bool(getattr(diagnostics, "converged", True)),
+        row.update(status=STATUS_OK, t=result.t, tau=result.tau, delta=result.delta,
+                   nu_hat_tau=result.nu_hat_tau.tolist(), nu_hat_delta=result.nu_hat_delta.tolist(),
+                   central_values=None if drawn.central_values is None else np.asarray(drawn.central_values).tolist(),
+                   nuisance_iterations=result.nuisance_iterations, n_data=int(len(drawn.x_data)),
+                   converged=bool(getattr(diagnostics, "converged", True)) and result.nuisance_converged,
                    warnings=[f"{type(w.message).__name__}: {w.message}" for w in caught],
                    backend=result.backend, hyperparameters=result.hyperparameters)
     except (NPLMError, ArithmeticError, RuntimeError) as error:

@@ -29,3 +29,7 @@ class ConvergenceWarning(UserWarning):
 
 class SampleSizeWarning(UserWarning):
     """The reference sample is not much larger than the data sample (N_R should be >> N_D)."""
+
+
+class FitConsistencyWarning(UserWarning):
+    """A fit ended in a state a converged fit cannot reach (e.g. tau < Delta); reported, not clipped."""

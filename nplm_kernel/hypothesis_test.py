@@ -1,25 +1,42 @@
-"""The one entry point that wraps any backend: NPLMTest(backend).run(x_data, x_ref, w_ref).
+"""The one entry point that wraps any backend: NPLMTest(backend, nuisances).run(x_data, x_ref, w_ref).
 
-Without nuisances t = tau and Delta = 0 (DESIGN.md section 4); the result records the backend,
-its hyperparameters and diagnostics so that every t can be traced to how it was obtained.
+t = tau - Delta (DESIGN.md section 4), with the auxiliary constraint A(nu) of nuisance.py:
+    Delta = -2 min_nu      (L[0; log r(nu)] + A(nu))     (scipy, exact Newton),
+    tau   = -2 min_{f, nu} (L[f; log r(nu)] + A(nu)).
+tau is found either by the backend itself (joint gradient training: a backend with
+`fits_nuisances_jointly = True`, i.e. NNNPLM), followed by a final minimisation over nu at its f,
+or by alternating a backend fit with offsets log r(nu) and a minimisation over nu at fixed f,
+until nu moves by less than `nuisance_tol` sigma (KernelNPLM). Both start from the Delta fit's nu.
+Without nuisances t = tau and Delta = 0. The result records the backend, its hyperparameters,
+nu_hat of both terms and the iteration count, so that every t can be traced to how it was obtained.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
+from .nuisance import NuisanceFit, NuisanceModel, NuisanceTerms
+from .samples import check_positive_integer, check_positive_number, validate_samples
+
+#: Number of past iterates in the Anderson-accelerated alternation.
+ANDERSON_DEPTH = 3
+#: tau may fall below Delta by this much (relative to max(1, |Delta|)) from rounding alone.
+TAU_BELOW_DELTA_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
 class NPLMResult:
     """One NPLM test: t = tau - Delta (dimensionless), the fitted estimator (f via its
-    decision_function), the backend's name and hyperparameters, and the wall time in seconds."""
+    decision_function), the backend's name and hyperparameters, the wall time in seconds, and with
+    nuisances nu_hat of the tau and Delta terms (model order), the tau iterations and whether the
+    nuisance fit converged (without nuisances: empty arrays, 0 iterations)."""
 
     t: float
     tau: float
@@ -28,6 +45,10 @@ class NPLMResult:
     hyperparameters: dict[str, Any]
     wall_time: float
     estimator: BaseEstimator = field(repr=False)
+    nu_hat_tau: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    nu_hat_delta: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    nuisance_iterations: int = 0
+    nuisance_converged: bool = True
 
     @property
     def diagnostics(self) -> Any:
@@ -52,25 +73,123 @@ def json_safe_parameters(estimator: BaseEstimator) -> dict[str, Any]:
 
 class NPLMTest:
     """Runs the NPLM test with `backend`, an unfitted estimator with the shared contract
-    (KernelNPLM or NNNPLM): each run fits a fresh clone, so one NPLMTest serves many toys."""
+    (KernelNPLM or NNNPLM): each run fits a fresh clone, so one NPLMTest serves many toys.
 
-    def __init__(self, backend: BaseEstimator):
+    nuisances : a NuisanceModel (None: no systematic uncertainties, t = tau).
+    nuisance_tol : alternating tau fit stops when nu moves by less than this many sigma.
+    max_alternations : cap on the alternating fits (ConvergenceWarning when reached).
+    """
+
+    def __init__(self, backend: BaseEstimator, nuisances: NuisanceModel | None = None,
+                 nuisance_tol: float = 1e-3, max_alternations: int = 30):
         if not (hasattr(backend, "fit") and hasattr(backend, "get_params")):
             raise ConfigurationError(
                 f"backend must be an estimator such as KernelNPLM(...) or NNNPLM(...), got {type(backend).__name__}."
             )
+        if nuisances is not None and not isinstance(nuisances, NuisanceModel):
+            raise ConfigurationError(f"nuisances must be a NuisanceModel or None, got {type(nuisances).__name__}.")
+        check_positive_number(nuisance_tol, "nuisance_tol")
+        check_positive_integer(max_alternations, "max_alternations")
         self.backend = backend
+        self.nuisances = nuisances
+        self.nuisance_tol = float(nuisance_tol)
+        self.max_alternations = int(max_alternations)
 
-    def run(self, x_data: np.ndarray, x_ref: np.ndarray, w_ref: float | np.ndarray) -> NPLMResult:
-        """Fit the backend on (data, reference, weights) and return t = tau - Delta (Delta = 0)."""
+    def run(self, x_data: np.ndarray, x_ref: np.ndarray, w_ref: float | np.ndarray,
+            central_values: np.ndarray | None = None) -> NPLMResult:
+        """Fit the backend on (data, reference, weights) and return t = tau - Delta.
+
+        central_values : the auxiliary measurements nu0 (one per nuisance) of this data set; None:
+        the nuisance model's own. Only with nuisances."""
         start = time.perf_counter()
-        estimator = clone(self.backend).fit(x_data, x_ref, w_ref)
+        if self.nuisances is None:
+            if central_values is not None:
+                raise ConfigurationError("central_values were given but this NPLMTest has no nuisances.")
+            estimator = clone(self.backend).fit(x_data, x_ref, w_ref)
+            return self._result(estimator, float(estimator.t_), 0.0, start)
+        samples = validate_samples(x_data, x_ref, w_ref, owner="NPLMTest", warn_sample_size=False)
+        terms = self.nuisances.terms(samples.x_data, samples.x_ref, samples.w_ref, central_values)
+        delta_fit = terms.fit(start=np.zeros(self.nuisances.n_nuisances), stage="Delta (nuisance fit at f = 0)")
+        if getattr(self.backend, "fits_nuisances_jointly", False):
+            estimator, tau_fit, iterations, converged = self._joint_fit(samples, terms, delta_fit)
+        else:
+            estimator, tau_fit, iterations, converged = self._alternating_fit(samples, terms, delta_fit)
+        tau, delta = -2.0 * tau_fit.objective, -2.0 * delta_fit.objective
+        if tau < delta - TAU_BELOW_DELTA_TOLERANCE * max(1.0, abs(delta)):
+            warnings.warn(
+                f"NPLMTest: tau = {tau:.6g} < Delta = {delta:.6g}: the tau fit ended above the Delta fit's "
+                "minimum, which a converged fit cannot do (the model with f = 0 is one of its candidates). "
+                "t is reported unclipped; train longer or tighten the backend's tolerances.",
+                FitConsistencyWarning,
+                stacklevel=2,
+            )
+        return self._result(estimator, tau, delta, start, tau_fit.nu, delta_fit.nu, iterations, converged)
+
+    def _joint_fit(self, samples, terms: NuisanceTerms, delta_fit: NuisanceFit):
+        """The backend trains f and nu together; nu is then re-minimised at the learned f."""
+        estimator = clone(self.backend).fit(samples.x_data, samples.x_ref, samples.w_ref,
+                                            nuisance_terms=terms, nuisance_start=delta_fit.nu)
+        f_data, f_ref = estimator.decision_function(samples.x_data), estimator.decision_function(samples.x_ref)
+        tau_fit = terms.fit(f_data, f_ref, start=estimator.nuisance_values_, stage="tau (nuisance fit at the learned f)")
+        return estimator, tau_fit, 1, True
+
+    def _alternating_fit(self, samples, terms: NuisanceTerms, delta_fit: NuisanceFit):
+        """Alternate f at fixed nu (backend fit with offsets log r(nu)) and nu at fixed f (scipy).
+
+        Plain alternation crawls along the direction in which f and log r(nu) compensate each
+        other (a step shrinks by about 1 - 1 / (1 + N sigma^2 var(delta))), so the map
+        nu -> G(nu) (refit f at nu, then re-minimise nu) is iterated with Anderson acceleration
+        (Walker & Ni 2011) in units of sigma, until G moves nu by less than nuisance_tol sigma."""
+        sigmas = self.nuisances.sigmas
+        scaled = delta_fit.nu / sigmas
+        inputs, images = [], []
+        for iteration in range(1, self.max_alternations + 1):
+            offset_data, offset_ref = terms.offsets(scaled * sigmas)
+            estimator = clone(self.backend).fit(samples.x_data, samples.x_ref, samples.w_ref,
+                                                offset_data=offset_data, offset_ref=offset_ref)
+            f_data, f_ref = estimator.decision_function(samples.x_data), estimator.decision_function(samples.x_ref)
+            tau_fit = terms.fit(f_data, f_ref, start=scaled * sigmas,
+                                stage=f"tau (nuisance fit, alternation {iteration})")
+            image = tau_fit.nu / sigmas
+            step = float(np.max(np.abs(image - scaled)))
+            if step < self.nuisance_tol:
+                return estimator, tau_fit, iteration, True
+            inputs, images = (inputs + [scaled])[-ANDERSON_DEPTH - 1 :], (images + [image])[-ANDERSON_DEPTH - 1 :]
+            scaled = _anderson_step(np.array(inputs), np.array(images))
+        warnings.warn(
+            f"NPLMTest: the alternating tau fit did not settle within {self.max_alternations} alternations "
+            f"(last step {step:.3g} sigma > nuisance_tol = {self.nuisance_tol:g}); tau may be inaccurate.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+        return estimator, tau_fit, self.max_alternations, False
+
+    def _result(self, estimator: BaseEstimator, tau: float, delta: float, start: float,
+                nu_hat_tau: np.ndarray | None = None, nu_hat_delta: np.ndarray | None = None,
+                iterations: int = 0, converged: bool = True) -> NPLMResult:
+        empty = np.zeros(0)
         return NPLMResult(
-            t=float(estimator.t_),
-            tau=float(estimator.t_),
-            delta=0.0,
+            t=tau - delta,
+            tau=tau,
+            delta=delta,
             backend=type(estimator).__name__,
             hyperparameters=json_safe_parameters(estimator),
             wall_time=time.perf_counter() - start,
             estimator=estimator,
+            nu_hat_tau=empty if nu_hat_tau is None else nu_hat_tau,
+            nu_hat_delta=empty if nu_hat_delta is None else nu_hat_delta,
+            nuisance_iterations=iterations,
+            nuisance_converged=converged,
         )
+
+
+def _anderson_step(inputs: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """Next iterate of Anderson acceleration for the fixed point x = G(x), from the last
+    iterates x_i (rows of inputs) and their images G(x_i): x = G(x_k) - dG gamma, where gamma
+    minimises |r_k - dR gamma| over the differences of the residuals r = G(x) - x."""
+    residuals = images - inputs
+    if len(inputs) < 2:
+        return images[-1]
+    residual_steps, image_steps = np.diff(residuals, axis=0).T, np.diff(images, axis=0).T
+    gamma = np.linalg.lstsq(residual_steps, residuals[-1], rcond=None)[0]
+    return images[-1] - image_steps @ gamma

@@ -19,7 +19,8 @@ from .exceptions import ConfigurationError, InputError, NotFittedError
 
 FORMAT = "nplm-model-v1"
 #: Classes that may be loaded (module path -> class name); loading never imports anything else.
-LOADABLE = {"nplm_kernel.estimator.KernelNPLM", "nn_baseline.estimator.NNNPLM"}
+LOADABLE = {"nplm_kernel.estimator.KernelNPLM", "nn_baseline.estimator.NNNPLM",
+            "nplm_kernel.taylor.KernelTaylorLearner", "nn_baseline.taylor.NNTaylorLearner"}
 _ARRAY_PREFIX = "array:"
 
 
@@ -30,7 +31,8 @@ def _split(values: dict[str, Any], prefix: str) -> tuple[dict[str, np.ndarray], 
 
 
 def save_model(estimator: Any, path: str | os.PathLike) -> None:
-    """Write a fitted KernelNPLM or NNNPLM to `path` (.npz)."""
+    """Write a fitted KernelNPLM, NNNPLM or Taylor learner (KernelTaylorLearner, NNTaylorLearner) to
+    `path` (.npz): one learning of delta_k(x) then serves every toy."""
     from . import __version__
 
     if not hasattr(estimator, "fitted_state"):

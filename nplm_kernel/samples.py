@@ -144,11 +144,13 @@ def validate_samples(
     offset_ref: object = None,
     owner: str = "the fit",
     weights_reason: str = POSITIVE_WEIGHTS_REASON,
+    warn_sample_size: bool = True,
 ) -> Samples:
     """Check and convert the inputs of a fit; raise InputError naming the bad argument (and, for
     non-positive weights, `owner` and `weights_reason`).
 
-    Warns (SampleSizeWarning) when N_R < MIN_REFERENCE_TO_DATA_RATIO * N_D.
+    Warns (SampleSizeWarning) when N_R < MIN_REFERENCE_TO_DATA_RATIO * N_D and warn_sample_size
+    (off where the same samples go on to a backend, which warns itself).
     """
     data = as_events(x_data, "x_data")
     ref = as_events(x_ref, "x_ref")
@@ -158,7 +160,7 @@ def validate_samples(
             "describe the same input variables."
         )
     weights = as_weights(w_ref, ref.shape[0], owner=owner, reason=weights_reason)
-    if ref.shape[0] < MIN_REFERENCE_TO_DATA_RATIO * data.shape[0]:
+    if warn_sample_size and ref.shape[0] < MIN_REFERENCE_TO_DATA_RATIO * data.shape[0]:
         warnings.warn(
             f"the reference sample (N_R = {ref.shape[0]}) is less than {MIN_REFERENCE_TO_DATA_RATIO:g} "
             f"times the data sample (N_D = {data.shape[0]}); its statistical fluctuations will bias t.",

@@ -46,3 +46,13 @@ def test_kernel_performance_benchmark_runs(monkeypatch, capsys):
     _load(ROOT / "benchmarks" / "kernel_performance.py").main()
     out = capsys.readouterr().out
     assert out.count("| float32, K_nM cached |") == 2 and "one pass / bandwidth bound" in out
+
+
+def test_nuisance_study_smoke(tmp_path):
+    study = _load(ROOT / "studies" / "nuisances_1d.py")
+    table = study.run("smoke", tmp_path, progress=False)
+    assert "| kernel | with | -1 | null | 3 |" in table and "| nn | without | +0 | NP2 | 2 |" in table
+    assert (tmp_path / "delta_scale.npz").exists()
+    assert len((tmp_path / "kernel_with_null_+1.jsonl").read_text().splitlines()) == 3
+    rerun = study.run("smoke", tmp_path, progress=False)  # resumes every campaign: same toys, same table
+    assert rerun.splitlines()[4:11] == table.splitlines()[4:11]

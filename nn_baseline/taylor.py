@@ -1,0 +1,138 @@
+"""NN learning of shape-nuisance Taylor coefficients delta_k(x), as in the NPLM papers: one small
+network per coefficient ("NN 1, NN 2, ..."), log r(x; nu) = sum_k delta_k(x) nu^k.
+
+Same parametrised-classifier loss as nplm_kernel.taylor.KernelTaylorLearner (without the RKHS
+penalty): for each shifted sample R_i at nu_i, a weighted logistic regression of R_i against the
+nominal R_0 with log-odds s_i(x) = sum_k (nu_i / s)^k g_k(x), delta_k = g_k / s^k, s = max |nu_i|.
+Trained full-batch with Adam.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from torch.nn import functional
+
+from nplm_kernel.exceptions import FitError
+from nplm_kernel.nuisance import check_shifted_samples
+from nplm_kernel.persistence import require_fitted
+from nplm_kernel.samples import as_events, check_positive_integer, check_positive_number, reference_standardization
+
+from .network import ClippedMLP, check_architecture
+
+
+class NNTaylorLearner(BaseEstimator):
+    """Learns delta_k(x), k = 1..degree, with one ClippedMLP per coefficient.
+
+    Parameters: degree (1 or 2); hidden (hidden-layer widths); activation; weight_clip (None: no
+    clipping); epochs and learning_rate (full-batch Adam); seed (initialisation).
+
+    Fitted attributes: networks_ (one per coefficient), input_mean_, input_scale_, nu_scale_ (s),
+    loss_ (final loss per unit weight), n_features_in_.
+    """
+
+    def __init__(self, degree: int = 2, hidden: tuple[int, ...] = (16, 16), activation: str = "sigmoid",
+                 weight_clip: float | None = None, epochs: int = 3000, learning_rate: float = 1e-2,
+                 seed: int | None = 0):
+        self.degree = degree
+        self.hidden = hidden
+        self.activation = activation
+        self.weight_clip = weight_clip
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.seed = seed
+
+    def _architecture(self, n_features: int) -> tuple[int, ...]:
+        return check_architecture((n_features, *self.hidden, 1), n_features)
+
+    def fit(self, x_nominal: np.ndarray, w_nominal: float | np.ndarray,
+            shifted: Sequence[tuple[float, np.ndarray, float | np.ndarray]]) -> NNTaylorLearner:
+        """Learn delta_k from the nominal sample (x, w) and [(nu_i, x_i, w_i), ...] at shifted nu_i."""
+        check_positive_integer(self.epochs, "epochs")
+        check_positive_number(self.learning_rate, "learning_rate")
+        if self.weight_clip is not None:
+            check_positive_number(self.weight_clip, "weight_clip")
+        nominal, nominal_weights, shifted = check_shifted_samples(x_nominal, w_nominal, shifted, self.degree)
+        architecture = self._architecture(nominal.shape[1])
+        mean, scale = reference_standardization(nominal, nominal_weights)
+        nu_scale = max(abs(nu) for nu, _, _ in shifted)
+        total_weight = nominal_weights.sum() * len(shifted) + sum(w.sum() for _, _, w in shifted)
+
+        def tensor(values: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(values, dtype=torch.float32)
+
+        powers = np.arange(1, self.degree + 1)
+        points = tensor((np.concatenate([nominal] + [x for _, x, _ in shifted]) - mean) / scale)
+        n_nominal = len(nominal)
+        bounds = np.cumsum([n_nominal] + [len(x) for _, x, _ in shifted])
+        monomials = [tensor((nu / nu_scale) ** powers) for nu, _, _ in shifted]
+        nominal_w = tensor(nominal_weights / total_weight)
+        shifted_w = [tensor(w / total_weight) for _, _, w in shifted]
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence(self.seed).generate_state(1)[0]))
+        networks = [ClippedMLP(architecture, self.activation, generator) for _ in powers]
+        parameters = [parameter for network in networks for parameter in network.parameters()]
+        optimizer = torch.optim.Adam(parameters, lr=self.learning_rate, eps=1e-7)
+
+        def loss_value() -> torch.Tensor:
+            outputs = torch.stack([network(points) for network in networks], dim=1)
+            nominal_outputs = outputs[:n_nominal]
+            loss = torch.zeros(())
+            for index, power_values in enumerate(monomials):
+                shifted_outputs = outputs[bounds[index] : bounds[index + 1]]
+                loss = loss + nominal_w @ functional.softplus(nominal_outputs @ power_values)
+                loss = loss + shifted_w[index] @ functional.softplus(-(shifted_outputs @ power_values))
+            return loss
+
+        for _ in range(self.epochs):
+            optimizer.zero_grad()
+            loss = loss_value()
+            loss.backward()
+            optimizer.step()
+            if self.weight_clip is not None:
+                for network in networks:
+                    network.clip_weights_(float(self.weight_clip))
+        with torch.no_grad():
+            final = float(loss_value())
+        if not np.isfinite(final):
+            raise FitError("NNTaylorLearner: the training loss became non-finite; lower the learning rate.")
+        self.networks_ = [network.eval() for network in networks]
+        self.input_mean_, self.input_scale_ = mean, scale
+        self.nu_scale_ = float(nu_scale)
+        self.n_features_in_ = nominal.shape[1]
+        self.loss_ = final
+        return self
+
+    def coefficients(self, x: np.ndarray) -> np.ndarray:
+        """delta_k(x), k = 1..degree, for x (n, d) in input units: float64 (n, degree)."""
+        require_fitted(self, "networks_")
+        points = torch.as_tensor((as_events(x, "x", self.n_features_in_) - self.input_mean_) / self.input_scale_,
+                                 dtype=torch.float32)
+        with torch.no_grad():
+            outputs = torch.stack([network(points) for network in self.networks_], dim=1).numpy().astype(np.float64)
+        return outputs / self.nu_scale_ ** np.arange(1, self.degree + 1)
+
+    def fitted_state(self) -> dict:
+        """Network weights and fitted attributes, for nplm_kernel.persistence.save_model."""
+        require_fitted(self, "networks_")
+        weights = {f"network{index}.{name}": value.detach().cpu().numpy()
+                   for index, network in enumerate(self.networks_) for name, value in network.state_dict().items()}
+        return {**weights, "input_mean_": self.input_mean_, "input_scale_": self.input_scale_,
+                "nu_scale_": self.nu_scale_, "n_features_in_": self.n_features_in_, "loss_": self.loss_}
+
+    def restore_fitted_state(self, state: dict) -> None:
+        """Rebuild the networks and set the fitted attributes from fitted_state()'s output."""
+        self.hidden = tuple(self.hidden)
+        architecture = self._architecture(int(state["n_features_in_"]))
+        self.networks_ = []
+        for index in range(self.degree):
+            network = ClippedMLP(architecture, self.activation, torch.Generator().manual_seed(0))
+            prefix = f"network{index}."
+            network.load_state_dict({name.removeprefix(prefix): torch.as_tensor(value)
+                                     for name, value in state.items() if name.startswith(prefix)})
+            self.networks_.append(network.eval())
+        for name, value in state.items():
+            if not name.startswith("network"):
+                setattr(self, name, value)

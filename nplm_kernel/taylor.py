@@ -1,0 +1,147 @@
+"""Kernel learning of shape-nuisance Taylor coefficients delta_k(x) (DESIGN.md section 4).
+
+From a nominal reference R_0 and samples R_i simulated at shifted values nu_i, learn
+    log r(x; nu) = sum_{k=1..K} delta_k(x) nu^k
+with the parametrised-classifier loss of the NPLM papers: for each i, a weighted logistic
+regression of R_i (label 1) against R_0 (label 0) whose log-odds is log r(x; nu_i),
+    J = sum_i [ sum_{R_0} w log(1 + e^{s_i}) + sum_{R_i} w log(1 + e^{-s_i}) ] / W + (lambda / 2) |g|^2,
+    s_i(x) = sum_k (nu_i / s)^k g_k(x),   delta_k = g_k / s^k,   s = max_i |nu_i|,
+W the total weight. Its minimiser is s_i = log (N(R_i) n_i(x)) / (N(R_0) n_0(x)), the exact
+log r when the weights sum to each sample's expected yield. Here g_k(x) = Phi(x) b_k with the
+whitened Nystrom features Phi = K(x, C) T^-1 (T^T T = K_CC), so |g|^2 = sum_k |b_k|^2 is the RKHS
+norm; the K M' coefficients are found by exact (dense) trust-region Newton, practical for M' up to
+about a thousand kept centres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy import optimize
+from scipy.special import expit, log_expit
+from sklearn.base import BaseEstimator
+
+from .estimator import DEFAULT_CENTER_TOL, SIGMA_QUANTILE
+from .exceptions import FitError
+from .falkon import NystromFactor, independent_centers, select_centers
+from .kernel import gaussian_kernel, pairwise_distance_quantile
+from .nuisance import check_shifted_samples
+from .persistence import require_fitted
+from .samples import as_events, check_positive_integer, check_positive_number, reference_standardization
+
+
+class KernelTaylorLearner(BaseEstimator):
+    """Learns delta_k(x), k = 1..degree, with a Gaussian-kernel Nystrom model per coefficient.
+
+    Parameters: degree (1 or 2); n_centers (drawn from all training samples); sigma (kernel
+    width in standardised units; None: 90th percentile of pairwise nominal distances); penalty
+    (lambda above); max_iter (Newton iterations); seed (centres and sigma subsample).
+
+    Fitted attributes: centers_ (M', d, standardised), coefficient_alpha_ (M', degree) such that
+    delta_k(x) = K(x, centers_) @ coefficient_alpha_[:, k-1], sigma_, input_mean_, input_scale_,
+    nu_scale_ (s), loss_ (J at the optimum), n_iter_.
+    """
+
+    def __init__(self, degree: int = 2, n_centers: int = 200, sigma: float | None = None, penalty: float = 1e-7,
+                 max_iter: int = 200, seed: int | None = 0):
+        self.degree = degree
+        self.n_centers = n_centers
+        self.sigma = sigma
+        self.penalty = penalty
+        self.max_iter = max_iter
+        self.seed = seed
+
+    def fit(self, x_nominal: np.ndarray, w_nominal: float | np.ndarray,
+            shifted: Sequence[tuple[float, np.ndarray, float | np.ndarray]]) -> KernelTaylorLearner:
+        """Learn delta_k from the nominal sample (x, w) and [(nu_i, x_i, w_i), ...] at shifted nu_i."""
+        check_positive_integer(self.n_centers, "n_centers")
+        check_positive_integer(self.max_iter, "max_iter")
+        check_positive_number(self.penalty, "penalty")
+        if self.sigma is not None:
+            check_positive_number(self.sigma, "sigma")
+        nominal, nominal_weights, shifted = check_shifted_samples(x_nominal, w_nominal, shifted, self.degree)
+        rng = np.random.default_rng(self.seed)
+        mean, scale = reference_standardization(nominal, nominal_weights)
+        standardised = [(nominal - mean) / scale] + [(x - mean) / scale for _, x, _ in shifted]
+        pooled = np.concatenate(standardised)
+        centers = pooled[select_centers(len(pooled), min(self.n_centers, len(pooled)), rng)]
+        sigma = float(self.sigma) if self.sigma is not None else pairwise_distance_quantile(
+            standardised[0], SIGMA_QUANTILE, seed=int(rng.integers(2**63)))
+        kmm = gaussian_kernel(torch.as_tensor(centers), torch.as_tensor(centers), sigma)
+        kept = independent_centers(kmm, DEFAULT_CENTER_TOL).numpy()
+        centers = centers[kept]
+        factor = NystromFactor(kmm[kept][:, kept])
+
+        def features(points: np.ndarray) -> np.ndarray:
+            block = gaussian_kernel(torch.as_tensor(points), torch.as_tensor(centers), sigma)
+            return torch.linalg.solve_triangular(factor.upper, block, upper=True, left=False).numpy()
+
+        nu_scale = max(abs(nu) for nu, _, _ in shifted)
+        powers = np.arange(1, self.degree + 1)
+        total_weight = nominal_weights.sum() * len(shifted) + sum(w.sum() for _, _, w in shifted)
+        nominal_features = features(standardised[0])
+        pairs = [(features(points), w / total_weight, (nu / nu_scale) ** powers)
+                 for (nu, _, w), points in zip(shifted, standardised[1:])]
+        nominal_weights = nominal_weights / total_weight
+        n_kept = len(centers)
+
+        def derivatives(flat: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+            coefficients = flat.reshape(n_kept, self.degree)
+            value = 0.5 * self.penalty * flat @ flat
+            gradient = self.penalty * coefficients.copy()
+            hessian = self.penalty * np.eye(flat.size)
+            for shifted_features, shifted_weights, monomials in pairs:
+                for phi, weights, sign in ((nominal_features, nominal_weights, 1.0),
+                                           (shifted_features, shifted_weights, -1.0)):
+                    logit = sign * (phi @ (coefficients @ monomials))
+                    value -= weights @ log_expit(-logit)
+                    slope = sign * weights * expit(logit)
+                    gradient += np.outer(phi.T @ slope, monomials)
+                    gram = (phi * (weights * expit(logit) * expit(-logit))[:, None]).T @ phi
+                    hessian += np.kron(gram, np.outer(monomials, monomials))
+            return float(value), gradient.ravel(), hessian
+
+        cache: dict[bytes, tuple] = {}
+
+        def evaluate(flat: np.ndarray) -> tuple:
+            key = flat.tobytes()
+            if key not in cache:
+                cache.clear()
+                cache[key] = derivatives(flat)
+            return cache[key]
+
+        result = optimize.minimize(lambda flat: evaluate(flat)[:2], np.zeros(n_kept * self.degree), jac=True,
+                                   hess=lambda flat: evaluate(flat)[2], method="trust-exact",
+                                   options={"gtol": 1e-10, "maxiter": int(self.max_iter)})
+        if not np.isfinite(result.fun) or not result.success and np.max(np.abs(result.jac)) > 1e-6:
+            raise FitError(f"KernelTaylorLearner: the Newton minimisation failed ({result.message}).")
+        whitened = result.x.reshape(n_kept, self.degree)
+        alpha = torch.linalg.solve_triangular(factor.upper, torch.as_tensor(whitened), upper=True).numpy()
+        self.coefficient_alpha_ = alpha / nu_scale**powers
+        self.centers_, self.sigma_ = centers, sigma
+        self.input_mean_, self.input_scale_ = mean, scale
+        self.nu_scale_ = float(nu_scale)
+        self.n_features_in_ = nominal.shape[1]
+        self.loss_, self.n_iter_ = float(result.fun), int(result.nit)
+        return self
+
+    def coefficients(self, x: np.ndarray) -> np.ndarray:
+        """delta_k(x), k = 1..degree, for x (n, d) in input units: float64 (n, degree)."""
+        require_fitted(self, "coefficient_alpha_")
+        points = (as_events(x, "x", self.n_features_in_) - self.input_mean_) / self.input_scale_
+        block = gaussian_kernel(torch.as_tensor(points), torch.as_tensor(self.centers_), self.sigma_)
+        return block.numpy() @ self.coefficient_alpha_
+
+    def fitted_state(self) -> dict:
+        """The fitted attributes, for nplm_kernel.persistence.save_model."""
+        require_fitted(self, "coefficient_alpha_")
+        return {name: getattr(self, name) for name in (
+            "coefficient_alpha_", "centers_", "sigma_", "input_mean_", "input_scale_", "nu_scale_",
+            "n_features_in_", "loss_", "n_iter_")}
+
+    def restore_fitted_state(self, state: dict) -> None:
+        """Set the fitted attributes from fitted_state()'s output (as saved)."""
+        for name, value in state.items():
+            setattr(self, name, value)
