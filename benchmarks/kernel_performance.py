@@ -2,8 +2,11 @@
 
 For the 1D benchmark (N_R = 200,000, M = 500) and the 5D dimuon benchmark (N_R = 100,000,
 M = 2000): one kernel toy in float64 with K_nM cached (the reference), with K_nM recomputed block
-by block, and in float32 (with the t difference); an NN toy extrapolated from measured epochs/s
-to 3e5 epochs (labelled). Then a roofline check: one pass over the cached K_nM (K_nM v) against the
+by block, in float32 (with the t difference), with the reference's kernel rows reused from an
+earlier toy (reuse_reference=True: centres from the reference only, so its t differs by the choice
+of centres), scikit-learn's Nystroem + LogisticRegression on the same kept centres, sigma and
+penalty (same model: t agrees to the solvers' tolerances), and an NN toy extrapolated from
+measured epochs/s to 3e5 epochs (labelled). Then a roofline check: one pass over the cached K_nM (K_nM v) against the
 time the machine's measured memory bandwidth needs to stream its bytes, and the machine's GEMM rate.
 
     python benchmarks/kernel_performance.py [--repeats 3] [--nn-epochs 300]
@@ -12,8 +15,10 @@ time the machine's measured memory bandwidth needs to stream its bytes, and the 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,7 +26,11 @@ import torch
 from nn_baseline import NNNPLM
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import Dimuon5D, Exponential1D
+from nplm_kernel.estimator import clear_reference_cache
 from nplm_kernel.falkon import NystromKernelRows
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kernel_vs_sklearn import sklearn_t  # noqa: E402  (a sibling script)
 
 NN_EPOCHS_PER_TOY = 300_000
 
@@ -37,20 +46,33 @@ def _timed_fit(make, x_data, x_ref, w_ref):
 def benchmark_case(name, x_data, x_ref, w_ref, n_centers, architecture, repeats, nn_epochs):
     _, preliminary = _timed_fit(lambda: KernelNPLM(n_centers=n_centers), x_data, x_ref, w_ref)
     blocked_budget = (len(x_data) + len(x_ref)) * preliminary.n_centers_ * 8 // 10  # a tenth of K_nM
+    reuse = "float64, K_nM cached, reference rows reused (warm; centres from the reference)"
     variants = {
         "float64, K_nM cached": lambda: KernelNPLM(n_centers=n_centers),
         "float64, K_nM blocked (budget K_nM / 10)": lambda: KernelNPLM(n_centers=n_centers, memory_budget=blocked_budget),
         "float32, K_nM cached": lambda: KernelNPLM(n_centers=n_centers, dtype="float32"),
+        reuse: lambda: KernelNPLM(n_centers=n_centers, reuse_reference=True),
     }
-    times = {variant: [] for variant in variants}
+    sklearn_variant = "scikit-learn Nystroem + LogisticRegression (lbfgs, tol 1e-6; same kept centres)"
+    times = {variant: [] for variant in [*variants, sklearn_variant]}
     fits = {}
+    sklearn_values = []
     nn_rates = []
+    clear_reference_cache()
+    _timed_fit(variants[reuse], x_data, x_ref, w_ref)  # fills the cache: later reuse fits are warm
     for _ in range(repeats):
         for variant, make in variants.items():
             elapsed, fits[variant] = _timed_fit(make, x_data, x_ref, w_ref)
             times[variant].append(elapsed)
+        base = fits["float64, K_nM cached"]
+        t_sklearn, elapsed = sklearn_t((x_data - base.input_mean_) / base.input_scale_,
+                                       (x_ref - base.input_mean_) / base.input_scale_, w_ref, base.centers_,
+                                       base.sigma_, base.penalty, "lbfgs", 1e-6)
+        sklearn_values.append(t_sklearn)
+        times[sklearn_variant].append(elapsed)
         elapsed, _ = _timed_fit(lambda: NNNPLM(architecture=architecture, epochs=nn_epochs), x_data, x_ref, w_ref)
         nn_rates.append(nn_epochs / elapsed)
+    clear_reference_cache()
     reference_variant = "float64, K_nM cached"
     base_time, base_t = np.median(times[reference_variant]), fits[reference_variant].t_
     lines = [f"### {name}: N_D = {len(x_data)}, N_R = {len(x_ref)}, M = {n_centers} drawn "
@@ -60,6 +82,8 @@ def benchmark_case(name, x_data, x_ref, w_ref, n_centers, architecture, repeats,
         fit = fits[variant]
         lines.append(f"| {variant} | {np.median(times[variant]) / base_time:.2f} | {fit.t_:.4f} | "
                      f"{fit.t_ / base_t - 1:+.1e} | {fit.diagnostics_.converged} |")
+    lines.append(f"| {sklearn_variant} | {np.median(times[sklearn_variant]) / base_time:.2f} | {sklearn_values[-1]:.4f} | "
+                 f"{sklearn_values[-1] / base_t - 1:+.1e} | - |")
     nn_toy = NN_EPOCHS_PER_TOY / np.median(nn_rates)
     lines.append(f"| NN {'-'.join(map(str, architecture))}, {NN_EPOCHS_PER_TOY:.0e} epochs (extrapolated from "
                  f"{np.median(nn_rates):.0f} epochs/s) | {nn_toy / base_time:.0f} | - | - | - |")

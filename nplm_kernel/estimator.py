@@ -8,6 +8,7 @@ log-ratio log n(x|D) / n(x|R). The estimator reports L[f] and t = -2 L[f] at the
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import warnings
 
 import numpy as np
@@ -44,6 +45,39 @@ PREDICT_BLOCK_ROWS = 65536
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Default centre-pruning tolerance per kernel dtype (see falkon.independent_centers).
 DEFAULT_CENTER_TOL = 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedReference:
+    """What KernelNPLM(reuse_reference=True) keeps of a reference sample between fits: its
+    standardisation, the kept centres (standardised), sigma, the Nystrom factor and its kernel rows
+    (None when they do not fit the memory budget)."""
+
+    key: tuple
+    mean: np.ndarray
+    scale: np.ndarray
+    centers: np.ndarray
+    sigma: float
+    factor: NystromFactor
+    reference_rows: torch.Tensor | None
+
+
+#: The per-process cache of KernelNPLM(reuse_reference=True): one reference at a time.
+_REFERENCE_CACHE: dict[str, PreparedReference] = {}
+
+
+def clear_reference_cache() -> None:
+    """Forget the reference kept by KernelNPLM(reuse_reference=True) (frees its kernel rows)."""
+    _REFERENCE_CACHE.clear()
+
+
+def _independent_centers(centers: np.ndarray, sigma: float, center_tol: float | None,
+                         device: torch.device) -> tuple[np.ndarray, NystromFactor]:
+    """Drop numerically dependent centres; return the kept ones and their Nystrom factor."""
+    centers_t = torch.as_tensor(centers, dtype=torch.float64, device=device)
+    kmm = gaussian_kernel(centers_t, centers_t, sigma)
+    kept = independent_centers(kmm, DEFAULT_CENTER_TOL if center_tol is None else float(center_tol))
+    return centers[kept.cpu().numpy()], NystromFactor(kmm[kept][:, kept])
 
 
 def default_n_centers(n_data: int, n_total: int) -> int:
@@ -98,6 +132,12 @@ class KernelNPLM(BaseEstimator):
         float64, so that rounding is not amplified by the conditioning of K_MM). Kernel blocks
         recomputed on the fly, the preconditioner, per-event vectors and predictions are float64.
     memory_budget : bytes allowed for caching K_nM; above it K_nM is recomputed block by block.
+    reuse_reference : for toy campaigns, where every fit uses the same reference sample: draw the
+        centres from the reference only (M = n_centers, or the default M for N_D = N(R)) and keep,
+        once per process, the reference's standardisation, sigma, centres, Nystrom factor and its
+        cached kernel rows, for every later fit on the same reference (recognised by the content of
+        x_ref and w_ref and by these hyperparameters). Given those centres, t is unchanged; per toy
+        only the data rows of K_nM are computed.
     seed : seed of the centre selection and the sigma subsample (None: fresh entropy).
 
     Fitted attributes: centers_ (M', d), the M' <= M centres kept, in the kernel's input space
@@ -121,6 +161,7 @@ class KernelNPLM(BaseEstimator):
         device: str = "cpu",
         dtype: str = "float64",
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        reuse_reference: bool = False,
         seed: int | None = 0,
     ):
         self.n_centers = n_centers
@@ -137,6 +178,7 @@ class KernelNPLM(BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.memory_budget = memory_budget
+        self.reuse_reference = reuse_reference
         self.seed = seed
 
     def _penalties(self) -> list[float]:
@@ -181,28 +223,22 @@ class KernelNPLM(BaseEstimator):
             x_data, x_ref, w_ref, offset_data, offset_ref, owner="KernelNPLM",
             weights_reason="its weighted logistic loss is convex and bounded below only for positive event weights",
         )
-        rng = np.random.default_rng(self.seed)
-
-        mean, scale = reference_standardization(samples.x_ref, samples.w_ref, self.standardize)
-        points = (np.concatenate([samples.x_data, samples.x_ref]) - mean) / scale
-
-        if self.centers is not None:
-            centers = (as_events(self.centers, "centers", samples.n_features) - mean) / scale
+        prepared = self._prepare_reference(samples, device, dtype) if self.reuse_reference else None
+        if prepared is not None:
+            mean, scale, centers, sigma, factor = (prepared.mean, prepared.scale, prepared.centers, prepared.sigma,
+                                                   prepared.factor)
         else:
-            n_centers = self.n_centers or default_n_centers(samples.n_data, points.shape[0])
-            centers = points[select_centers(points.shape[0], min(n_centers, points.shape[0]), rng)]
-        sigma = float(self.sigma) if self.sigma is not None else pairwise_distance_quantile(
-            (samples.x_ref - mean) / scale, SIGMA_QUANTILE, seed=int(rng.integers(2**63)))
+            mean, scale, centers, sigma = self._draw_geometry(samples, np.random.default_rng(self.seed), from_data=True)
+            centers, factor = _independent_centers(centers, sigma, self.center_tol, device)
+        points = (np.concatenate([samples.x_data, samples.x_ref]) - mean) / scale
+        fits_cache = points.shape[0] * centers.shape[0] * (4 if dtype == torch.float32 else 8) <= self.memory_budget
+        reference_rows = prepared.reference_rows if prepared is not None and fits_cache else None
+        kernel_rows = NystromKernelRows(torch.as_tensor(points, device=device), torch.as_tensor(centers, device=device),
+                                        sigma, int(self.memory_budget), dtype, factor, cached_tail=reference_rows)
 
-        def tensor(values: np.ndarray, kind: torch.dtype = torch.float64) -> torch.Tensor:
-            return torch.as_tensor(values, dtype=kind, device=device)
+        def tensor(values: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(values, dtype=torch.float64, device=device)
 
-        kmm = gaussian_kernel(tensor(centers), tensor(centers), sigma)
-        center_tol = DEFAULT_CENTER_TOL if self.center_tol is None else float(self.center_tol)
-        kept = independent_centers(kmm, center_tol)
-        centers, kmm = centers[kept.cpu().numpy()], kmm[kept][:, kept]
-        factor = NystromFactor(kmm)
-        kernel_rows = NystromKernelRows(tensor(points), tensor(centers), sigma, int(self.memory_budget), dtype, factor)
         labels = np.concatenate([np.ones(samples.n_data), np.zeros(samples.n_ref)])
         solution = solve_logistic(
             kernel_rows,
@@ -237,6 +273,43 @@ class KernelNPLM(BaseEstimator):
         )
         self.t_ = t_from_loss(self.loss_)
         return self
+
+    def _draw_geometry(self, samples, rng: np.random.Generator, from_data: bool):
+        """(mean, scale, centres (standardised), sigma): centres drawn from data + reference (or the
+        reference only, when not from_data), sigma from the reference (unless given)."""
+        mean, scale = reference_standardization(samples.x_ref, samples.w_ref, self.standardize)
+        reference = (samples.x_ref - mean) / scale
+        if self.centers is not None:
+            centers = (as_events(self.centers, "centers", samples.n_features) - mean) / scale
+        else:
+            pool = np.concatenate([(samples.x_data - mean) / scale, reference]) if from_data else reference
+            n_data = samples.n_data if from_data else int(round(samples.expected_yield))
+            n_centers = self.n_centers or default_n_centers(n_data, pool.shape[0])
+            centers = pool[select_centers(pool.shape[0], min(n_centers, pool.shape[0]), rng)]
+        sigma = float(self.sigma) if self.sigma is not None else pairwise_distance_quantile(
+            reference, SIGMA_QUANTILE, seed=int(rng.integers(2**63)))
+        return mean, scale, centers, sigma
+
+    def _prepare_reference(self, samples, device: torch.device, dtype: torch.dtype) -> PreparedReference:
+        """The reference's fixed part of a fit, from the per-process cache or computed and cached."""
+        digest = hashlib.blake2b(samples.x_ref.tobytes(), digest_size=16)
+        digest.update(samples.w_ref.tobytes())
+        settings = {name: value for name, value in self.get_params(deep=False).items()
+                    if name in ("n_centers", "sigma", "center_tol", "standardize", "seed", "memory_budget")}
+        centers = None if self.centers is None else np.asarray(self.centers, dtype=np.float64).tobytes()
+        key = (digest.hexdigest(), samples.x_ref.shape, repr(sorted(settings.items())), centers, str(device), dtype)
+        cached = _REFERENCE_CACHE.get("entry")
+        if cached is not None and cached.key == key:
+            return cached
+        mean, scale, centers, sigma = self._draw_geometry(samples, np.random.default_rng(self.seed), from_data=False)
+        centers, factor = _independent_centers(centers, sigma, self.center_tol, device)
+        reference = torch.as_tensor((samples.x_ref - mean) / scale, device=device)
+        rows = NystromKernelRows(reference, torch.as_tensor(centers, device=device), sigma, int(self.memory_budget),
+                                 dtype, factor)
+        prepared = PreparedReference(key, mean, scale, centers, sigma, factor,
+                                     rows.stored_rows(0) if rows.cached else None)
+        _REFERENCE_CACHE["entry"] = prepared
+        return prepared
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """f(x) = sum_m alpha_m k(x, c_m) for x of shape (n, d) in input units; float64 (n,)."""

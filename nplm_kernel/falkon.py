@@ -86,7 +86,11 @@ class NystromKernelRows:
     CACHED_BLOCK_BYTES = 4 * 1024**2
 
     def __init__(self, points: torch.Tensor, centers: torch.Tensor, sigma: float, memory_budget: int,
-                 storage_dtype: torch.dtype = torch.float64, factor: NystromFactor | None = None):
+                 storage_dtype: torch.dtype = torch.float64, factor: NystromFactor | None = None,
+                 cached_tail: torch.Tensor | None = None):
+        """cached_tail: the stored rows (K_nM, or Phi when whitened) of the last len(cached_tail)
+        points, computed earlier with the same centres, sigma, dtype and factor (a reference sample
+        reused across toys); only the other rows are computed. Needs the cache to fit the budget."""
         self.points = points
         self.centers = centers
         self.sigma = sigma
@@ -96,37 +100,53 @@ class NystromKernelRows:
         self.whitened = self.cached and storage_dtype != torch.float64
         if self.whitened and factor is None:
             raise FitError("a float32 kernel cache needs the Nystrom factor T to store whitened features.")
+        if cached_tail is not None and not (self.cached and cached_tail.dtype == storage_dtype
+                                            and cached_tail.shape[1] == n_cols and len(cached_tail) <= n_rows):
+            raise FitError("cached kernel rows do not match this kernel matrix (size, dtype or memory budget).")
         self.dtype = storage_dtype if self.cached else torch.float64
+        self._parts: list[torch.Tensor] = []
         if self.cached:
             self.block_rows = max(MIN_BLOCK_ROWS, self.CACHED_BLOCK_BYTES // bytes_per_row)
-            self._matrix = torch.empty((n_rows, n_cols), dtype=storage_dtype, device=points.device)
-            for start in range(0, n_rows, self.block_rows):
-                rows = slice(start, start + self.block_rows)
+            n_computed = n_rows - (0 if cached_tail is None else len(cached_tail))
+            computed = torch.empty((n_computed, n_cols), dtype=storage_dtype, device=points.device)
+            for start in range(0, n_computed, self.block_rows):
+                rows = slice(start, min(start + self.block_rows, n_computed))
                 block = gaussian_kernel(points[rows], centers, sigma)
                 if self.whitened:
                     block = torch.linalg.solve_triangular(factor.upper, block, upper=True, left=False)
-                self._matrix[rows] = block
+                computed[rows] = block
+            self._parts = [computed] if cached_tail is None else [computed, cached_tail]
         else:
             self.block_rows = max(MIN_BLOCK_ROWS, memory_budget // (n_cols * 8))
-            self._matrix = None
 
     @property
     def n_rows(self) -> int:
         return self.points.shape[0]
 
+    def stored_rows(self, start: int) -> torch.Tensor:
+        """The cached rows from row `start` to the end (to be passed as cached_tail later)."""
+        if not self.cached or len(self._parts) != 1:
+            raise FitError("only a kernel matrix cached in one piece can hand out its rows.")
+        return self._parts[0][start:]
+
     def _blocks(self) -> Iterator[tuple[slice, torch.Tensor]]:
+        if self.cached:
+            offset = 0
+            for part in self._parts:
+                for start in range(0, len(part), self.block_rows):
+                    block = part[start : start + self.block_rows]
+                    yield slice(offset + start, offset + start + len(block)), block
+                offset += len(part)
+            return
         for start in range(0, self.n_rows, self.block_rows):
             rows = slice(start, min(start + self.block_rows, self.n_rows))
-            if self._matrix is not None:
-                yield rows, self._matrix[rows]
-            else:
-                yield rows, gaussian_kernel(self.points[rows], self.centers, self.sigma)
+            yield rows, gaussian_kernel(self.points[rows], self.centers, self.sigma)
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
         """K_nM v for v of shape (M,), as float64 (n,)."""
         v = vector.to(self.dtype)
-        if self._matrix is not None:
-            return (self._matrix @ v).to(torch.float64)
+        if self.cached:
+            return torch.cat([part @ v for part in self._parts]).to(torch.float64)
         out = torch.empty(self.n_rows, dtype=torch.float64, device=vector.device)
         for rows, block in self._blocks():
             out[rows] = block @ v
