@@ -80,7 +80,8 @@ def load_reference(
 def build_backend(backend: KernelBackend | NNBackend):
     """The estimator a backend section (config file or CLI options) describes."""
     if isinstance(backend, KernelBackend):
-        return KernelNPLM(n_centers=backend.n_centers, sigma=backend.sigma, penalty=backend.penalty, seed=backend.seed)
+        return KernelNPLM(n_centers=backend.n_centers, sigma=backend.sigma, penalty=backend.penalty,
+                          reuse_reference=backend.reuse_reference, seed=backend.seed)
     from nn_baseline import NNNPLM
 
     return NNNPLM(architecture=tuple(backend.architecture), weight_clip=backend.weight_clip, epochs=backend.epochs,

@@ -279,3 +279,52 @@ def dimuon_mass(features: np.ndarray) -> np.ndarray:
     m^2 = 2 pT1 pT2 (cosh(eta1 - eta2) - cos(delta-phi))."""
     pt1, pt2, eta1, eta2, delta_phi = features.T
     return np.sqrt(2.0 * pt1 * pt2 * (np.cosh(eta1 - eta2) - np.cos(delta_phi)))
+
+
+#: The detector effects a DQMStream can inject into a batch.
+DQM_EFFECTS = ("resolution", "dead_region", "gain_drift")
+
+
+@dataclass(frozen=True)
+class DQMStream:
+    """Data-quality monitoring stream (DESIGN.md section 7): batches of a 2D detector observable,
+    (energy, position). Good run: energy = a Gaussian peak (mean 1, width `resolution`, fraction
+    `peak_fraction`) on an Exp(1) background, position ~ Uniform(-1, 1); N(R) events per batch.
+    Effects: 'resolution' widens the peak by `resolution_factor`; 'dead_region' loses the events
+    with position in `dead_region`; 'gain_drift' multiplies every energy by (1 + gain_shift)."""
+
+    n_expected: float = 1000.0
+    n_reference: int = 100_000
+    peak_fraction: float = 0.3
+    resolution: float = 0.1
+    resolution_factor: float = 1.3
+    dead_region: tuple[float, float] = (0.3, 0.5)
+    gain_shift: float = 0.03
+
+    @property
+    def reference_weight(self) -> float:
+        return self.n_expected / self.n_reference
+
+    def events(self, n_events: int, rng: np.random.Generator, effect: str | None = None) -> np.ndarray:
+        """n_events good-run events with `effect` applied (dead region: fewer are returned), (n, 2)."""
+        if effect is not None and effect not in DQM_EFFECTS:
+            raise ConfigurationError(f"effect must be one of {DQM_EFFECTS} or None, got {effect!r}.")
+        width = self.resolution * (self.resolution_factor if effect == "resolution" else 1.0)
+        in_peak = rng.random(n_events) < self.peak_fraction
+        energy = np.where(in_peak, rng.normal(1.0, width, n_events), rng.exponential(1.0, n_events))
+        position = rng.uniform(-1.0, 1.0, n_events)
+        if effect == "gain_drift":
+            energy = energy * (1.0 + self.gain_shift)
+        events = np.column_stack([energy, position])
+        if effect == "dead_region":
+            low, high = self.dead_region
+            events = events[(position < low) | (position >= high)]
+        return events
+
+    def reference(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(x_ref (N_R, 2), w_ref) of the good run, sum w_ref = N(R)."""
+        return self.events(self.n_reference, rng), np.full(self.n_reference, self.reference_weight)
+
+    def batch(self, rng: np.random.Generator, effect: str | None = None) -> np.ndarray:
+        """One batch: Poisson(N(R)) events of the good run with `effect` applied."""
+        return self.events(rng.poisson(self.n_expected), rng, effect)

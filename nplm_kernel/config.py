@@ -9,7 +9,7 @@ key path and its line in the file. Relative paths are relative to the config fil
       columns: [x]                  # input variables (columns, branches, HDF5 datasets)
       key: null                     # .npz array, HDF5 dataset/group, ROOT tree
       cuts: {x: [0.0, null]}        # keep low <= value < high (null = open)
-    backend: {kind: kernel, n_centers: 500, penalty: 1.0e-6}   # or kind: nn, architecture: [1, 4, 1], ...
+    backend: {kind: kernel, n_centers: 500, penalty: 1.0e-6}   # reuse_reference: true; or kind: nn, ...
     toys: {n_toys: 300, seed: 0, executor: local, pool_fraction: 0.5}   # or pool: heldout.parquet
                                     # store: toys.jsonl (relative to the output directory)
     outputs: {directory: results}
@@ -59,6 +59,7 @@ class KernelBackend(_Strict):
     n_centers: Annotated[int, Field(ge=1)] | None = None
     sigma: Annotated[float, Field(gt=0)] | None = None
     penalty: Annotated[float, Field(gt=0)] = 1e-6
+    reuse_reference: bool = False
     seed: int = 0
 
 

@@ -126,3 +126,23 @@ def plot_scan(result, path: str | os.PathLike) -> None:
         axis.legend(fontsize="small")
         figure.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(figure)
+
+
+def plot_monitoring(z_values: Sequence[float], labels: Sequence[str], alarm_z: float, path: str | os.PathLike) -> None:
+    """Z of each batch of a monitoring stream in order, coloured by its label (e.g. the injected
+    effect, 'good' for none), with the alarm threshold Z as a dashed line."""
+    if len(z_values) != len(labels):
+        raise ConfigurationError(f"z_values and labels must have the same length, got {len(z_values)} and {len(labels)}.")
+    plt = _pyplot()
+    z = np.asarray(z_values, dtype=np.float64)
+    with _style():
+        figure, axis = plt.subplots(figsize=(10, 5))
+        for label in dict.fromkeys(labels):
+            chosen = np.flatnonzero(np.asarray(labels) == label)
+            axis.plot(chosen, z[chosen], "o", label=label)
+        axis.axhline(alarm_z, color="k", linestyle="--", label=f"alarm threshold (Z = {alarm_z:.2f})")
+        axis.set_xlabel("batch")
+        axis.set_ylabel("Z (calibrated on good-run batches)")
+        axis.legend(fontsize="small")
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(figure)

@@ -34,3 +34,20 @@ def test_true_log_ratio(rng):
 def test_bad_benchmark_settings():
     with pytest.raises(ConfigurationError, match="n_expected"):
         Exponential1D(n_expected=0.0)
+
+
+def test_dqm_stream_effects_do_what_they_say():
+    from nplm_kernel.benchmarks import DQMStream
+
+    stream = DQMStream()
+    rng = np.random.default_rng(3)
+    good = stream.events(200_000, rng)
+    dead = stream.events(200_000, rng, "dead_region")
+    assert not np.any((dead[:, 1] >= 0.3) & (dead[:, 1] < 0.5))
+    assert len(dead) / len(good) == pytest.approx(0.9, abs=0.01)  # 0.2 of the uniform [-1, 1) range is lost
+    drifted = stream.events(200_000, rng, "gain_drift")
+    assert np.median(drifted[:, 0]) / np.median(good[:, 0]) == pytest.approx(1.03, abs=0.01)
+    in_window = lambda events: np.mean(np.abs(events[:, 0] - 1.0) < 0.1)  # noqa: E731
+    background = 0.7 * (np.exp(-0.9) - np.exp(-1.1))
+    expected = (0.3 * (2 * stats.norm.cdf(1 / 1.3) - 1) + background) / (0.3 * (2 * stats.norm.cdf(1) - 1) + background)
+    assert in_window(stream.events(200_000, rng, "resolution")) / in_window(good) == pytest.approx(expected, abs=0.02)

@@ -26,6 +26,7 @@ def test_benchmark_scripts_run(monkeypatch, capsys):
     for script, arguments in [
         ("kernel_vs_sklearn.py", ["--n-reference", "20000", "--n-centers", "50", "--repeats", "1"]),
         ("nn_vs_kernel_speed.py", ["--n-reference", "20000", "--n-centers", "50", "--nn-epochs", "20", "--repeats", "1"]),
+        ("kernel_scaling.py", ["--sizes", "20000", "40000", "--n-centers-1d", "50", "--n-centers-5d", "50"]),
     ]:
         monkeypatch.setattr(sys, "argv", [script, *arguments])
         _load(ROOT / "benchmarks" / script).main()
@@ -56,3 +57,12 @@ def test_nuisance_study_smoke(tmp_path):
     assert len((tmp_path / "kernel_with_null_+1.jsonl").read_text().splitlines()) == 3
     rerun = study.run("smoke", tmp_path, progress=False)  # resumes every campaign: same toys, same table
     assert rerun.splitlines()[4:11] == table.splitlines()[4:11]
+
+
+def test_dqm_stream_study_smoke(tmp_path):
+    study = _load(ROOT / "studies" / "dqm_stream.py")
+    table = study.run("smoke", tmp_path, progress=False)
+    for effect in ("resolution", "dead_region", "gain_drift"):
+        assert f"| {effect} | 4 |" in table
+    assert (tmp_path / "stream.png").stat().st_size > 0
+    assert len((tmp_path / "stream.csv").read_text().splitlines()) == 1 + 12
