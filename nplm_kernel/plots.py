@@ -143,6 +143,25 @@ def plot_monitoring(z_values: Sequence[float], labels: Sequence[str], alarm_z: f
         axis.axhline(alarm_z, color="k", linestyle="--", label=f"alarm threshold (Z = {alarm_z:.2f})")
         axis.set_xlabel("batch")
         axis.set_ylabel("Z (calibrated on good-run batches)")
-        axis.legend(fontsize="small")
+        axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(figure)
+
+
+def plot_power_curves(panels: Sequence[tuple[str, Sequence[float], dict[str, Sequence[float]]]],
+                      path: str | os.PathLike) -> None:
+    """Power against a scanned quantity, one panel per (x label, x values, {curve label: powers})."""
+    plt = _pyplot()
+    with _style():
+        figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6), squeeze=False)
+        for axis, (label, x_values, curves) in zip(axes[0], panels):
+            for name, powers in curves.items():
+                if len(powers) != len(x_values):
+                    raise ConfigurationError(f"curve {name!r} has {len(powers)} values for {len(x_values)} scan points.")
+                axis.plot(x_values, powers, "o-", label=name)
+            axis.set_xlabel(label)
+            axis.set_ylabel("power")
+            axis.set_ylim(-0.02, 1.02)
+            axis.legend(fontsize="small")
         figure.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(figure)

@@ -1,8 +1,11 @@
 """The studies and benchmarks must not rot: run them at tiny sizes."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,12 +17,19 @@ def _load(path: Path):
     return module
 
 
-def test_nn_vs_kernel_study_smoke(tmp_path):
-    study = _load(ROOT / "studies" / "nn_vs_kernel_1d.py")
-    table = study.run("smoke", tmp_path, progress=False)
-    assert "| kernel | NP1 |" in table and "| nn | null |" in table
+@pytest.mark.parametrize("benchmark", ["1d", "5d"])
+def test_nn_vs_kernel_study_smoke(tmp_path, benchmark):
+    study = _load(ROOT / "studies" / "nn_vs_kernel.py")
+    table = study.run(benchmark, "smoke", tmp_path, progress=False)
+    first_signal = "NP1" if benchmark == "1d" else "Zprime300"
+    assert f"| kernel | {first_signal} | 2 |" in table and "| nn | null | 4 |" in table
+    n_signals = 3 if benchmark == "1d" else 2
     rows = (tmp_path / "toys.csv").read_text().strip().splitlines()
-    assert len(rows) == 1 + 2 * (4 + 3 * 2)  # header + both backends on every toy
+    assert len(rows) == 1 + 2 * (4 + n_signals * 2)  # header + both backends on every toy
+    assert (tmp_path / f"localisation_{first_signal}.png").stat().st_size > 0
+    kernel_null = (tmp_path / "kernel_null.jsonl").read_text().splitlines()
+    nn_null = (tmp_path / "nn_null.jsonl").read_text().splitlines()
+    assert [json.loads(row)["n_data"] for row in kernel_null] == [json.loads(row)["n_data"] for row in nn_null]
 
 
 def test_benchmark_scripts_run(monkeypatch, capsys):
@@ -66,3 +76,11 @@ def test_dqm_stream_study_smoke(tmp_path):
         assert f"| {effect} | 4 |" in table
     assert (tmp_path / "stream.png").stat().st_size > 0
     assert len((tmp_path / "stream.csv").read_text().splitlines()) == 1 + 12
+
+
+def test_power_scan_study_smoke(tmp_path):
+    study = _load(ROOT / "studies" / "power_scan.py")
+    table = study.run("smoke", tmp_path, progress=False)
+    assert "| yield | 0 | 1.6 | 3 |" in table and "| location | 20 | 4 | 3 |" in table
+    assert (tmp_path / "power_scan.png").stat().st_size > 0
+    assert len((tmp_path / "scan.csv").read_text().splitlines()) == 1 + 4
