@@ -1,7 +1,8 @@
 """A whole NPLM study from one analysis config: `nplm run analysis.yaml`.
 
 Loads and selects the samples, runs the observed test (model saved), runs or resumes the null toy
-campaign, calibrates t, and writes everything with its provenance into the output directory:
+campaign (with nuisances: t = tau - Delta, each toy with auxiliary measurements nu0 ~ N(0, sigma)),
+calibrates t, and writes everything with its provenance into the output directory:
 config.yaml (a copy), provenance.json (package and library versions, config hash), model.npz,
 the toy store (toys.jsonl unless configured), result.json and, when matplotlib is installed, f.png and null.png.
 """
@@ -21,13 +22,14 @@ from typing import Any
 import numpy as np
 
 from .calibration import significance
-from .campaign import ReferencePoolToys, executor_from_setting, run_toys
-from .config import AnalysisConfig, KernelBackend, NNBackend, ReferenceInput, load_config
+from .campaign import AuxiliaryToys, ReferencePoolToys, executor_from_setting, run_toys
+from .config import AnalysisConfig, KernelBackend, NNBackend, NuisanceEntry, ReferenceInput, load_config
 from .estimator import KernelNPLM
 from .exceptions import ConfigurationError, InputError
 from .hypothesis_test import NPLMTest
 from .io import load_events
-from .persistence import save_model
+from .nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
+from .persistence import load_model, save_model
 
 
 def _selected(path: Path, columns: list[str] | None, key: str | None, cuts: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -88,6 +90,24 @@ def build_backend(backend: KernelBackend | NNBackend):
                   learning_rate=backend.learning_rate, seed=backend.seed)
 
 
+def build_nuisances(entries: list[NuisanceEntry], base: Path) -> NuisanceModel | None:
+    """The NuisanceModel of a config's nuisances section (None when empty); shape coefficients are
+    Taylor learners saved with save_model, paths relative to the config."""
+    if not entries:
+        return None
+    nuisances = []
+    for index, entry in enumerate(entries):
+        if entry.kind == "normalization":
+            nuisances.append(NormalizationNuisance(entry.name, entry.sigma, entry.central_value))
+            continue
+        coefficients = load_model(base / entry.coefficients)
+        if not hasattr(coefficients, "coefficients"):
+            raise ConfigurationError(f"nuisances.{index}.coefficients: {entry.coefficients} holds a "
+                                     f"{type(coefficients).__name__}, not a Taylor learner.")
+        nuisances.append(ShapeNuisance(entry.name, entry.sigma, coefficients, entry.central_value))
+    return NuisanceModel(nuisances)
+
+
 def _provenance(config_path: Path) -> dict[str, Any]:
     from . import __version__
 
@@ -125,15 +145,21 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
                                         pool=None if toys_config.pool is None else base / toys_config.pool,
                                         pool_fraction=toys_config.pool_fraction, seed=toys_config.seed)
     x_data = load_data(base / inputs.data.path, inputs.columns, inputs.key, inputs.cuts)
-    test = NPLMTest(build_backend(config.backend))
+    nuisances = build_nuisances(config.nuisances, base)
+    test = NPLMTest(build_backend(config.backend), nuisances=nuisances)
     observed = test.run(x_data, x_ref, w_ref)
+    if nuisances is not None:
+        toys = AuxiliaryToys(toys, np.zeros(nuisances.n_nuisances), nuisances.sigmas)
     save_model(observed.estimator, out / "model.npz")
     executor = executor_from_setting(toys_config.executor)
     campaign = run_toys(test, toys, x_ref, w_ref, n_toys=toys_config.n_toys, seed=toys_config.seed,
                         executor=executor, store=out / toys_config.store, progress=progress)
     calibrated = significance(observed.t, campaign.t)
     result = {
-        "t": observed.t, "n_data": len(x_data), "n_reference": len(x_ref), "expected_yield": float(w_ref.sum()),
+        "t": observed.t, "tau": observed.tau, "delta": observed.delta,
+        "nuisances": [] if nuisances is None else nuisances.names,
+        "nu_hat_tau": observed.nu_hat_tau.tolist(), "nu_hat_delta": observed.nu_hat_delta.tolist(),
+        "n_data": len(x_data), "n_reference": len(x_ref), "expected_yield": float(w_ref.sum()),
         "backend": observed.backend, "hyperparameters": observed.hyperparameters,
         "p_value": calibrated.p_value, "p_interval_68": [calibrated.p_low, calibrated.p_high], "z": calibrated.z,
         "method": calibrated.method, "n_toys": calibrated.n_toys, "n_failed_toys": campaign.n_failed,

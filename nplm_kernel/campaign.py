@@ -74,6 +74,22 @@ class PermutationToys:
                          np.full(len(reference), self.expected_yield / len(reference)))
 
 
+@dataclass(frozen=True)
+class AuxiliaryToys:
+    """Wraps a data generator for tests with nuisances: each toy also draws its auxiliary
+    measurements nu0 ~ N(truth, sigmas) (the true nuisance values of the generator, e.g. 0 for a
+    pool of nominal reference events), returned as a ToySample with central_values."""
+
+    generator: ToyGenerator
+    truth: np.ndarray
+    sigmas: np.ndarray
+
+    def __call__(self, rng: np.random.Generator) -> ToySample:
+        drawn = self.generator(rng)
+        sample = drawn if isinstance(drawn, ToySample) else ToySample(drawn)
+        return ToySample(sample.x_data, sample.x_ref, sample.w_ref, rng.normal(self.truth, self.sigmas))
+
+
 class ReferencePoolToys:
     """Null toys from a held-out pool of unweighted reference events (not the reference sample
     itself): each toy has N ~ Poisson(n_expected) events drawn from the pool without replacement."""

@@ -12,6 +12,9 @@ key path and its line in the file. Relative paths are relative to the config fil
     backend: {kind: kernel, n_centers: 500, penalty: 1.0e-6}   # reuse_reference: true; or kind: nn, ...
     toys: {n_toys: 300, seed: 0, executor: local, pool_fraction: 0.5}   # or pool: heldout.parquet
                                     # store: toys.jsonl (relative to the output directory)
+    nuisances:                      # optional: t = tau - Delta; toys draw nu0 ~ N(0, sigma)
+      - {name: lumi, kind: normalization, sigma: 0.025}
+      - {name: scale, kind: shape, sigma: 0.05, coefficients: delta_scale.npz}   # save_model of a Taylor learner
     outputs: {directory: results}
 """
 
@@ -87,6 +90,21 @@ class Toys(_Strict):
         return self
 
 
+class NuisanceEntry(_Strict):
+    name: str
+    kind: Literal["normalization", "shape"]
+    sigma: Annotated[float, Field(gt=0)]
+    central_value: float = 0.0
+    coefficients: Path | None = None
+
+    @model_validator(mode="after")
+    def _coefficients_for_shapes(self) -> NuisanceEntry:
+        if (self.kind == "shape") != (self.coefficients is not None):
+            raise ValueError("a shape nuisance needs coefficients (a Taylor learner saved with save_model); "
+                             "a normalization nuisance takes none")
+        return self
+
+
 class Outputs(_Strict):
     directory: Path = Path("results")
 
@@ -95,6 +113,7 @@ class AnalysisConfig(_Strict):
     inputs: Inputs
     backend: Annotated[KernelBackend | NNBackend, Field(discriminator="kind")]
     toys: Toys
+    nuisances: list[NuisanceEntry] = []
     outputs: Outputs = Outputs()
 
 
@@ -146,6 +165,8 @@ def load_config(path: str | Path) -> AnalysisConfig:
     files = [("inputs.data.path", config.inputs.data.path), ("inputs.reference.path", config.inputs.reference.path)]
     if config.toys.pool is not None:
         files.append(("toys.pool", config.toys.pool))
+    files += [(f"nuisances.{index}.coefficients", entry.coefficients) for index, entry in enumerate(config.nuisances)
+              if entry.coefficients is not None]
     missing = [f"{key}: {base / file} not found" for key, file in files if not (base / file).is_file()]
     if missing:
         raise ConfigurationError(f"{path}: " + "; ".join(missing))

@@ -82,3 +82,35 @@ def test_config_errors_through_the_cli_are_one_clear_message(analysis, capsys):
     assert main(["run", str(analysis / "bad.yaml")]) == 2
     err = capsys.readouterr().err
     assert "toyz (line 7): unknown key" in err and "toys: Field required" in err
+
+
+def test_nplm_run_with_nuisances_from_the_config(analysis, rng):
+    from nplm_kernel.benchmarks import Exponential1DSystematics
+    from nplm_kernel.persistence import save_model
+    from nplm_kernel.taylor import KernelTaylorLearner
+
+    systematics = Exponential1DSystematics()
+    nominal = systematics.shifted_reference(rng, 0.0, 5000)
+    shifted = [(nu, *systematics.shifted_reference(rng, nu, 5000)) for nu in (-0.1, 0.1)]
+    save_model(KernelTaylorLearner(degree=1, n_centers=30).fit(*nominal, shifted), analysis / "delta_scale.npz")
+    config = CONFIG.replace("outputs: {directory: out}", textwrap.dedent("""\
+        nuisances:
+          - {name: norm, kind: normalization, sigma: 0.05}
+          - {name: scale, kind: shape, sigma: 0.05, coefficients: delta_scale.npz}
+        outputs: {directory: out_nuisances}
+        """))
+    (analysis / "nuisances.yaml").write_text(config)
+    assert main(["run", str(analysis / "nuisances.yaml"), "--no-progress"]) == 0
+    result = json.loads((analysis / "out_nuisances" / "result.json").read_text())
+    assert result["nuisances"] == ["norm", "scale"] and len(result["nu_hat_tau"]) == 2
+    assert result["tau"] >= result["delta"] >= 0 and result["t"] == pytest.approx(result["tau"] - result["delta"])
+    rows = [json.loads(line) for line in (analysis / "out_nuisances" / "null_toys.jsonl").read_text().splitlines()]
+    assert all(len(row["central_values"]) == 2 for row in rows)  # every toy drew its auxiliary measurements
+    assert len({tuple(row["central_values"]) for row in rows}) == len(rows)
+
+    (analysis / "bad.yaml").write_text(config.replace(", coefficients: delta_scale.npz", ""))
+    with pytest.raises(ConfigurationError, match=r"nuisances\.1 \(line \d+\): .*needs coefficients"):
+        load_config(analysis / "bad.yaml")
+    (analysis / "bad.yaml").write_text(config.replace("delta_scale.npz", "missing.npz"))
+    with pytest.raises(ConfigurationError, match=r"nuisances\.1\.coefficients: .*missing\.npz not found"):
+        load_config(analysis / "bad.yaml")
