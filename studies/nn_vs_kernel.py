@@ -50,7 +50,7 @@ MODES = {
     },
     "5d": {
         "smoke": dict(n_reference=10_000, n_expected=300.0, n_null=4, n_signal=2, nn_epochs=100, n_centers=100),
-        "quick": dict(n_reference=100_000, n_expected=2000.0, n_null=60, n_signal=20, nn_epochs=2000, n_centers=1000),
+        "quick": dict(n_reference=100_000, n_expected=2000.0, n_null=50, n_signal=15, nn_epochs=1500, n_centers=1000),
         "full": dict(n_reference=100_000, n_expected=2000.0, n_null=300, n_signal=100, nn_epochs=30_000, n_centers=2000),
     },
 }
