@@ -40,6 +40,9 @@ from .kernel import gaussian_kernel
 MIN_BLOCK_ROWS = 64
 #: Loosest CG tolerance of an early Newton step (inexact Newton forcing term, Eisenstat-Walker).
 MAX_FORCING = 1e-2
+#: Up to this many kept centres the Hessian's Gram matrix Phi^T D Phi is formed once per Newton step
+#: (n M^2 flops at GEMM speed) instead of two passes over K_nM per CG iteration.
+EXPLICIT_GRAM_MAX_CENTERS = 128
 #: Armijo sufficient-decrease constant and the number of step halvings tried by the line search.
 ARMIJO_SLOPE = 1e-4
 MAX_STEP_HALVINGS = 30
@@ -79,7 +82,9 @@ class NystromKernelRows:
     A float32 cache stores the whitened features Phi = K_nM T^-1 (T from `factor`, computed
     blockwise in float64) instead of K_nM: rounding K_nM to float32 and then applying T^-1 would
     amplify the rounding by the conditioning of T, while Phi's rows have norm at most about 1, so
-    float32 costs only its own precision. `whitened` says which one the products use. Products
+    float32 costs only its own precision. A float64 cache stores Phi too when there are at most
+    EXPLICIT_GRAM_MAX_CENTERS centres (the whitening then costs little, and the solver forms
+    Phi^T D Phi from it directly). `whitened` says which one the products use. Products
     take and return float64 tensors and are accumulated in float64 across row blocks of about
     CACHED_BLOCK_BYTES; the Hessian product is one pass over the blocks."""
 
@@ -97,9 +102,10 @@ class NystromKernelRows:
         n_rows, n_cols = points.shape[0], centers.shape[0]
         bytes_per_row = n_cols * torch.empty((), dtype=storage_dtype).element_size()
         self.cached = n_rows * bytes_per_row <= memory_budget
-        self.whitened = self.cached and storage_dtype != torch.float64
-        if self.whitened and factor is None:
+        if self.cached and storage_dtype != torch.float64 and factor is None:
             raise FitError("a float32 kernel cache needs the Nystrom factor T to store whitened features.")
+        self.whitened = self.cached and factor is not None and (
+            storage_dtype != torch.float64 or n_cols <= EXPLICIT_GRAM_MAX_CENTERS)
         if cached_tail is not None and not (self.cached and cached_tail.dtype == storage_dtype
                                             and cached_tail.shape[1] == n_cols and len(cached_tail) <= n_rows):
             raise FitError("cached kernel rows do not match this kernel matrix (size, dtype or memory budget).")
@@ -161,6 +167,18 @@ class NystromKernelRows:
         u = values.to(self.dtype)
         for rows, block in self._blocks():
             out += block.T @ u[rows] if u.ndim == 1 else (u[rows].T @ block).T
+        return out
+
+    def whitened_weighted_gram(self, weights: torch.Tensor, factor: NystromFactor) -> torch.Tensor:
+        """Phi^T diag(weights) Phi with Phi = K_nM T^-1 (the stored rows when whitened), one pass
+        over row blocks, as float64 (M, M). Formed in whitened coordinates, where Phi's rows have
+        norm at most about 1: K_nM^T D K_nM itself would carry the conditioning of K_MM."""
+        out = torch.zeros((self.centers.shape[0],) * 2, dtype=torch.float64, device=weights.device)
+        for rows, block in self._blocks():
+            features = block.to(torch.float64)
+            if not self.whitened:
+                features = torch.linalg.solve_triangular(factor.upper, features, upper=True, left=False)
+            out += (features * weights[rows, None]).T @ features
         return out
 
     def weighted_gram_matvec(self, weights: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
@@ -333,10 +351,21 @@ class _Problem:
         gradient = self.gamma_gradient(self.kernel_rows.rmatvec(slope)) / self.n_points + penalty * gamma
         return float(torch.linalg.vector_norm(gradient))
 
-    def hessian_product(self, curvature: torch.Tensor, penalty: float, vector: torch.Tensor) -> torch.Tensor:
-        """n H_gamma v = T^-T K_nM^T diag(a l'') K_nM T^-1 v + lambda n v."""
-        image = self.kernel_rows.weighted_gram_matvec(curvature, self.row_coefficients(vector))
-        return self.gamma_gradient(image) + penalty * self.n_points * vector
+    def hessian_operator(self, curvature: torch.Tensor, penalty: float):
+        """v -> n H_gamma v = T^-T K_nM^T diag(a l'') K_nM T^-1 v + lambda n v. With at most
+        EXPLICIT_GRAM_MAX_CENTERS centres, Phi^T diag(a l'') Phi (M x M, Phi = K_nM T^-1) is formed
+        once, in one pass, and every product is then a small matrix product; otherwise each
+        product is one pass over the rows of K_nM."""
+        ridge = penalty * self.n_points
+        if self.kernel_rows.centers.shape[0] <= EXPLICIT_GRAM_MAX_CENTERS:
+            gram = self.kernel_rows.whitened_weighted_gram(curvature, self.factor)
+            return lambda vector: gram @ vector + ridge * vector
+
+        def apply(vector: torch.Tensor) -> torch.Tensor:
+            image = self.kernel_rows.weighted_gram_matvec(curvature, self.row_coefficients(vector))
+            return self.gamma_gradient(image) + ridge * vector
+
+        return apply
 
 
 def solve_logistic(
@@ -406,9 +435,10 @@ def solve_logistic(
 
 def _preconditioned_hessian(problem: _Problem, curvature, penalty: float, preconditioner: FalkonPreconditioner):
     """v -> B^T (n H_gamma) B v, the operator CG inverts at one Newton step."""
+    hessian = problem.hessian_operator(curvature, penalty)
 
     def apply(beta: torch.Tensor) -> torch.Tensor:
-        return preconditioner.apply_transpose(problem.hessian_product(curvature, penalty, preconditioner.apply(beta)))
+        return preconditioner.apply_transpose(hessian(preconditioner.apply(beta)))
 
     return apply
 
