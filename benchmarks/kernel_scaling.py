@@ -3,8 +3,9 @@
 For each N_R (default 1e5, 1e6, 1e7), one null toy (N(R) = 2000) is fitted with the default 2 GiB
 memory budget: K_nM is cached where it fits, and otherwise recomputed block by block (the 5D
 rows from 1e6 on), so memory stays bounded. The table reports the wall time relative to the
-smallest N_R, the number of passes over K_nM (gradient and Hessian products: Newton steps + CG
-iterations + line-search evaluations, approximately 2 per Newton step plus the CG count), the time
+smallest N_R, the number of passes over K_nM (per Newton step: the gradient, the line search and
+either one pass per CG iteration or, with at most 128 kept centres, one pass forming the Hessian's
+Gram matrix), the time
 per row-pass relative to the smallest N_R (about 1 when the cost is linear in N_R), and the peak
 resident memory of the process.
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import Dimuon5D, Exponential1D
+from nplm_kernel.falkon import EXPLICIT_GRAM_MAX_CENTERS
 
 
 def one_toy(benchmark, n_centers: int, seed: int) -> dict:
@@ -31,7 +33,8 @@ def one_toy(benchmark, n_centers: int, seed: int) -> dict:
     fit = KernelNPLM(n_centers=n_centers).fit(x_data, x_ref, w_ref)
     elapsed = time.perf_counter() - start
     diagnostics = fit.diagnostics_
-    passes = sum(diagnostics.cg_iterations) + 2 * diagnostics.newton_steps
+    passes = (3 * diagnostics.newton_steps if fit.n_centers_ <= EXPLICIT_GRAM_MAX_CENTERS
+              else sum(diagnostics.cg_iterations) + 2 * diagnostics.newton_steps)
     n_rows = len(x_data) + len(x_ref)
     return dict(n_reference=len(x_ref), n_rows=n_rows, kept=fit.n_centers_, cached=n_rows * fit.n_centers_ * 8 <= fit.memory_budget,
                 newton=diagnostics.newton_steps, passes=passes, seconds=elapsed, t=fit.t_,
@@ -57,12 +60,17 @@ def main() -> None:
     parser.add_argument("--n-centers-1d", type=int, default=500)
     parser.add_argument("--n-centers-5d", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=["1d", "5d"], default=None, help="run one benchmark only")
     arguments = parser.parse_args()
     tables = []
-    for name, make, n_centers in [
-        (f"1D exponential, M = {arguments.n_centers_1d} drawn", lambda n: Exponential1D(n_reference=n), arguments.n_centers_1d),
-        (f"5D dimuon, M = {arguments.n_centers_5d} drawn", lambda n: Dimuon5D(n_reference=n), arguments.n_centers_5d),
-    ]:
+    cases = {
+        "1d": (f"1D exponential, M = {arguments.n_centers_1d} drawn", lambda n: Exponential1D(n_reference=n),
+               arguments.n_centers_1d),
+        "5d": (f"5D dimuon, M = {arguments.n_centers_5d} drawn", lambda n: Dimuon5D(n_reference=n), arguments.n_centers_5d),
+    }
+    for key, (name, make, n_centers) in cases.items():
+        if arguments.only not in (None, key):
+            continue
         rows = [one_toy(make(size), n_centers, arguments.seed) for size in arguments.sizes]
         tables.append(table(name, rows))
         print(tables[-1], flush=True)
