@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from reference_solver import dense_newton, gaussian_gram, objective
 
-from nplm_kernel import KernelNPLM, nplm_loss
+from nplm_kernel import KernelNPLM, falkon, nplm_loss
 
 
 def _reference_problem(x_data, x_ref, w_ref, centers, sigma, offsets):
@@ -16,7 +16,12 @@ def _reference_problem(x_data, x_ref, w_ref, centers, sigma, offsets):
 
 @pytest.mark.parametrize("penalty", [1e-3, 1e-6])
 @pytest.mark.parametrize("with_offsets", [False, True])
-def test_objective_and_t_match_dense_newton(gaussian_samples, rng, penalty, with_offsets):
+@pytest.mark.parametrize("explicit_gram", [True, False])
+def test_objective_and_t_match_dense_newton(gaussian_samples, rng, penalty, with_offsets, explicit_gram, monkeypatch):
+    """Both Hessian paths: the Gram matrix formed once per Newton step (few centres), and one pass
+    over K_nM per CG iteration (forced here by lowering the threshold)."""
+    if not explicit_gram:
+        monkeypatch.setattr(falkon, "EXPLICIT_GRAM_MAX_CENTERS", 0)
     x_data, x_ref, w_ref = gaussian_samples
     centers = rng.normal(0.0, 1.2, size=(40, 2))
     sigma = 1.0
