@@ -26,7 +26,7 @@ from scipy import stats
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import DQM_EFFECTS, DQMStream
 from nplm_kernel.calibration import significance
-from nplm_kernel.campaign import run_toys
+from nplm_kernel.campaign import executor_from_setting, run_toys
 from nplm_kernel.hypothesis_test import NPLMTest
 from nplm_kernel.plots import plot_monitoring
 
@@ -100,8 +100,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/dqm_stream"))
     arguments = parser.parse_args()
-    executor = None if arguments.executor == "serial" else (
-        arguments.executor if arguments.executor == "local" else int(arguments.executor))
+    executor = executor_from_setting(arguments.executor)
     print(run(arguments.mode, arguments.out, arguments.seed, executor, arguments.false_alarm))
 
 

@@ -29,7 +29,7 @@ from nn_baseline import NNNPLM
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import SIGNALS_1D, ContactInteractionSignal, Dimuon5D, Exponential1D, ZPrimeSignal
 from nplm_kernel.calibration import fit_chi2, significance
-from nplm_kernel.campaign import run_toys, toy_seed
+from nplm_kernel.campaign import executor_from_setting, run_toys, toy_seed
 from nplm_kernel.hypothesis_test import NPLMTest
 from nplm_kernel.plots import plot_learned_f, plot_null_distribution
 
@@ -136,8 +136,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="default: results/nn_vs_kernel_<benchmark>")
     arguments = parser.parse_args()
-    executor = None if arguments.executor == "serial" else (
-        arguments.executor if arguments.executor == "local" else int(arguments.executor))
+    executor = executor_from_setting(arguments.executor)
     out = arguments.out or Path(f"results/nn_vs_kernel_{arguments.benchmark}")
     print(run(arguments.benchmark, arguments.mode, out, arguments.seed, executor))
 

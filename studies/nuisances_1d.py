@@ -30,7 +30,7 @@ from nn_baseline import NNNPLM
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import SIGNALS_1D, Exponential1D, Exponential1DSystematics
 from nplm_kernel.calibration import empirical_p_value, fit_chi2, significance
-from nplm_kernel.campaign import run_toys
+from nplm_kernel.campaign import executor_from_setting, run_toys
 from nplm_kernel.hypothesis_test import NPLMTest
 from nplm_kernel.nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
 from nplm_kernel.persistence import load_model, save_model
@@ -142,8 +142,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/nuisances_1d"))
     arguments = parser.parse_args()
-    executor = None if arguments.executor == "serial" else (
-        arguments.executor if arguments.executor == "local" else int(arguments.executor))
+    executor = executor_from_setting(arguments.executor)
     print(run(arguments.mode, arguments.out, arguments.seed, executor, arguments.signal))
 
 

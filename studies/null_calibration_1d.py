@@ -18,7 +18,7 @@ import numpy as np
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import Exponential1D
 from nplm_kernel.calibration import fit_chi2
-from nplm_kernel.campaign import run_toys
+from nplm_kernel.campaign import executor_from_setting, run_toys
 from nplm_kernel.hypothesis_test import NPLMTest
 
 
@@ -54,8 +54,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/null_calibration_1d"))
     arguments = parser.parse_args()
-    executor = None if arguments.executor == "serial" else (
-        arguments.executor if arguments.executor == "local" else int(arguments.executor))
+    executor = executor_from_setting(arguments.executor)
     print(run(arguments.n_toys, arguments.out, executor, arguments.n_reference, seed=arguments.seed))
 
 

@@ -25,7 +25,7 @@ from scipy import stats
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import Exponential1D, GaussianSignal
 from nplm_kernel.calibration import significance
-from nplm_kernel.campaign import run_toys
+from nplm_kernel.campaign import executor_from_setting, run_toys
 from nplm_kernel.hypothesis_test import NPLMTest
 from nplm_kernel.plots import plot_power_curves
 
@@ -108,8 +108,7 @@ def main() -> None:
         with LocalCluster(threads_per_worker=1) as cluster, Client(cluster) as client:
             print(run(arguments.mode, arguments.out, arguments.seed, client))
         return
-    executor = None if arguments.executor == "serial" else (
-        arguments.executor if arguments.executor == "local" else int(arguments.executor))
+    executor = executor_from_setting(arguments.executor)
     print(run(arguments.mode, arguments.out, arguments.seed, executor))
 
 
