@@ -7,12 +7,13 @@ Poisson(N(S)) signal events. x is dimensionless (the papers' Exp(1) units).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
-from .campaign import ToySample
+from .campaign import AuxiliaryToys, ToyGenerator
 from .exceptions import ConfigurationError
 
 
@@ -136,30 +137,15 @@ class Exponential1DSystematics:
         return nu_norm - nu_scale + x * -np.expm1(-nu_scale)
 
     def toys(self, nu_scale: float = 0.0, nu_norm: float = 0.0, signal: Signal | None = None,
-             fluctuate_auxiliary: bool = True) -> NuisanceToys1D:
-        """A toy generator at the true values (nu_scale, nu_norm) for campaign.run_toys."""
-        return NuisanceToys1D(self, nu_scale, nu_norm, signal, fluctuate_auxiliary)
-
-
-@dataclass(frozen=True)
-class NuisanceToys1D:
-    """Toys of Exponential1DSystematics at true nu* = (nu_scale, nu_norm): each toy draws its data
-    and, when fluctuate_auxiliary, the auxiliary measurements nu0 ~ N(nu*, sigma) (order: scale, norm),
-    returned as a ToySample with central_values (otherwise none: for tests without nuisances, or
-    with the nuisance model's fixed central values)."""
-
-    systematics: Exponential1DSystematics
-    nu_scale: float
-    nu_norm: float
-    signal: Signal | None = None
-    fluctuate_auxiliary: bool = True
-
-    def __call__(self, rng: np.random.Generator) -> ToySample:
-        data = self.systematics.data(rng, self.nu_scale, self.nu_norm, self.signal)
-        if not self.fluctuate_auxiliary:
-            return ToySample(data)
-        truth = np.array([self.nu_scale, self.nu_norm])
-        return ToySample(data, central_values=rng.normal(truth, [self.systematics.sigma_scale, self.systematics.sigma_norm]))
+             fluctuate_auxiliary: bool = True) -> ToyGenerator:
+        """A toy generator at the true values nu* = (nu_scale, nu_norm) for campaign.run_toys: each
+        toy draws its data and, when fluctuate_auxiliary, its auxiliary measurements
+        nu0 ~ N(nu*, sigma) (order: scale, norm) as a ToySample with central_values; otherwise the
+        data only (for tests without nuisances, or with the nuisance model's fixed central values)."""
+        data = functools.partial(self.data, nu_scale=nu_scale, nu_norm=nu_norm, signal=signal)
+        if not fluctuate_auxiliary:
+            return data
+        return AuxiliaryToys(data, np.array([nu_scale, nu_norm]), np.array([self.sigma_scale, self.sigma_norm]))
 
 
 @dataclass(frozen=True)
