@@ -231,8 +231,7 @@ class KernelNPLM(BaseEstimator):
             mean, scale, centers, sigma = self._draw_geometry(samples, np.random.default_rng(self.seed), from_data=True)
             centers, factor = _independent_centers(centers, sigma, self.center_tol, device)
         points = (np.concatenate([samples.x_data, samples.x_ref]) - mean) / scale
-        fits_cache = points.shape[0] * centers.shape[0] * (4 if dtype == torch.float32 else 8) <= self.memory_budget
-        reference_rows = prepared.reference_rows if prepared is not None and fits_cache else None
+        reference_rows = None if prepared is None else prepared.reference_rows
         kernel_rows = NystromKernelRows(torch.as_tensor(points, device=device), torch.as_tensor(centers, device=device),
                                         sigma, int(self.memory_budget), dtype, factor, cached_tail=reference_rows)
 

@@ -95,7 +95,8 @@ class NystromKernelRows:
                  cached_tail: torch.Tensor | None = None):
         """cached_tail: the stored rows (K_nM, or Phi when whitened) of the last len(cached_tail)
         points, computed earlier with the same centres, sigma, dtype and factor (a reference sample
-        reused across toys); only the other rows are computed. Needs the cache to fit the budget."""
+        reused across toys); when the matrix is cached, only the other rows are computed (when it
+        is recomputed block by block, the tail is not needed and is ignored)."""
         self.points = points
         self.centers = centers
         self.sigma = sigma
@@ -106,9 +107,11 @@ class NystromKernelRows:
             raise FitError("a float32 kernel cache needs the Nystrom factor T to store whitened features.")
         self.whitened = self.cached and factor is not None and (
             storage_dtype != torch.float64 or n_cols <= EXPLICIT_GRAM_MAX_CENTERS)
-        if cached_tail is not None and not (self.cached and cached_tail.dtype == storage_dtype
-                                            and cached_tail.shape[1] == n_cols and len(cached_tail) <= n_rows):
-            raise FitError("cached kernel rows do not match this kernel matrix (size, dtype or memory budget).")
+        if not self.cached:
+            cached_tail = None
+        if cached_tail is not None and not (cached_tail.dtype == storage_dtype and cached_tail.shape[1] == n_cols
+                                            and len(cached_tail) <= n_rows):
+            raise FitError("cached kernel rows do not match this kernel matrix (size or dtype).")
         self.dtype = storage_dtype if self.cached else torch.float64
         self._parts: list[torch.Tensor] = []
         if self.cached:
