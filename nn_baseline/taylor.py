@@ -17,9 +17,9 @@ from sklearn.base import BaseEstimator
 from torch.nn import functional
 
 from nplm_kernel.exceptions import FitError
-from nplm_kernel.nuisance import check_shifted_samples
+from nplm_kernel.nuisance import taylor_training_set
 from nplm_kernel.persistence import require_fitted
-from nplm_kernel.samples import as_events, check_positive_integer, check_positive_number, reference_standardization
+from nplm_kernel.samples import as_events, check_positive_integer, check_positive_number
 
 from .network import ClippedMLP, check_architecture
 
@@ -55,22 +55,19 @@ class NNTaylorLearner(BaseEstimator):
         check_positive_number(self.learning_rate, "learning_rate")
         if self.weight_clip is not None:
             check_positive_number(self.weight_clip, "weight_clip")
-        nominal, nominal_weights, shifted = check_shifted_samples(x_nominal, w_nominal, shifted, self.degree)
-        architecture = self._architecture(nominal.shape[1])
-        mean, scale = reference_standardization(nominal, nominal_weights)
-        nu_scale = max(abs(nu) for nu, _, _ in shifted)
-        total_weight = nominal_weights.sum() * len(shifted) + sum(w.sum() for _, _, w in shifted)
+        training = taylor_training_set(x_nominal, w_nominal, shifted, self.degree)
+        architecture = self._architecture(training.nominal.shape[1])
 
         def tensor(values: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(values, dtype=torch.float32)
 
-        powers = np.arange(1, self.degree + 1)
-        points = tensor((np.concatenate([nominal] + [x for _, x, _ in shifted]) - mean) / scale)
-        n_nominal = len(nominal)
-        bounds = np.cumsum([n_nominal] + [len(x) for _, x, _ in shifted])
-        monomials = [tensor((nu / nu_scale) ** powers) for nu, _, _ in shifted]
-        nominal_w = tensor(nominal_weights / total_weight)
-        shifted_w = [tensor(w / total_weight) for _, _, w in shifted]
+        powers = training.powers
+        points = tensor(np.concatenate([training.nominal] + [sample for _, sample, _ in training.shifted]))
+        n_nominal = len(training.nominal)
+        bounds = np.cumsum([n_nominal] + [len(sample) for _, sample, _ in training.shifted])
+        monomials = [tensor(values) for values, _, _ in training.shifted]
+        nominal_w = tensor(training.nominal_weights)
+        shifted_w = [tensor(weights) for _, _, weights in training.shifted]
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence(self.seed).generate_state(1)[0]))
         networks = [ClippedMLP(architecture, self.activation, generator) for _ in powers]
         parameters = [parameter for network in networks for parameter in network.parameters()]
@@ -99,9 +96,9 @@ class NNTaylorLearner(BaseEstimator):
         if not np.isfinite(final):
             raise FitError("NNTaylorLearner: the training loss became non-finite; lower the learning rate.")
         self.networks_ = [network.eval() for network in networks]
-        self.input_mean_, self.input_scale_ = mean, scale
-        self.nu_scale_ = float(nu_scale)
-        self.n_features_in_ = nominal.shape[1]
+        self.input_mean_, self.input_scale_ = training.input_mean, training.input_scale
+        self.nu_scale_ = training.nu_scale
+        self.n_features_in_ = training.nominal.shape[1]
         self.loss_ = final
         return self
 

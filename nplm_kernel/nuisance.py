@@ -16,7 +16,7 @@ nn_baseline.taylor.NNTaylorLearner, or an analytic model) with `degree` and `coe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -25,7 +25,7 @@ import torch
 from scipy import optimize
 
 from .exceptions import ConfigurationError, FitError, InputError
-from .samples import as_events, as_weights, check_finite, check_positive_number
+from .samples import as_events, as_weights, check_finite, check_positive_number, reference_standardization
 
 #: Gradient tolerance of the nuisance minimisation, in loss units per sigma of each nuisance.
 NUISANCE_GTOL = 1e-8
@@ -175,6 +175,26 @@ class NuisanceModel:
                              as_weights(w_ref, len(ref)), central)
 
 
+class LastEvaluation:
+    """Wraps derivatives(x) -> (value, gradient, Hessian) so that scipy's separate requests for
+    the value, the gradient and the Hessian at one point evaluate it once."""
+
+    def __init__(self, derivatives: Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray]]):
+        self.derivatives = derivatives
+        self._key: bytes | None = None
+        self._value: tuple[float, np.ndarray, np.ndarray] | None = None
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        if x.tobytes() != self._key:
+            self._key, self._value = x.tobytes(), self.derivatives(x)
+        return self._value
+
+    def minimize(self, start: np.ndarray, gtol: float, max_iter: int) -> optimize.OptimizeResult:
+        """scipy's exact trust-region Newton from `start`."""
+        return optimize.minimize(lambda x: self(x)[:2], start, jac=True, hess=lambda x: self(x)[2],
+                                 method="trust-exact", options={"gtol": gtol, "maxiter": max_iter})
+
+
 @dataclass(frozen=True)
 class NuisanceTerms:
     """What a nuisance fit of one test needs: the model, the designs B(x_data) (N_D, P) and
@@ -226,27 +246,16 @@ class NuisanceTerms:
         sigma; FitError naming `stage` if J is not finite at the start or the minimiser fails."""
         sigmas = self.model.sigmas
         start = self.central_values if start is None else np.asarray(start, dtype=np.float64)
-        cache: dict[bytes, tuple] = {}
+        def scaled_derivatives(scaled: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+            value, gradient, hessian, _ = self._derivatives(scaled * sigmas, f_data, f_ref, order=2)
+            if gradient is None:
+                return value, np.zeros_like(scaled), np.eye(len(scaled))
+            return value, gradient * sigmas, hessian * np.outer(sigmas, sigmas)
 
-        def evaluate(scaled: np.ndarray) -> tuple:
-            key = scaled.tobytes()
-            if key not in cache:
-                cache.clear()
-                cache[key] = self._derivatives(scaled * sigmas, f_data, f_ref, order=2)
-            return cache[key]
-
-        def objective(scaled: np.ndarray) -> tuple[float, np.ndarray]:
-            value, gradient, _, _ = evaluate(scaled)
-            return value, (np.zeros_like(scaled) if gradient is None else gradient * sigmas)
-
-        def hessian(scaled: np.ndarray) -> np.ndarray:
-            value, _, matrix, _ = evaluate(scaled)
-            return np.eye(len(scaled)) if matrix is None else matrix * np.outer(sigmas, sigmas)
-
+        evaluate = LastEvaluation(scaled_derivatives)
         if not np.isfinite(evaluate(start / sigmas)[0]):
             raise FitError(f"{stage}: the objective L + A is not finite at the starting nu = {start}.")
-        result = optimize.minimize(objective, start / sigmas, jac=True, hess=hessian, method="trust-exact",
-                                   options={"gtol": NUISANCE_GTOL, "maxiter": 200})
+        result = evaluate.minimize(start / sigmas, gtol=NUISANCE_GTOL, max_iter=200)
         value, gradient, _, loss = self._derivatives(result.x * sigmas, f_data, f_ref, order=2)
         if not np.isfinite(value) or np.max(np.abs(gradient * sigmas)) > 1e3 * NUISANCE_GTOL * max(1.0, abs(value)):
             raise FitError(f"{stage}: the minimisation over the nuisance parameters failed ({result.message}).")
@@ -299,15 +308,35 @@ class TrainableNuisances:
         return self._nu().cpu().numpy().astype(np.float64)
 
 
-def check_shifted_samples(
+@dataclass(frozen=True)
+class TaylorTrainingSet:
+    """The training samples of a Taylor learner, standardised by the nominal reference's weighted
+    mean and scale (input_mean, input_scale), weights divided by the total weight W of all samples,
+    and for each shifted sample (monomials, points, weights) with monomials (nu_i / s)^k,
+    k = 1..degree, s = nu_scale = max_i |nu_i|."""
+
+    nominal: np.ndarray
+    nominal_weights: np.ndarray
+    shifted: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    input_mean: np.ndarray
+    input_scale: np.ndarray
+    nu_scale: float
+
+    @property
+    def powers(self) -> np.ndarray:
+        """k = 1..degree."""
+        return np.arange(1, len(self.shifted[0][0]) + 1)
+
+
+def taylor_training_set(
     x_nominal: np.ndarray,
     w_nominal: float | np.ndarray,
     shifted: Sequence[tuple[float, np.ndarray, float | np.ndarray]],
     degree: int,
-) -> tuple[np.ndarray, np.ndarray, list[tuple[float, np.ndarray, np.ndarray]]]:
-    """Validate the training samples of a Taylor learner: the nominal reference (x, weights) and
-    (nu_i, x_i, w_i) simulated at shifted nuisance values; weights sum to each sample's expected
-    yield. Needs at least `degree` distinct non-zero nu_i."""
+) -> TaylorTrainingSet:
+    """Validate and prepare the training samples of a Taylor learner: the nominal reference
+    (x, weights) and (nu_i, x_i, w_i) simulated at shifted nuisance values; weights sum to each
+    sample's expected yield. Needs at least `degree` distinct non-zero nu_i."""
     nominal = as_events(x_nominal, "x_nominal")
     nominal_weights = as_weights(w_nominal, len(nominal), "w_nominal", owner="the Taylor learner")
     if not 1 <= degree <= MAX_TAYLOR_DEGREE:
@@ -324,4 +353,15 @@ def check_shifted_samples(
         checked.append((float(nu), events, as_weights(w, len(events), f"shifted[{index}] w", owner="the Taylor learner")))
     if len({nu for nu, _, _ in checked}) < degree:
         raise InputError(f"a degree-{degree} Taylor expansion needs samples at {degree} or more distinct shifted nu values.")
-    return nominal, nominal_weights, checked
+    mean, scale = reference_standardization(nominal, nominal_weights)
+    nu_scale = max(abs(nu) for nu, _, _ in checked)
+    total_weight = nominal_weights.sum() * len(checked) + sum(w.sum() for _, _, w in checked)
+    powers = np.arange(1, degree + 1)
+    return TaylorTrainingSet(
+        nominal=(nominal - mean) / scale,
+        nominal_weights=nominal_weights / total_weight,
+        shifted=[((nu / nu_scale) ** powers, (x - mean) / scale, w / total_weight) for nu, x, w in checked],
+        input_mean=mean,
+        input_scale=scale,
+        nu_scale=float(nu_scale),
+    )

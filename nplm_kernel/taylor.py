@@ -19,7 +19,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy import optimize
 from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator
 
@@ -27,9 +26,9 @@ from .estimator import DEFAULT_CENTER_TOL, SIGMA_QUANTILE
 from .exceptions import FitError
 from .falkon import NystromFactor, independent_centers, select_centers
 from .kernel import gaussian_kernel, pairwise_distance_quantile
-from .nuisance import check_shifted_samples
+from .nuisance import LastEvaluation, taylor_training_set
 from .persistence import require_fitted
-from .samples import as_events, check_positive_integer, check_positive_number, reference_standardization
+from .samples import as_events, check_positive_integer, check_positive_number
 
 
 class KernelTaylorLearner(BaseEstimator):
@@ -61,14 +60,12 @@ class KernelTaylorLearner(BaseEstimator):
         check_positive_number(self.penalty, "penalty")
         if self.sigma is not None:
             check_positive_number(self.sigma, "sigma")
-        nominal, nominal_weights, shifted = check_shifted_samples(x_nominal, w_nominal, shifted, self.degree)
+        training = taylor_training_set(x_nominal, w_nominal, shifted, self.degree)
         rng = np.random.default_rng(self.seed)
-        mean, scale = reference_standardization(nominal, nominal_weights)
-        standardised = [(nominal - mean) / scale] + [(x - mean) / scale for _, x, _ in shifted]
-        pooled = np.concatenate(standardised)
+        pooled = np.concatenate([training.nominal] + [points for _, points, _ in training.shifted])
         centers = pooled[select_centers(len(pooled), min(self.n_centers, len(pooled)), rng)]
         sigma = float(self.sigma) if self.sigma is not None else pairwise_distance_quantile(
-            standardised[0], SIGMA_QUANTILE, seed=int(rng.integers(2**63)))
+            training.nominal, SIGMA_QUANTILE, seed=int(rng.integers(2**63)))
         kmm = gaussian_kernel(torch.as_tensor(centers), torch.as_tensor(centers), sigma)
         kept = independent_centers(kmm, DEFAULT_CENTER_TOL).numpy()
         centers = centers[kept]
@@ -78,13 +75,8 @@ class KernelTaylorLearner(BaseEstimator):
             block = gaussian_kernel(torch.as_tensor(points), torch.as_tensor(centers), sigma)
             return torch.linalg.solve_triangular(factor.upper, block, upper=True, left=False).numpy()
 
-        nu_scale = max(abs(nu) for nu, _, _ in shifted)
-        powers = np.arange(1, self.degree + 1)
-        total_weight = nominal_weights.sum() * len(shifted) + sum(w.sum() for _, _, w in shifted)
-        nominal_features = features(standardised[0])
-        pairs = [(features(points), w / total_weight, (nu / nu_scale) ** powers)
-                 for (nu, _, w), points in zip(shifted, standardised[1:])]
-        nominal_weights = nominal_weights / total_weight
+        nominal_features, nominal_weights = features(training.nominal), training.nominal_weights
+        pairs = [(features(points), weights, monomials) for monomials, points, weights in training.shifted]
         n_kept = len(centers)
 
         def derivatives(flat: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -103,27 +95,17 @@ class KernelTaylorLearner(BaseEstimator):
                     hessian += np.kron(gram, np.outer(monomials, monomials))
             return float(value), gradient.ravel(), hessian
 
-        cache: dict[bytes, tuple] = {}
-
-        def evaluate(flat: np.ndarray) -> tuple:
-            key = flat.tobytes()
-            if key not in cache:
-                cache.clear()
-                cache[key] = derivatives(flat)
-            return cache[key]
-
-        result = optimize.minimize(lambda flat: evaluate(flat)[:2], np.zeros(n_kept * self.degree), jac=True,
-                                   hess=lambda flat: evaluate(flat)[2], method="trust-exact",
-                                   options={"gtol": 1e-10, "maxiter": int(self.max_iter)})
+        result = LastEvaluation(derivatives).minimize(np.zeros(n_kept * self.degree), gtol=1e-10,
+                                                      max_iter=int(self.max_iter))
         if not np.isfinite(result.fun) or not result.success and np.max(np.abs(result.jac)) > 1e-6:
             raise FitError(f"KernelTaylorLearner: the Newton minimisation failed ({result.message}).")
         whitened = result.x.reshape(n_kept, self.degree)
         alpha = torch.linalg.solve_triangular(factor.upper, torch.as_tensor(whitened), upper=True).numpy()
-        self.coefficient_alpha_ = alpha / nu_scale**powers
+        self.coefficient_alpha_ = alpha / training.nu_scale**training.powers
         self.centers_, self.sigma_ = centers, sigma
-        self.input_mean_, self.input_scale_ = mean, scale
-        self.nu_scale_ = float(nu_scale)
-        self.n_features_in_ = nominal.shape[1]
+        self.input_mean_, self.input_scale_ = training.input_mean, training.input_scale
+        self.nu_scale_ = training.nu_scale
+        self.n_features_in_ = training.nominal.shape[1]
         self.loss_, self.n_iter_ = float(result.fun), int(result.nit)
         return self
 
