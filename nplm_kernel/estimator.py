@@ -305,8 +305,7 @@ class KernelNPLM(BaseEstimator):
         reference = torch.as_tensor((samples.x_ref - mean) / scale, device=device)
         rows = NystromKernelRows(reference, torch.as_tensor(centers, device=device), sigma, int(self.memory_budget),
                                  dtype, factor)
-        prepared = PreparedReference(key, mean, scale, centers, sigma, factor,
-                                     rows.stored_rows(0) if rows.cached else None)
+        prepared = PreparedReference(key, mean, scale, centers, sigma, factor, rows.stored_rows())
         _REFERENCE_CACHE["entry"] = prepared
         return prepared
 

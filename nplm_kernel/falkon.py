@@ -132,11 +132,12 @@ class NystromKernelRows:
     def n_rows(self) -> int:
         return self.points.shape[0]
 
-    def stored_rows(self, start: int) -> torch.Tensor:
-        """The cached rows from row `start` to the end (to be passed as cached_tail later)."""
-        if not self.cached or len(self._parts) != 1:
-            raise FitError("only a kernel matrix cached in one piece can hand out its rows.")
-        return self._parts[0][start:]
+    def stored_rows(self) -> torch.Tensor | None:
+        """The cached rows (K_nM, or Phi when whitened), to be passed as cached_tail later; None
+        when K_nM is recomputed block by block."""
+        if not self._parts:
+            return None
+        return self._parts[0] if len(self._parts) == 1 else torch.cat(self._parts)
 
     def _blocks(self) -> Iterator[tuple[slice, torch.Tensor]]:
         if self.cached:
