@@ -27,7 +27,7 @@ from nn_baseline import NNNPLM
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import Dimuon5D, Exponential1D
 from nplm_kernel.estimator import clear_reference_cache
-from nplm_kernel.falkon import NystromKernelRows
+from nplm_kernel.falkon import NystromKernelRows, fixed_fit_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernel_vs_sklearn import sklearn_t  # noqa: E402  (a sibling script)
@@ -45,7 +45,8 @@ def _timed_fit(make, x_data, x_ref, w_ref):
 
 def benchmark_case(name, x_data, x_ref, w_ref, n_centers, architecture, repeats, nn_epochs):
     _, preliminary = _timed_fit(lambda: KernelNPLM(n_centers=n_centers), x_data, x_ref, w_ref)
-    blocked_budget = (len(x_data) + len(x_ref)) * preliminary.n_centers_ * 8 // 10  # a tenth of K_nM
+    n_points = len(x_data) + len(x_ref)  # a tenth of K_nM beyond the fit's fixed memory
+    blocked_budget = fixed_fit_memory(n_points, x_ref.shape[1]) + n_points * preliminary.n_centers_ * 8 // 10
     reuse = "float64, K_nM cached, reference rows reused (warm; centres from the reference)"
     variants = {
         "float64, K_nM cached": lambda: KernelNPLM(n_centers=n_centers),

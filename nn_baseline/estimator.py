@@ -21,10 +21,11 @@ from nplm_kernel.exceptions import ConfigurationError, FitError
 from nplm_kernel.nuisance import NuisanceTerms, TrainableNuisances
 from nplm_kernel.persistence import require_fitted
 from nplm_kernel.samples import (
-    as_events,
     check_positive_integer,
     check_positive_number,
+    fitted_inputs,
     reference_standardization,
+    standardized,
     validate_samples,
 )
 from nplm_kernel.statistic import nplm_loss, t_from_loss
@@ -91,6 +92,9 @@ class NNNPLM(BaseEstimator):
         self.device = device
         self.progress = progress
 
+    #: Settings that change how t is computed, not its value (left out of a campaign's identity).
+    execution_settings = ("device", "progress")
+
     #: NPLMTest lets this backend train nu jointly with f (the original NPLM procedure).
     fits_nuisances_jointly = True
 
@@ -123,7 +127,9 @@ class NNNPLM(BaseEstimator):
         def tensor(values: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(values, dtype=torch.float32, device=device)
 
-        points_by_feature = tensor((np.concatenate([samples.x_data, samples.x_ref]) - mean) / scale).T.contiguous()
+        points = standardized(np.concatenate([samples.x_data, samples.x_ref]), mean, scale, "x_data and x_ref",
+                              np.float32)
+        points_by_feature = tensor(points).T.contiguous()
         n_data = samples.n_data
         offset_data_t, offset_ref_t = tensor(samples.offset_data), tensor(samples.offset_ref)
         w_ref_t = tensor(samples.w_ref)
@@ -165,6 +171,7 @@ class NNNPLM(BaseEstimator):
         self.n_parameters_ = network.n_parameters
         self.input_mean_, self.input_scale_ = mean, scale
         self.n_features_in_ = samples.n_features
+        self.feature_names_in_ = None if samples.feature_names is None else list(samples.feature_names)
         self.loss_history_ = np.array(history)
         offset_data, offset_ref = samples.offset_data, samples.offset_ref
         if nuisances is not None:
@@ -180,7 +187,8 @@ class NNNPLM(BaseEstimator):
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """f(x) for x of shape (n, d) in input units; float64 (n,)."""
         require_fitted(self, "network_")
-        points = (as_events(x, "x", self.n_features_in_) - self.input_mean_) / self.input_scale_
+        points = fitted_inputs(x, self.n_features_in_, self.feature_names_in_, self.input_mean_, self.input_scale_,
+                               np.float32)
         parameter = next(self.network_.parameters())
         with torch.no_grad():
             values = self.network_(torch.as_tensor(points, dtype=torch.float32, device=parameter.device))
@@ -192,12 +200,23 @@ class NNNPLM(BaseEstimator):
         weights = {f"network.{name}": tensor.detach().cpu().numpy() for name, tensor in self.network_.state_dict().items()}
         return {
             **weights, "input_mean_": self.input_mean_, "input_scale_": self.input_scale_,
-            "n_features_in_": self.n_features_in_, "n_parameters_": self.n_parameters_,
+            "n_features_in_": self.n_features_in_, "feature_names_in_": self.feature_names_in_,
+            "n_parameters_": self.n_parameters_,
             "loss_": self.loss_, "t_": self.t_, "loss_history_": self.loss_history_, "fit_time_": self.fit_time_,
         }
 
+    def fitted_state_spec(self) -> dict:
+        """The attributes fitted_state() saves and their shapes (persistence.check_fitted_state)."""
+        architecture = check_architecture(self.architecture)
+        network = ClippedMLP(architecture, self.activation, torch.Generator().manual_seed(0))
+        return {**{f"network.{name}": tuple(tensor.shape) for name, tensor in network.state_dict().items()},
+                "input_mean_": (architecture[0],), "input_scale_": (architecture[0],), "n_features_in_": (),
+                "feature_names_in_": None, "n_parameters_": (), "loss_": (), "t_": (), "loss_history_": ("k", 2),
+                "fit_time_": ()}
+
     def restore_fitted_state(self, state: dict) -> None:
-        """Rebuild the network and set the fitted attributes from fitted_state()'s output."""
+        """Rebuild the network and set the fitted attributes from fitted_state()'s output (as
+        saved, shapes checked)."""
         self.architecture = tuple(self.architecture)
         network = ClippedMLP(self.architecture, self.activation, torch.Generator().manual_seed(0))
         weights = {name.removeprefix("network."): torch.as_tensor(value) for name, value in state.items()

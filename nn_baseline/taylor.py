@@ -119,6 +119,15 @@ class NNTaylorLearner(BaseEstimator):
         return {**weights, "input_mean_": self.input_mean_, "input_scale_": self.input_scale_,
                 "nu_scale_": self.nu_scale_, "n_features_in_": self.n_features_in_, "loss_": self.loss_}
 
+    def fitted_state_spec(self) -> dict:
+        """The attributes fitted_state() saves and their shapes (persistence.check_fitted_state);
+        "d" is the number of input features."""
+        network = ClippedMLP(self._architecture(1), self.activation, torch.Generator().manual_seed(0))
+        shapes = {name: tuple(tensor.shape) for name, tensor in network.state_dict().items()}
+        shapes["layers.0.weight"] = (shapes["layers.0.weight"][0], "d")
+        return {**{f"network{index}.{name}": shape for index in range(int(self.degree)) for name, shape in shapes.items()},
+                "input_mean_": ("d",), "input_scale_": ("d",), "nu_scale_": (), "n_features_in_": (), "loss_": ()}
+
     def restore_fitted_state(self, state: dict) -> None:
         """Rebuild the networks and set the fitted attributes from fitted_state()'s output."""
         self.hidden = tuple(self.hidden)

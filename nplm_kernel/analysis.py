@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .calibration import significance
-from .campaign import AuxiliaryToys, ReferencePoolToys, executor_from_setting, run_toys
+from .campaign import AuxiliaryToys, ReferencePoolToys, campaign_identity, executor_from_setting, run_toys
 from .config import AnalysisConfig, KernelBackend, NNBackend, NuisanceEntry, ReferenceInput, load_config
 from .estimator import KernelNPLM
 from .exceptions import ConfigurationError, InputError
@@ -30,6 +30,7 @@ from .hypothesis_test import NPLMTest
 from .io import load_events
 from .nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
 from .persistence import load_model, save_model
+from .store import read_store, verify_identity
 
 
 def _selected(path: Path, columns: list[str] | None, key: str | None, cuts: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -136,10 +137,6 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
     base = config_path.parent
     inputs, toys_config = config.inputs, config.toys
     out = base / config.outputs.directory
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(config_path, out / "config.yaml")
-    (out / "provenance.json").write_text(json.dumps(_provenance(config_path), indent=2) + "\n")
-
     reference = inputs.reference.model_copy(update={"path": base / inputs.reference.path})
     x_ref, w_ref, toys = load_reference(reference, inputs.columns, inputs.key, inputs.cuts,
                                         pool=None if toys_config.pool is None else base / toys_config.pool,
@@ -147,13 +144,19 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
     x_data = load_data(base / inputs.data.path, inputs.columns, inputs.key, inputs.cuts)
     nuisances = build_nuisances(config.nuisances, base)
     test = NPLMTest(build_backend(config.backend), nuisances=nuisances)
-    observed = test.run(x_data, x_ref, w_ref)
     if nuisances is not None:
         toys = AuxiliaryToys(toys, np.zeros(nuisances.n_nuisances), nuisances.sigmas)
+    store = out / toys_config.store
+    if store.exists():  # refuse a store of another setting before writing anything
+        verify_identity(store, read_store(store), campaign_identity(test, toys, x_ref, w_ref, toys_config.seed))
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(config_path, out / "config.yaml")
+    (out / "provenance.json").write_text(json.dumps(_provenance(config_path), indent=2) + "\n")
+    observed = test.run(x_data, x_ref, w_ref)
     save_model(observed.estimator, out / "model.npz")
     executor = executor_from_setting(toys_config.executor)
     campaign = run_toys(test, toys, x_ref, w_ref, n_toys=toys_config.n_toys, seed=toys_config.seed,
-                        executor=executor, store=out / toys_config.store, progress=progress)
+                        executor=executor, store=store, progress=progress)
     calibrated = significance(observed.t, campaign.t)
     result = {
         "t": observed.t, "tau": observed.tau, "delta": observed.delta,
@@ -163,6 +166,7 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
         "backend": observed.backend, "hyperparameters": observed.hyperparameters,
         "p_value": calibrated.p_value, "p_interval_68": [calibrated.p_low, calibrated.p_high], "z": calibrated.z,
         "method": calibrated.method, "n_toys": calibrated.n_toys, "n_failed_toys": campaign.n_failed,
+        "n_unconverged_toys": campaign.n_unconverged,
         "null_chi2_fit": dataclasses.asdict(calibrated.chi2_fit),
         "plots": [name for name, made in [
             ("f.png", _plot("plot_learned_f", observed.estimator, x_data, x_ref, w_ref, out / "f.png", inputs.columns)),

@@ -1,27 +1,30 @@
 """Toy campaigns: many NPLM tests on toys, resumable, on one core, a process pool or a cluster.
 
-Toy i of a campaign with master seed s uses np.random.SeedSequence(s).spawn(n_toys)[i]: the same
-seed gives the same toy and the same t whatever executes it. Every finished toy is appended at once
-to a JSON-Lines store (one object per line, flushed and fsync'ed), which pandas
-(`read_json(path, lines=True)`) and pyarrow (`pyarrow.json.read_json`) read directly. Re-running
-the same campaign on the same store resumes it: toys already stored are skipped, a line torn by a
-kill is discarded, so no toy is lost or counted twice. A toy whose fit fails is stored with its
-status and does not stop the campaign, unless more than `max_failure_fraction` of toys fail.
-Warnings raised during a toy's fit (e.g. non-convergence) are recorded in its row, with the
-solver's `converged` flag, instead of being printed once and lost.
+Toy i of a campaign with master seed s uses SeedSequence(s, spawn_key=(i,)): the same seed gives the
+same toy and the same t whatever executes it. Rows go to a toy store (store.py) that records what
+the campaign is a null of (test, generator, reference, seed), is written by one campaign at a time,
+and is resumed only by the same campaign: toys already stored are skipped, so no toy is lost or
+counted twice. Any exception raised while drawing or fitting a toy becomes a failed row (type,
+message, short traceback); a worker process that dies is replaced and its toy retried alone, then
+recorded as failed ("worker died"). The campaign goes on until more than `max_failure_fraction` of
+the toys have failed. Warnings raised during a toy's fit (e.g. non-convergence) are recorded in its
+row with the fit's `converged` flag instead of being printed once and lost. Pool workers exit when
+their parent process dies, so a killed campaign leaves no orphans.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import sys
+import threading
 import time
 import traceback
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -30,9 +33,22 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .exceptions import ConfigurationError, FitError, InputError, NPLMError
+from .exceptions import ConfigurationError, FitError, InputError
 from .hypothesis_test import NPLMTest
+from .identity import describe
 from .samples import as_events
+from .store import STATUS_OK, StoreContent, StoreWriter, read_store, t_values, verify_identity
+
+#: A worker that dies while running a toy alone is replaced and the toy retried this many times
+#: in all before it is recorded as failed.
+WORKER_DEATH_ATTEMPTS = 2
+#: Toys handed to an executor at a time, per worker (bounded memory and a small blast radius when
+#: a worker dies).
+IN_FLIGHT_PER_WORKER = 2
+#: Toys in flight on an executor that is not ours (dask, ...), whose size we do not know.
+EXTERNAL_IN_FLIGHT = 1024
+#: Seconds between a pool worker's checks that its parent is still alive.
+PARENT_CHECK_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -50,7 +66,6 @@ class ToySample:
 #: A toy generator: draws one data sample (N_D, d), or a ToySample, from a numpy Generator.
 ToyGenerator = Callable[[np.random.Generator], "np.ndarray | ToySample"]
 
-STATUS_OK = "ok"
 
 
 class PermutationToys:
@@ -144,10 +159,17 @@ def toy_seed(seed: int, toy_index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(entropy=seed, spawn_key=(toy_index,))
 
 
+def _failed_row(row: dict[str, Any], status: str, error_type: str, message: str, trace: str | None) -> dict[str, Any]:
+    row.update(status=f"failed: {status}", t=None, tau=None, delta=None, error_type=error_type, error=message,
+               traceback=trace)
+    return row
+
+
 def run_one_toy(task: ToyTask, toy_index: int) -> dict[str, Any]:
-    """Draw toy `toy_index`, run the test on it and return its store row (a failure is a row too)."""
+    """Draw toy `toy_index`, run the test on it and return its store row. Any exception becomes a
+    failed row (KeyboardInterrupt and SystemExit still stop the campaign)."""
     start = time.perf_counter()
-    row: dict[str, Any] = {"toy": toy_index, "seed": task.seed, "spawn_key": [toy_index]}
+    row: dict[str, Any] = {"record": "toy", "toy": toy_index, "seed": task.seed}
     try:
         drawn = task.generator(np.random.default_rng(toy_seed(task.seed, toy_index)))
         if not isinstance(drawn, ToySample):
@@ -158,85 +180,95 @@ def run_one_toy(task: ToyTask, toy_index: int) -> dict[str, Any]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = task.test.run(drawn.x_data, x_ref, w_ref, central_values=drawn.central_values)
-        diagnostics = getattr(result.estimator, "diagnostics_", None)
         row.update(status=STATUS_OK, t=result.t, tau=result.tau, delta=result.delta,
                    nu_hat_tau=result.nu_hat_tau.tolist(), nu_hat_delta=result.nu_hat_delta.tolist(),
                    central_values=None if drawn.central_values is None else np.asarray(drawn.central_values).tolist(),
                    nuisance_iterations=result.nuisance_iterations, n_data=int(len(drawn.x_data)),
-                   converged=bool(getattr(diagnostics, "converged", True)) and result.nuisance_converged,
-                   warnings=[f"{type(w.message).__name__}: {w.message}" for w in caught],
-                   backend=result.backend, hyperparameters=result.hyperparameters)
-    except (NPLMError, ArithmeticError, RuntimeError) as error:
-        row.update(status=f"failed: {type(error).__name__}: {error}", t=None, tau=None, delta=None,
-                   traceback=traceback.format_exc(limit=3))
+                   converged=result.converged,
+                   warnings=[f"{type(w.message).__name__}: {w.message}" for w in caught])
+    except Exception as error:  # noqa: BLE001 - one toy's failure of any kind is recorded, not fatal
+        _failed_row(row, f"{type(error).__name__}: {error}", type(error).__name__, str(error),
+                    traceback.format_exc(limit=-3))
     row["wall_time"] = time.perf_counter() - start
     return row
+
+
+def _worker_died_row(task_seed: int, toy_index: int, attempts: int) -> dict[str, Any]:
+    row = {"record": "toy", "toy": toy_index, "seed": task_seed}
+    message = f"the worker process died while running this toy ({attempts} attempt(s), each in a fresh worker)"
+    return _failed_row(row, f"worker died: {message}", "WorkerDied", message, None) | {"wall_time": None}
 
 
 _WORKER_TASK: ToyTask | None = None
 
 
-def _initialise_worker(task: ToyTask) -> None:
-    """Process-pool initialiser: keep the task (reference included) once per worker, one torch thread."""
+def _exit_with_parent(parent: int) -> None:
+    """Pool-worker thread: end this process once its parent has died (it is then re-parented)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)
+
+
+def _initialise_worker(task: ToyTask, parent: int) -> None:
+    """Process-pool initialiser: keep the task (reference included) once per worker, one torch
+    thread, and a watchdog that ends the worker when the campaign's process dies."""
     import torch
 
     global _WORKER_TASK
     _WORKER_TASK = task
     torch.set_num_threads(1)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
 def _run_in_worker(toy_index: int) -> dict[str, Any]:
     return run_one_toy(_WORKER_TASK, toy_index)
 
 
-class ToyStore:
-    """Append-only JSON-Lines file of toy rows; `completed()` reads it back for resuming."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def rows(self) -> list[dict[str, Any]]:
-        """Complete rows in file order (a torn last line, from a kill mid-write, is ignored)."""
-        if not self.path.exists():
-            return []
-        rows = []
-        with open(self.path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.endswith("\n"):
-                    rows.append(json.loads(line))
-        return rows
-
-    def repair(self) -> None:
-        """Cut a torn last line so that appended rows start on a fresh line."""
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(self.path, "r+b") as handle:
-                handle.truncate(data.rfind(b"\n") + 1)
-
-    def append(self, row: dict[str, Any]) -> None:
-        """Write one row and force it to disk before returning."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
 @dataclass(frozen=True)
 class CampaignResult:
-    """All rows of a campaign (stored and new), ordered by toy index; `t` holds the successful toys."""
+    """All rows of a campaign (stored and new), ordered by toy index, and the campaign identity;
+    `t` holds the successful toys."""
 
     rows: tuple[dict[str, Any], ...]
+    identity: dict[str, Any] | None = None
 
     @property
     def t(self) -> np.ndarray:
-        return np.array([row["t"] for row in self.rows if row["status"] == STATUS_OK])
+        return t_values(self.rows)
 
     @property
     def n_failed(self) -> int:
         return sum(row["status"] != STATUS_OK for row in self.rows)
+
+    @property
+    def n_unconverged(self) -> int:
+        """Successful toys whose fit reported non-convergence (their t is kept, and counted here)."""
+        return sum(row["status"] == STATUS_OK and row.get("converged") is False for row in self.rows)
+
+    @classmethod
+    def from_store(cls, path: str | os.PathLike, test: NPLMTest | None = None, x_ref: np.ndarray | None = None,
+                   w_ref: float | np.ndarray | None = None) -> CampaignResult:
+        """Read a store (store.read_store: damaged or conflicting stores are refused). With `test`
+        (and the reference it is run against), the store must be a null of that test: same backend
+        and hyperparameters, nuisances and reference, or CampaignMismatchError names what differs."""
+        content = read_store(path)
+        if content.header is None:
+            raise InputError(f"{path}: the store holds no campaign yet.")
+        if test is not None:
+            verify_identity(Path(path), content, test.identity(x_ref, w_ref), part="test")
+        return CampaignResult(rows=tuple(sorted(content.rows, key=lambda row: row["toy"])), identity=content.identity)
+
+
+def campaign_identity(test: NPLMTest, generator: ToyGenerator, x_ref: np.ndarray | None,
+                      w_ref: float | np.ndarray | None, seed: int, generator_name: str | None = None) -> dict[str, Any]:
+    """What defines a campaign's distribution of t: the test (backend, hyperparameters, nuisances,
+    reference sample), the generator (described, or the user's name for it), the campaign seed and
+    the package's major version."""
+    from . import __version__
+
+    return {"test": test.identity(x_ref, w_ref),
+            "generator": {"name": generator_name} if generator_name is not None else describe(generator),
+            "seed": int(seed), "package_major": int(__version__.split(".")[0])}
 
 
 def executor_from_setting(setting: str | int) -> str | int | None:
@@ -250,12 +282,7 @@ def executor_from_setting(setting: str | int) -> str | int | None:
     raise ConfigurationError(f"executor must be 'serial', 'local' or a number of processes, got {setting!r}.")
 
 
-def _executor_for(executor: str | int | Executor | Any | None, task: ToyTask) -> tuple[Executor | None, bool, Any]:
-    """(executor, owned, task reference). None: serial. 'local' or an int: a spawned process pool
-    that receives the task once per worker. A dask Client: its executor, the task scattered once
-    to every worker. Any other Executor: the task travels with each toy."""
-    if executor is None:
-        return None, False, task
+def _check_picklable(task: ToyTask) -> None:
     try:
         pickle.dumps(task)
     except (pickle.PicklingError, AttributeError, TypeError) as error:
@@ -263,34 +290,112 @@ def _executor_for(executor: str | int | Executor | Any | None, task: ToyTask) ->
             "toys run in other processes, so the test and the generator must be picklable (a module-level "
             f"function, a bound method or functools.partial, not a lambda or local function): {error}"
         ) from None
-    if hasattr(executor, "scatter") and hasattr(executor, "get_executor"):
-        return executor.get_executor(), False, executor.scatter(task, broadcast=True)
-    if isinstance(executor, Executor):
-        return executor, False, task
+
+
+def _process_count(executor: Any) -> int | None:
+    """The number of pool processes for 'local' or an int (None for other executors)."""
     if executor == "local":
-        executor = os.cpu_count() or 1
+        return os.cpu_count() or 1
     if isinstance(executor, (int, np.integer)) and not isinstance(executor, bool) and executor >= 1:
-        pool = ProcessPoolExecutor(int(executor), mp_context=get_context("spawn"),
-                                   initializer=_initialise_worker, initargs=(task,))
-        return pool, True, task
+        return int(executor)
+    return None
+
+
+def _check_executor(executor: Any) -> None:
+    if executor is None or _process_count(executor) is not None or isinstance(executor, Executor) or (
+            hasattr(executor, "scatter") and hasattr(executor, "get_executor")):
+        return
     raise ConfigurationError(
         f"executor must be None (serial), 'local' (all cores), a number of processes, a dask Client or a "
         f"concurrent.futures.Executor, got {executor!r}."
     )
 
 
-def _results(executor: Executor | None, owned: bool, task: ToyTask, task_reference: Any,
-             pending: list[int]) -> Iterator[dict[str, Any]]:
-    if executor is None:
+def _pool_results(task: ToyTask, pending: list[int], n_processes: int) -> Iterator[dict[str, Any]]:
+    """Rows of `pending` toys from our own spawned process pool. When a worker dies, the pool is
+    replaced and the toys that were in flight are re-run one at a time in fresh workers: the one
+    that kills its worker again is retried up to WORKER_DEATH_ATTEMPTS times, then recorded."""
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(n_processes, mp_context=get_context("spawn"), initializer=_initialise_worker,
+                                   initargs=(task, os.getpid()))
+
+    queue, suspects, attempts = deque(pending), deque(), {}
+    in_flight: dict[Future, int] = {}
+    alone = None  # the suspect toy running alone in the pool, if any
+    pool = new_pool()
+    try:
+        while queue or suspects or in_flight:
+            if alone is None and suspects and not in_flight:
+                alone = suspects.popleft()
+                in_flight[pool.submit(_run_in_worker, alone)] = alone
+            while alone is None and not suspects and queue and len(in_flight) < IN_FLIGHT_PER_WORKER * n_processes:
+                index = queue.popleft()
+                in_flight[pool.submit(_run_in_worker, index)] = index
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            broken = []
+            for future in finished:
+                index = in_flight.pop(future)
+                try:
+                    row = future.result()
+                except BrokenProcessPool:
+                    broken.append(index)
+                    continue
+                alone = None if index == alone else alone
+                yield row
+            if not broken:
+                continue
+            if alone is not None:  # it ran alone in its worker, and killed it
+                attempts[alone] = attempts.get(alone, 0) + 1
+                if attempts[alone] >= WORKER_DEATH_ATTEMPTS:
+                    yield _worker_died_row(task.seed, alone, attempts[alone])
+                else:
+                    suspects.appendleft(alone)
+                alone = None
+            else:
+                suspects.extend(broken + list(in_flight.values()))
+            in_flight.clear()
+            pool.shutdown(wait=True, cancel_futures=True)
+            pool = new_pool()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _external_results(executor: Any, task: ToyTask, pending: list[int]) -> Iterator[dict[str, Any]]:
+    """Rows from a dask Client (task scattered once) or any concurrent.futures.Executor (task sent
+    with each toy). An exception from the executor itself (a killed dask worker, ...) becomes a
+    failed row for that toy."""
+    if hasattr(executor, "scatter") and hasattr(executor, "get_executor"):
+        task_reference, executor = executor.scatter(task, broadcast=True), executor.get_executor()
+    else:
+        task_reference = task
+    queue = deque(pending)
+    in_flight: dict[Future, int] = {}
+    while queue or in_flight:
+        while queue and len(in_flight) < EXTERNAL_IN_FLIGHT:
+            index = queue.popleft()
+            in_flight[executor.submit(run_one_toy, task_reference, index)] = index
+        finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+        for future in finished:
+            index = in_flight.pop(future)
+            try:
+                yield future.result()
+            except Exception as error:  # noqa: BLE001 - the executor lost this toy: record it
+                row = {"record": "toy", "toy": index, "seed": task.seed, "wall_time": None}
+                yield _failed_row(row, f"worker error: {type(error).__name__}: {error}", type(error).__name__,
+                                  str(error), None)
+
+
+def _results(executor: Any, task: ToyTask, pending: list[int]) -> Iterator[dict[str, Any]]:
+    if executor is None or not pending:
         for index in pending:
             yield run_one_toy(task, index)
         return
-    futures: list[Future] = [
-        executor.submit(_run_in_worker, index) if owned else executor.submit(run_one_toy, task_reference, index)
-        for index in pending
-    ]
-    for future in as_completed(futures):
-        yield future.result()
+    _check_picklable(task)
+    n_processes = _process_count(executor)
+    if n_processes is not None:
+        yield from _pool_results(task, pending, n_processes)
+    else:
+        yield from _external_results(executor, task, pending)
 
 
 def run_toys(
@@ -304,6 +409,7 @@ def run_toys(
     store: str | os.PathLike | None = None,
     progress: bool = True,
     max_failure_fraction: float = 0.1,
+    generator_name: str | None = None,
 ) -> CampaignResult:
     """Run (or resume) a campaign of `n_toys` toys: data from `generator(rng)` against the fixed
     reference (x_ref, w_ref), or, when the generator returns ToySample (PermutationToys), against
@@ -313,37 +419,46 @@ def run_toys(
     that many processes; a dask.distributed Client (the test, generator and reference are
     scattered to the workers once; dask-jobqueue HTCondor/SLURM clusters work unchanged); or any
     concurrent.futures.Executor (the task is then pickled with each toy).
-    store: the JSON-Lines file to append to and resume from (None keeps rows in memory only).
+    store: the toy store (store.py) to resume and append to (None keeps rows in memory only); it
+    must hold this campaign (same test, generator, reference and seed) or nothing.
+    generator_name: a name that identifies the generator in the store instead of its automatic
+    description (class, function and parameters): give one when the generator is a function whose
+    behaviour may change under the same name, or to resume with an equivalent generator object.
     Raises FitError once more than max_failure_fraction of the toys have failed."""
-    if not (isinstance(n_toys, (int, np.integer)) and n_toys >= 1):
+    if not (isinstance(n_toys, (int, np.integer)) and not isinstance(n_toys, bool) and n_toys >= 1):
         raise ConfigurationError(f"n_toys must be a positive integer, got {n_toys!r}.")
-    toy_store = ToyStore(store) if store is not None else None
-    stored = toy_store.rows() if toy_store else []
-    foreign = {row["seed"] for row in stored} - {seed}
-    if foreign:
-        raise ConfigurationError(
-            f"the store {store} holds toys of campaign seed(s) {sorted(foreign)}, not {seed}; use another store."
-        )
-    done = {row["toy"]: row for row in stored if row["toy"] < n_toys}
-    if toy_store:
-        toy_store.repair()
-    pending = [index for index in range(n_toys) if index not in done]
-    task = ToyTask(test=test, generator=generator, x_ref=x_ref, w_ref=w_ref, seed=seed)
-    pool, owned, task_reference = _executor_for(executor if pending else None, task)
-    failures = sum(row["status"] != STATUS_OK for row in done.values())
-    bar = tqdm(total=n_toys, initial=len(done), desc="toys", unit="toy", disable=not progress, file=sys.stderr)
+    if not 0.0 <= max_failure_fraction <= 1.0:
+        raise ConfigurationError(f"max_failure_fraction must lie in [0, 1], got {max_failure_fraction!r}.")
+    _check_executor(executor)
+    writer = None
+    content = StoreContent(None, (), ())
+    if store is not None:
+        writer = StoreWriter(store, campaign_identity(test, generator, x_ref, w_ref, seed, generator_name))
+        content = writer.open()
     try:
-        for row in _results(pool, owned, task, task_reference, pending):
-            done[row["toy"]] = row
-            if toy_store:
-                toy_store.append(row)
-            failures += row["status"] != STATUS_OK
-            bar.update(1)
-            if failures > max_failure_fraction * n_toys:
-                raise FitError(f"{failures} of {n_toys} toys failed (more than {max_failure_fraction:.0%}); "
-                               f"last: {row['status']}")
+        done = {row["toy"] for row in content.rows if row["toy"] < n_toys}
+        pending = [index for index in range(n_toys) if index not in done]
+        task = ToyTask(test=test, generator=generator, x_ref=x_ref, w_ref=w_ref, seed=seed)
+        new_rows: dict[int, dict[str, Any]] = {}
+        failures = sum(row["status"] != STATUS_OK for row in content.rows if row["toy"] < n_toys)
+        bar = tqdm(total=n_toys, initial=len(done), desc="toys", unit="toy", disable=not progress, file=sys.stderr)
+        try:
+            for row in _results(executor, task, pending):
+                new_rows[row["toy"]] = row
+                if writer:
+                    writer.append(row)
+                if row["status"] != STATUS_OK:
+                    failures += 1
+                    bar.set_postfix(failed=failures, refresh=False)
+                bar.update(1)
+                if failures > max_failure_fraction * n_toys:
+                    raise FitError(f"{failures} of {n_toys} toys failed (more than {max_failure_fraction:.0%}); "
+                                   f"last: {row['status']}")
+        finally:
+            bar.close()
     finally:
-        bar.close()
-        if owned:
-            pool.shutdown(cancel_futures=True)
-    return CampaignResult(rows=tuple(done[index] for index in sorted(done)))
+        if writer:
+            writer.close()
+    rows = {row["toy"]: row for row in content.rows if row["toy"] < n_toys} | new_rows
+    return CampaignResult(rows=tuple(rows[index] for index in sorted(rows)),
+                          identity=writer.identity if writer else None)

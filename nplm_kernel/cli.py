@@ -3,6 +3,7 @@
 nplm test       the NPLM test on a data file against a reference file (optionally calibrated)
 nplm toys       run or resume a null toy campaign into a JSON-Lines store
 nplm calibrate  turn a campaign store into a chi2 fit, p-value and Z, and a plot
+nplm store      check a toy store, or repair a damaged one (bad lines go to a side file)
 nplm run        the whole study an analysis YAML file describes (resumable)
 nplm scan       choose sigma, M and lambda from null toys of the reference (table, plot, choice)
 nplm demo       the kernel test on the built-in 1D benchmark
@@ -23,11 +24,12 @@ from tqdm import tqdm
 from .analysis import build_backend, load_data, load_reference, run_analysis
 from .benchmarks import SIGNALS_1D, Exponential1D
 from .calibration import Significance, fit_chi2, significance
-from .campaign import CampaignResult, ReferencePoolToys, ToyStore, executor_from_setting, run_toys
+from .campaign import CampaignResult, ReferencePoolToys, executor_from_setting, run_toys
 from .config import KernelBackend, NNBackend, ReferenceInput
 from .estimator import KernelNPLM
-from .exceptions import ConfigurationError, NPLMError
+from .exceptions import ConfigurationError, InputError, NPLMError
 from .hypothesis_test import NPLMTest
+from .store import check_store, repair_store
 
 
 def run_demo(
@@ -81,9 +83,13 @@ def _p_value_lines(result: Significance) -> list[str]:
             f"Z:         {result.z:.3f}"]
 
 
-def _stored_campaign(path: str) -> CampaignResult:
-    """The campaign in a JSON-Lines store (its `t` holds the successful toys)."""
-    return CampaignResult(rows=tuple(ToyStore(path).rows()))
+def _null_summary(campaign: CampaignResult) -> list[str]:
+    """The toy counts of a stored null, with a warning line when some fits did not converge."""
+    lines = [f"null:      {len(campaign.t)} toys ({campaign.n_failed} failed, {campaign.n_unconverged} not converged)"]
+    if campaign.n_unconverged:
+        lines.append(f"warning:   {campaign.n_unconverged} null toy fit(s) stopped before their tolerance; their t is "
+                     "included in the calibration (see the store rows' warnings)")
+    return lines
 
 
 def _columns(text: str | None) -> list[str] | None:
@@ -113,12 +119,14 @@ def _backend(arguments: argparse.Namespace):
 def _command_test(arguments: argparse.Namespace) -> str:
     x_ref, w_ref, _ = _reference(arguments)
     x_data = load_data(arguments.data, _columns(arguments.columns), arguments.key)
-    result = NPLMTest(_backend(arguments)).run(x_data, x_ref, w_ref)
+    test = NPLMTest(_backend(arguments))
+    result = test.run(x_data, x_ref, w_ref)
     lines = [f"backend:   {result.backend} {result.hyperparameters}",
              f"samples:   N_D = {len(x_data)}, N_R = {len(x_ref)}, N(R) = {w_ref.sum():.6g}",
              f"t:         {result.t:.4f}  (fit {result.wall_time:.2f} s)"]
     if arguments.null:
-        lines += _p_value_lines(significance(result.t, _stored_campaign(arguments.null).t))
+        null = CampaignResult.from_store(arguments.null, test, x_ref, w_ref)
+        lines += _null_summary(null) + _p_value_lines(significance(result.t, null.t))
     if arguments.plot:
         from .plots import plot_learned_f
 
@@ -134,16 +142,16 @@ def _command_toys(arguments: argparse.Namespace) -> str:
     campaign = run_toys(NPLMTest(_backend(arguments)), toys, x_ref, w_ref, n_toys=arguments.n_toys,
                         seed=arguments.seed, executor=executor_from_setting(arguments.executor), store=arguments.store,
                         progress=not arguments.no_progress)
-    return (f"{len(campaign.rows)} toys in {arguments.store} ({campaign.n_failed} failed); "
-            f"median t = {np.median(campaign.t):.3f}")
+    return (f"{len(campaign.rows)} toys in {arguments.store} ({campaign.n_failed} failed, "
+            f"{campaign.n_unconverged} not converged); median t = {np.median(campaign.t):.3f}")
 
 
 def _command_calibrate(arguments: argparse.Namespace) -> str:
-    campaign = _stored_campaign(arguments.store)
+    campaign = CampaignResult.from_store(arguments.store)
     t_null = campaign.t
     fit = fit_chi2(t_null)
-    lines = [f"null:      {len(t_null)} toys ({campaign.n_failed} failed), mean t = {t_null.mean():.3f}",
-             f"chi2 fit:  dof = {fit.dof:.3f}, KS p-value = {fit.ks_p_value:.3f}"]
+    lines = _null_summary(campaign) + [f"mean t:    {t_null.mean():.3f}",
+                                       f"chi2 fit:  dof = {fit.dof:.3f}, KS p-value = {fit.ks_p_value:.3f}"]
     if arguments.t_observed is not None:
         lines += _p_value_lines(significance(arguments.t_observed, t_null))
     if arguments.plot:
@@ -195,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--t-observed", type=float, help="observed t to turn into a p-value and Z")
     calibrate.add_argument("--dof", type=float, help="nominal chi2 dof to draw beside the fit")
     calibrate.add_argument("--plot", help="PNG of the null distribution")
+
+    store = commands.add_parser("store", help="check a toy store, or repair a damaged one")
+    store.add_argument("action", choices=["check", "repair"],
+                       help="check: report content and damage; repair: move bad lines to <store>.rejected")
+    store.add_argument("store", help="the toy store (JSON Lines)")
 
     run = commands.add_parser("run", help="run (or resume) the whole study an analysis YAML file describes")
     run.add_argument("config", help="analysis config (YAML)")
@@ -252,6 +265,17 @@ def _command_scan(arguments: argparse.Namespace) -> str:
     return result.table() + f"\n\nwritten: {out / 'scan.md'}, {out / 'scan.png'}"
 
 
+def _command_store(arguments: argparse.Namespace) -> str:
+    if not Path(arguments.store).is_file():
+        raise InputError(f"{arguments.store}: toy store not found.")
+    if arguments.action == "check":
+        return check_store(arguments.store).summary()
+    report, side = repair_store(arguments.store)
+    if side is None:
+        return report.summary() + "\nnothing to repair."
+    return report.summary() + f"\nrepaired: bad lines moved to {side} (with their line numbers); the store keeps the rest."
+
+
 def _command_run(arguments: argparse.Namespace) -> str:
     result = run_analysis(arguments.config, progress=not arguments.no_progress)
     return "\n".join([f"t = {result['t']:.4f}, p-value = {result['p_value']:.4g} ({result['method']}), "
@@ -260,7 +284,8 @@ def _command_run(arguments: argparse.Namespace) -> str:
                       f"KS p-value = {result['null_chi2_fit']['ks_p_value']:.3f}"])
 
 
-COMMANDS = {"scan": _command_scan, "run": _command_run, "test": _command_test, "toys": _command_toys, "calibrate": _command_calibrate, "demo": _command_demo}
+COMMANDS = {"scan": _command_scan, "run": _command_run, "test": _command_test, "toys": _command_toys,
+            "calibrate": _command_calibrate, "store": _command_store, "demo": _command_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,10 +17,12 @@ from sklearn.base import BaseEstimator
 
 from .exceptions import ConfigurationError, ConvergenceWarning
 from .falkon import (
+    STOP_REASONS,
     NystromFactor,
     NystromKernelRows,
     SolverDiagnostics,
     independent_centers,
+    kernel_memory_budget,
     select_centers,
     solve_logistic,
 )
@@ -30,7 +32,9 @@ from .samples import (
     as_events,
     check_positive_integer,
     check_positive_number,
+    fitted_inputs,
     reference_standardization,
+    standardized,
     validate_samples,
 )
 from .statistic import nplm_loss, t_from_loss
@@ -43,6 +47,13 @@ SIGMA_QUANTILE = 0.9
 PREDICT_BLOCK_ROWS = 65536
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: What a user can do about each way of stopping short (falkon.STOP_REASONS).
+_CONVERGENCE_ADVICE = {
+    "max_newton_steps": "Raise max_newton_steps (max_newton_steps=1 is the published one-step schedule).",
+    "cg_budget": "The Newton systems are ill-conditioned (a very narrow kernel or a tiny penalty for this many "
+                 "centres): raise the penalty or sigma, or raise max_total_cg_iter to wait longer.",
+    "no_descent": "Use dtype='float64' if float32 was asked for, or loosen newton_tol.",
+}
 #: Default centre-pruning tolerance per kernel dtype (see falkon.independent_centers).
 DEFAULT_CENTER_TOL = 1e-12
 
@@ -127,11 +138,17 @@ class KernelNPLM(BaseEstimator):
     max_newton_steps, newton_tol : Newton steps at the final penalty stop when the Newton decrement
         (about J - min J) is below newton_tol * |J|, or after max_newton_steps.
     max_cg_iter, cg_tol : conjugate-gradient cap and relative residual tolerance per Newton step.
+    max_total_cg_iter : cap on the CG iterations of the whole fit, so that an ill-conditioned
+        problem (very narrow kernel, tiny lambda) stops in bounded time; it then reports
+        converged_ = False with a ConvergenceWarning that names the cause.
     device : 'cpu' or 'cuda'. dtype : storage of the cached kernel matrix, 'float64' (default) or
         'float32' (half the memory and bandwidth; stores the whitened features K_nM T^-1, built in
         float64, so that rounding is not amplified by the conditioning of K_MM). Kernel blocks
         recomputed on the fly, the preconditioner, per-event vectors and predictions are float64.
-    memory_budget : bytes allowed for caching K_nM; above it K_nM is recomputed block by block.
+    memory_budget : bytes the fit may add, temporaries included: its per-point vectors and point
+        copies (falkon.fixed_fit_memory) plus K_nM, which is cached when it fits what remains and
+        otherwise recomputed block by block in a buffer sized to the remainder. A budget that cannot
+        hold even the per-point vectors is refused with the budget the fit needs.
     reuse_reference : for toy campaigns, where every fit uses the same reference sample: draw the
         centres from the reference only (M = n_centers, or the default M for N_D = N(R)) and keep,
         once per process, the reference's standardisation, sigma, centres, Nystrom factor and its
@@ -144,6 +161,9 @@ class KernelNPLM(BaseEstimator):
     (standardised when `standardize`), alpha_ (M',), sigma_, input_mean_, input_scale_ (d,), loss_ (L[f], offsets
     included), t_ = -2 loss_, n_centers_, diagnostics_ (SolverDiagnostics).
     """
+
+    #: Settings that change how t is computed, not its value (left out of a campaign's identity).
+    execution_settings = ("device", "memory_budget")
 
     def __init__(
         self,
@@ -158,6 +178,7 @@ class KernelNPLM(BaseEstimator):
         newton_tol: float = 1e-7,
         max_cg_iter: int = 200,
         cg_tol: float = 1e-6,
+        max_total_cg_iter: int = 1000,
         device: str = "cpu",
         dtype: str = "float64",
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -175,6 +196,7 @@ class KernelNPLM(BaseEstimator):
         self.newton_tol = newton_tol
         self.max_cg_iter = max_cg_iter
         self.cg_tol = cg_tol
+        self.max_total_cg_iter = max_total_cg_iter
         self.device = device
         self.dtype = dtype
         self.memory_budget = memory_budget
@@ -197,6 +219,7 @@ class KernelNPLM(BaseEstimator):
     def _check_settings(self) -> None:
         check_positive_integer(self.max_newton_steps, "max_newton_steps")
         check_positive_integer(self.max_cg_iter, "max_cg_iter")
+        check_positive_integer(self.max_total_cg_iter, "max_total_cg_iter")
         check_positive_integer(self.memory_budget, "memory_budget", minimum=0)
         check_positive_number(self.newton_tol, "newton_tol")
         check_positive_number(self.cg_tol, "cg_tol")
@@ -223,6 +246,8 @@ class KernelNPLM(BaseEstimator):
             x_data, x_ref, w_ref, offset_data, offset_ref, owner="KernelNPLM",
             weights_reason="its weighted logistic loss is convex and bounded below only for positive event weights",
         )
+        # refuse a budget that cannot hold the fit's per-point vectors before allocating anything
+        kernel_memory_budget(int(self.memory_budget), samples.n_data + samples.n_ref, samples.n_features, 1)
         prepared = self._prepare_reference(samples, device, dtype) if self.reuse_reference else None
         if prepared is not None:
             mean, scale, centers, sigma, factor = (prepared.mean, prepared.scale, prepared.centers, prepared.sigma,
@@ -230,10 +255,11 @@ class KernelNPLM(BaseEstimator):
         else:
             mean, scale, centers, sigma = self._draw_geometry(samples, np.random.default_rng(self.seed), from_data=True)
             centers, factor = _independent_centers(centers, sigma, self.center_tol, device)
-        points = (np.concatenate([samples.x_data, samples.x_ref]) - mean) / scale
+        points = standardized(np.concatenate([samples.x_data, samples.x_ref]), mean, scale, "x_data and x_ref")
         reference_rows = None if prepared is None else prepared.reference_rows
+        kernel_budget = kernel_memory_budget(int(self.memory_budget), len(points), samples.n_features, len(centers))
         kernel_rows = NystromKernelRows(torch.as_tensor(points, device=device), torch.as_tensor(centers, device=device),
-                                        sigma, int(self.memory_budget), dtype, factor, cached_tail=reference_rows)
+                                        sigma, kernel_budget, dtype, factor, cached_tail=reference_rows)
 
         def tensor(values: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(values, dtype=torch.float64, device=device)
@@ -250,12 +276,14 @@ class KernelNPLM(BaseEstimator):
             newton_tol=float(self.newton_tol),
             max_cg_iter=int(self.max_cg_iter),
             cg_tol=float(self.cg_tol),
+            max_total_cg_iter=int(self.max_total_cg_iter),
         )
-        if not solution.diagnostics.converged:
+        report = solution.diagnostics
+        if not report.converged:
             warnings.warn(
-                f"KernelNPLM: the Newton solver stopped before its tolerance (newton_tol={self.newton_tol:g}) "
-                f"after {solution.diagnostics.newton_steps} steps; t may be inaccurate. "
-                "Raise max_newton_steps or max_cg_iter, loosen newton_tol, or use dtype='float64'.",
+                f"KernelNPLM: the Newton solver stopped before its tolerance (newton_tol={self.newton_tol:g}) after "
+                f"{report.newton_steps} steps and {sum(report.cg_iterations)} CG iterations: "
+                f"{STOP_REASONS[report.stop_reason]}; t may be inaccurate. {_CONVERGENCE_ADVICE[report.stop_reason]}",
                 ConvergenceWarning,
                 stacklevel=2,
             )
@@ -266,7 +294,9 @@ class KernelNPLM(BaseEstimator):
         self.sigma_ = sigma
         self.alpha_ = solution.alpha.cpu().numpy()
         self.n_features_in_ = samples.n_features
+        self.feature_names_in_ = None if samples.feature_names is None else list(samples.feature_names)
         self.diagnostics_: SolverDiagnostics = solution.diagnostics
+        self.converged_ = solution.diagnostics.converged
         self.loss_ = nplm_loss(
             fitted[: samples.n_data], fitted[samples.n_data :], samples.w_ref, samples.offset_data, samples.offset_ref
         )
@@ -303,8 +333,9 @@ class KernelNPLM(BaseEstimator):
         mean, scale, centers, sigma = self._draw_geometry(samples, np.random.default_rng(self.seed), from_data=False)
         centers, factor = _independent_centers(centers, sigma, self.center_tol, device)
         reference = torch.as_tensor((samples.x_ref - mean) / scale, device=device)
-        rows = NystromKernelRows(reference, torch.as_tensor(centers, device=device), sigma, int(self.memory_budget),
-                                 dtype, factor)
+        n_points = samples.n_ref + int(round(samples.expected_yield))  # room for a data sample of the expected size
+        kernel_budget = kernel_memory_budget(int(self.memory_budget), n_points, samples.n_features, len(centers))
+        rows = NystromKernelRows(reference, torch.as_tensor(centers, device=device), sigma, kernel_budget, dtype, factor)
         prepared = PreparedReference(key, mean, scale, centers, sigma, factor, rows.stored_rows())
         _REFERENCE_CACHE["entry"] = prepared
         return prepared
@@ -312,7 +343,7 @@ class KernelNPLM(BaseEstimator):
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """f(x) = sum_m alpha_m k(x, c_m) for x of shape (n, d) in input units; float64 (n,)."""
         require_fitted(self, "alpha_")
-        points = (as_events(x, "x", self.n_features_in_) - self.input_mean_) / self.input_scale_
+        points = fitted_inputs(x, self.n_features_in_, self.feature_names_in_, self.input_mean_, self.input_scale_)
         device, dtype = resolve_device(self.device), torch.float64  # alpha may be large: never round it
         centers = torch.as_tensor(self.centers_, dtype=dtype, device=device)
         alpha = torch.as_tensor(self.alpha_, dtype=dtype, device=device)
@@ -329,13 +360,31 @@ class KernelNPLM(BaseEstimator):
             "centers_": self.centers_, "alpha_": self.alpha_, "sigma_": self.sigma_,
             "input_mean_": self.input_mean_, "input_scale_": self.input_scale_,
             "n_centers_": self.n_centers_, "n_features_in_": self.n_features_in_,
+            "feature_names_in_": self.feature_names_in_,
             "loss_": self.loss_, "t_": self.t_, "diagnostics_": dataclasses.asdict(self.diagnostics_),
         }
 
+    @staticmethod
+    def fitted_state_spec() -> dict:
+        """The attributes fitted_state() saves and their shapes (persistence.check_fitted_state)."""
+        return {"centers_": ("M", "d"), "alpha_": ("M",), "sigma_": (), "input_mean_": ("d",), "input_scale_": ("d",),
+                "n_centers_": (), "n_features_in_": (), "feature_names_in_": None, "loss_": (), "t_": (),
+                "diagnostics_": None}
+
     def restore_fitted_state(self, state: dict) -> None:
-        """Set the fitted attributes from fitted_state()'s output (as saved)."""
+        """Set the fitted attributes from fitted_state()'s output (as saved, shapes checked)."""
+        centers = np.asarray(state["centers_"])
+        if state["n_centers_"] != len(centers) or state["n_features_in_"] != centers.shape[1]:
+            raise ValueError(f"n_centers_ = {state['n_centers_']} and n_features_in_ = {state['n_features_in_']} do "
+                             f"not match centers_ of shape {centers.shape}")
+        if not float(state["sigma_"]) > 0:
+            raise ValueError(f"sigma_ must be positive, got {state['sigma_']}")
+        names = state["feature_names_in_"]
+        if names is not None and (not isinstance(names, list) or len(names) != centers.shape[1]):
+            raise ValueError(f"feature_names_in_ must be None or {centers.shape[1]} names, got {names!r}")
         diagnostics = dict(state["diagnostics_"])
         diagnostics["cg_iterations"] = tuple(diagnostics["cg_iterations"])
         for name, value in state.items():
             setattr(self, name, value)
         self.diagnostics_ = SolverDiagnostics(**diagnostics)
+        self.converged_ = self.diagnostics_.converged

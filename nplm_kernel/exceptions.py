@@ -33,3 +33,7 @@ class SampleSizeWarning(UserWarning):
 
 class FitConsistencyWarning(UserWarning):
     """A fit ended in a state a converged fit cannot reach (e.g. tau < Delta); reported, not clipped."""
+
+
+class NormalizationWarning(UserWarning):
+    """The reference weights do not look normalised to the expected yield of the data."""

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as functional
 from scipy.linalg import lapack
 
-from .exceptions import FitError
+from .exceptions import ConfigurationError, FitError
 from .kernel import gaussian_kernel
 
 #: Rows per kernel block are at least this many, whatever the memory budget.
@@ -43,9 +43,37 @@ MAX_FORCING = 1e-2
 #: Up to this many kept centres the Hessian's Gram matrix Phi^T D Phi is formed once per Newton step
 #: (n M^2 flops at GEMM speed) instead of two passes over K_nM per CG iteration.
 EXPLICIT_GRAM_MAX_CENTERS = 128
+#: Float64 vectors of one value per training point that a fit holds at its peak (the solver's
+#: f, its step and trial, curvatures, labels, weights, offsets and the loss's temporaries), and the
+#: copies of the (n, d) points (concatenated and standardised): the part of a fit's memory that
+#: does not depend on the kernel. Measured with benchmarks/memory_budget.py.
+PER_POINT_VECTORS = 18
+POINT_COPIES = 2
+#: Kernel-block copies alive at once in the blocked path when the rows are whitened for the
+#: explicit Gram matrix (the block, its whitened copy and the weighted copy); 1 otherwise.
+WHITENED_BLOCK_COPIES = 3
 #: Armijo sufficient-decrease constant and the number of step halvings tried by the line search.
 ARMIJO_SLOPE = 1e-4
 MAX_STEP_HALVINGS = 30
+
+
+def fixed_fit_memory(n_points: int, n_features: int) -> int:
+    """Bytes of a fit that do not depend on the kernel matrix (PER_POINT_VECTORS, POINT_COPIES)."""
+    return 8 * n_points * (PER_POINT_VECTORS + POINT_COPIES * n_features)
+
+
+def kernel_memory_budget(memory_budget: int, n_points: int, n_features: int, n_centers: int) -> int:
+    """What remains of `memory_budget` for K_nM (cached, or one row block at a time) once the
+    fixed part of the fit is counted; ConfigurationError if not even the smallest row block fits."""
+    remaining = memory_budget - fixed_fit_memory(n_points, n_features)
+    smallest = MIN_BLOCK_ROWS * n_centers * 8 * WHITENED_BLOCK_COPIES
+    if remaining < smallest:
+        needed = fixed_fit_memory(n_points, n_features) + smallest
+        raise ConfigurationError(
+            f"memory_budget = {memory_budget / 2**20:.1f} MiB cannot hold this fit: its per-point vectors for "
+            f"n = {n_points} points in {n_features} dimension(s) alone need {fixed_fit_memory(n_points, n_features) / 2**20:.1f} "
+            f"MiB; give memory_budget >= {needed} bytes ({needed / 2**20:.1f} MiB).")
+    return remaining
 
 
 def select_centers(n_points: int, n_centers: int, rng: np.random.Generator) -> np.ndarray:
@@ -77,7 +105,8 @@ def independent_centers(kmm: torch.Tensor, tol: float) -> torch.Tensor:
 class NystromKernelRows:
     """The n x M kernel matrix K_nM = k(x_i, c_m) (float64 points and centres), cached when it fits
     `memory_budget` bytes in `storage_dtype`, otherwise recomputed in float64 block by block on
-    every product.
+    every product, into one reused buffer whose size (with the copies a block needs) stays within
+    `memory_budget`.
 
     A float32 cache stores the whitened features Phi = K_nM T^-1 (T from `factor`, computed
     blockwise in float64) instead of K_nM: rounding K_nM to float32 and then applying T^-1 would
@@ -93,7 +122,8 @@ class NystromKernelRows:
     def __init__(self, points: torch.Tensor, centers: torch.Tensor, sigma: float, memory_budget: int,
                  storage_dtype: torch.dtype = torch.float64, factor: NystromFactor | None = None,
                  cached_tail: torch.Tensor | None = None):
-        """cached_tail: the stored rows (K_nM, or Phi when whitened) of the last len(cached_tail)
+        """memory_budget: bytes for K_nM (a fit's other memory is counted by kernel_memory_budget).
+        cached_tail: the stored rows (K_nM, or Phi when whitened) of the last len(cached_tail)
         points, computed earlier with the same centres, sigma, dtype and factor (a reference sample
         reused across toys); when the matrix is cached, only the other rows are computed (when it
         is recomputed block by block, the tail is not needed and is ignored)."""
@@ -102,7 +132,7 @@ class NystromKernelRows:
         self.sigma = sigma
         n_rows, n_cols = points.shape[0], centers.shape[0]
         bytes_per_row = n_cols * torch.empty((), dtype=storage_dtype).element_size()
-        self.cached = n_rows * bytes_per_row <= memory_budget
+        self.cached = n_rows * bytes_per_row + 2 * self.CACHED_BLOCK_BYTES <= memory_budget
         if self.cached and storage_dtype != torch.float64 and factor is None:
             raise FitError("a float32 kernel cache needs the Nystrom factor T to store whitened features.")
         self.whitened = self.cached and factor is not None and (
@@ -126,7 +156,8 @@ class NystromKernelRows:
                 computed[rows] = block
             self._parts = [computed] if cached_tail is None else [computed, cached_tail]
         else:
-            self.block_rows = max(MIN_BLOCK_ROWS, memory_budget // (n_cols * 8))
+            copies = WHITENED_BLOCK_COPIES if n_cols <= EXPLICIT_GRAM_MAX_CENTERS else 1
+            self.block_rows = int(min(n_rows, max(MIN_BLOCK_ROWS, memory_budget // (n_cols * 8 * copies))))
 
     @property
     def n_rows(self) -> int:
@@ -148,9 +179,10 @@ class NystromKernelRows:
                     yield slice(offset + start, offset + start + len(block)), block
                 offset += len(part)
             return
+        buffer = torch.empty((self.block_rows, self.centers.shape[0]), dtype=torch.float64, device=self.points.device)
         for start in range(0, self.n_rows, self.block_rows):
             rows = slice(start, min(start + self.block_rows, self.n_rows))
-            yield rows, gaussian_kernel(self.points[rows], self.centers, self.sigma)
+            yield rows, gaussian_kernel(self.points[rows], self.centers, self.sigma, out=buffer[: rows.stop - start])
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
         """K_nM v for v of shape (M,), as float64 (n,)."""
@@ -282,11 +314,21 @@ def conjugate_gradient(apply_operator, rhs: torch.Tensor, max_iter: int, tol: fl
     return solution, max_iter
 
 
+#: Why the Newton iteration stopped (SolverDiagnostics.stop_reason).
+STOP_REASONS = {
+    "converged": "the Newton decrement fell below newton_tol * |J|",
+    "max_newton_steps": "max_newton_steps Newton steps were taken at the final penalty",
+    "cg_budget": "the fit used its max_total_cg_iter conjugate-gradient iterations",
+    "no_descent": "the line search found no step that lowers J (J is at its floating-point floor)",
+}
+
+
 @dataclass(frozen=True)
 class SolverDiagnostics:
     """What the solver did: Newton steps taken, CG iterations per step, the final objective J and
     gradient norm |dJ/dgamma| (whitened coordinates gamma = T alpha), whether the final Newton
-    decrement met tolerance, whether K_nM was cached, and the wall time in seconds."""
+    decrement met tolerance, why the iteration stopped (a key of STOP_REASONS), whether K_nM was
+    cached, and the wall time in seconds."""
 
     newton_steps: int
     cg_iterations: tuple[int, ...]
@@ -295,6 +337,7 @@ class SolverDiagnostics:
     converged: bool
     kernel_cached: bool
     fit_time: float
+    stop_reason: str = "converged"
 
 
 @dataclass(frozen=True)
@@ -384,24 +427,32 @@ def solve_logistic(
     newton_tol: float = 1e-7,
     max_cg_iter: int = 200,
     cg_tol: float = 1e-6,
+    max_total_cg_iter: int = 1000,
 ) -> LogisticSolution:
     """Minimise J (module docstring) by preconditioned Newton-CG over `penalties` (decreasing; the
     last one is the lambda of J). `labels`, `weights`, `offsets` are float64 (n,) tensors and
     `factor` holds T = chol(K_MM) of the same centres as `kernel_rows`. Converged means the Newton decrement g^T H^-1 g / 2, an estimate
     of J - min J, fell below newton_tol * |J| at the final penalty. CG runs to a relative residual
     min(1e-2, |g_k| / |g_0|), never below cg_tol (inexact Newton: loose early, tight at the end).
-    The reported gradient norm is |dJ/dgamma| in the whitened coordinates gamma = T alpha."""
+    The reported gradient norm is |dJ/dgamma| in the whitened coordinates gamma = T alpha. The
+    whole fit uses at most max_total_cg_iter CG iterations (each one or two passes over K_nM), so
+    an ill-conditioned problem (very narrow kernel, tiny lambda) stops in bounded time, unconverged,
+    with stop_reason 'cg_budget'."""
     start = time.perf_counter()
     problem = _Problem(kernel_rows, factor, labels, weights, offsets)
     n_points, n_centers = problem.n_points, factor.upper.shape[0]
     gamma = torch.zeros(n_centers, dtype=torch.float64, device=labels.device)
     fitted = torch.zeros(n_points, dtype=torch.float64, device=labels.device)
     cg_iterations: list[int] = []
-    converged = False
+    stop_reason = "max_newton_steps"
     first_gradient_norm = None
     for stage, penalty in enumerate(penalties):
         final_stage = stage == len(penalties) - 1
         for _ in range(max_newton_steps if final_stage else 1):
+            cg_budget = max_total_cg_iter - sum(cg_iterations)
+            if cg_budget <= 0:
+                stop_reason = "cg_budget"
+                break
             objective = problem.objective(fitted, gamma, penalty)
             scaled_gradient, curvature, center_curvature = problem.derivatives(fitted, gamma, penalty)
             preconditioner = FalkonPreconditioner(factor, center_curvature, penalty, n_points)
@@ -411,7 +462,7 @@ def solve_logistic(
             first_gradient_norm = first_gradient_norm or gradient_norm
             forcing = min(MAX_FORCING, max(cg_tol, gradient_norm / first_gradient_norm))
             operator = _preconditioned_hessian(problem, curvature, penalty, preconditioner)
-            beta, iterations = conjugate_gradient(operator, rhs, max_cg_iter, forcing)
+            beta, iterations = conjugate_gradient(operator, rhs, min(max_cg_iter, cg_budget), forcing)
             cg_iterations.append(iterations)
             step = preconditioner.apply(beta)
             decrement = float(scaled_gradient @ step) / n_points
@@ -422,17 +473,20 @@ def solve_logistic(
             if accepted is not None:
                 fitted, gamma = accepted
             if final_stage and (at_tolerance or accepted is None):
-                converged = at_tolerance
+                stop_reason = "converged" if at_tolerance else "no_descent"
                 break
+        if stop_reason == "cg_budget":
+            break
     final_penalty = penalties[-1]
     diagnostics = SolverDiagnostics(
         newton_steps=len(cg_iterations),
         cg_iterations=tuple(cg_iterations),
         objective=problem.objective(fitted, gamma, final_penalty),
         gradient_norm=problem.gradient_norm(fitted, gamma, final_penalty),
-        converged=converged,
+        converged=stop_reason == "converged",
         kernel_cached=kernel_rows.cached,
         fit_time=time.perf_counter() - start,
+        stop_reason=stop_reason,
     )
     return LogisticSolution(alpha=factor.to_alpha(gamma), fitted=fitted, diagnostics=diagnostics)
 

@@ -22,8 +22,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone
 
 from .exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
+from .identity import describe, sample_digest
 from .nuisance import NuisanceFit, NuisanceModel, NuisanceTerms
-from .samples import check_positive_integer, check_positive_number, validate_samples
+from .samples import as_events, as_weights, check_positive_integer, check_positive_number, validate_samples
 
 #: Number of past iterates in the Anderson-accelerated alternation.
 ANDERSON_DEPTH = 3
@@ -51,9 +52,27 @@ class NPLMResult:
     nuisance_converged: bool = True
 
     @property
+    def converged(self) -> bool | None:
+        """Whether every fit behind t met its tolerance: the backend's own verdict (None when the
+        backend has no convergence criterion, e.g. the NN's fixed number of epochs) and, with
+        nuisances, the tau alternation's."""
+        backend = getattr(self.estimator, "converged_", None)
+        if backend is None:
+            return None if self.nuisance_converged else False
+        return bool(backend) and self.nuisance_converged
+
+    @property
     def diagnostics(self) -> Any:
         """The backend's fit diagnostics (KernelNPLM: SolverDiagnostics; NNNPLM: loss history)."""
         return getattr(self.estimator, "diagnostics_", getattr(self.estimator, "loss_history_", None))
+
+
+def backend_identity(backend: BaseEstimator) -> dict[str, Any]:
+    """The backend's class and the hyperparameters that define its fit (described; execution
+    settings such as the device, which change how but not what is computed, are left out)."""
+    execution = set(getattr(type(backend), "execution_settings", ()))
+    parameters = {name: value for name, value in backend.get_params(deep=False).items() if name not in execution}
+    return {"class": f"{type(backend).__module__}.{type(backend).__qualname__}", "hyperparameters": describe(parameters)}
 
 
 def json_safe_parameters(estimator: BaseEstimator) -> dict[str, Any]:
@@ -94,6 +113,19 @@ class NPLMTest:
         self.nuisances = nuisances
         self.nuisance_tol = float(nuisance_tol)
         self.max_alternations = int(max_alternations)
+
+    def identity(self, x_ref: np.ndarray | None = None, w_ref: float | np.ndarray | None = None) -> dict[str, Any]:
+        """What defines this test's t on a given reference: the backend and its hyperparameters, the
+        nuisance model and its settings, and a digest of the reference sample and weights."""
+        reference = None
+        if x_ref is not None:
+            events = as_events(x_ref, "x_ref")
+            reference = sample_digest(events, as_weights(w_ref, len(events)))
+        nuisances = None
+        if self.nuisances is not None:
+            nuisances = {"model": describe(self.nuisances.nuisances), "nuisance_tol": self.nuisance_tol,
+                         "max_alternations": self.max_alternations}
+        return {"backend": backend_identity(self.backend), "nuisances": nuisances, "reference": reference}
 
     def run(self, x_data: np.ndarray, x_ref: np.ndarray, w_ref: float | np.ndarray,
             central_values: np.ndarray | None = None) -> NPLMResult:

@@ -12,15 +12,17 @@ from scipy.spatial.distance import pdist
 from .exceptions import ConfigurationError
 
 
-def gaussian_kernel(points: torch.Tensor, centers: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Kernel block K[i, m] = exp(-|x_i - c_m|^2 / (2 sigma^2)), shape (n, M).
+def gaussian_kernel(points: torch.Tensor, centers: torch.Tensor, sigma: float,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
+    """Kernel block K[i, m] = exp(-|x_i - c_m|^2 / (2 sigma^2)), shape (n, M), written into `out`
+    when given (a buffer of that shape, reused across blocks).
 
     Uses one GEMM: -|x - c|^2 / 2 = x.c - |x|^2 / 2 - |c|^2 / 2 on inputs scaled by 1/sigma, then an
     in-place exp; the exponent is clamped at 0 so rounding never gives k > 1.
     """
     scaled_points = points / sigma
     scaled_centers = centers / sigma
-    block = scaled_points @ scaled_centers.T
+    block = torch.matmul(scaled_points, scaled_centers.T, out=out)
     block.sub_(0.5 * scaled_points.square().sum(dim=1, keepdim=True))
     block.sub_(0.5 * scaled_centers.square().sum(dim=1))
     return block.clamp_(max=0.0).exp_()

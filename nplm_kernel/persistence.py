@@ -8,8 +8,10 @@ so on the same device it gives the same f to the last bit.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,10 @@ FORMAT = "nplm-model-v1"
 #: Classes that may be loaded (module path -> class name); loading never imports anything else.
 LOADABLE = {"nplm_kernel.estimator.KernelNPLM", "nn_baseline.estimator.NNNPLM",
             "nplm_kernel.taylor.KernelTaylorLearner", "nn_baseline.taylor.NNTaylorLearner"}
-_ARRAY_PREFIX = "array:"
+METADATA_KEYS = {"format", "package_version", "class", "parameters", "state"}
+#: A shape spec: one entry per axis, an int (that size) or a letter (the same size wherever it
+#: appears); () for a number; None for a value of any form (a dict, a list of names, or None).
+ShapeSpec = tuple[int | str, ...] | None
 
 
 def _split(values: dict[str, Any], prefix: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -51,28 +56,80 @@ def save_model(estimator: Any, path: str | os.PathLike) -> None:
         np.savez(handle, metadata=np.array(json.dumps(metadata)), **parameter_arrays, **state_arrays)
 
 
+def check_fitted_state(state: dict[str, Any], spec: dict[str, ShapeSpec]) -> None:
+    """ValueError unless `state` has exactly the attributes of `spec`, each of its shape (the
+    letters of the spec standing for sizes that must agree across attributes)."""
+    missing, extra = sorted(set(spec) - set(state)), sorted(set(state) - set(spec))
+    if missing or extra:
+        raise ValueError(f"fitted state has missing attribute(s) {missing} and unexpected attribute(s) {extra}")
+    sizes: dict[str, int] = {}
+    for name, shape in spec.items():
+        if shape is None:
+            continue
+        value = np.asarray(state[name])
+        if value.dtype.kind not in "biuf" or value.ndim != len(shape):
+            raise ValueError(f"fitted attribute {name} must be a numeric array of shape {shape}, got "
+                             f"{value.dtype} of shape {value.shape}")
+        for axis, (size, expected) in enumerate(zip(value.shape, shape)):
+            if isinstance(expected, str):
+                expected = sizes.setdefault(expected, size)
+            if size != expected:
+                raise ValueError(f"fitted attribute {name} has shape {value.shape}, but axis {axis} must have "
+                                 f"size {expected} (shape {shape}, sizes {sizes})")
+        if not np.isfinite(value).all():
+            raise ValueError(f"fitted attribute {name} holds non-finite values")
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    try:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
+            metadata = json.loads(str(archive["metadata"]))
+            arrays = {name: archive[name] for name in archive.files if name != "metadata"}
+    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path}: not an nplm-kernel model file, or a damaged one ({type(error).__name__}: "
+                         f"{error}).") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        found = metadata.get("format") if isinstance(metadata, dict) else None
+        raise InputError(f"{path}: not an nplm-kernel model file (format {found!r}).")
+    if set(metadata) != METADATA_KEYS:
+        raise InputError(f"{path}: damaged model file: metadata keys {sorted(metadata)}, expected "
+                         f"{sorted(METADATA_KEYS)}.")
+    if metadata["class"] not in LOADABLE:
+        raise InputError(f"{path}: class {metadata['class']!r} is not one that nplm-kernel loads "
+                         f"({sorted(LOADABLE)}).")
+    if not (isinstance(metadata["parameters"], dict) and isinstance(metadata["state"], dict)):
+        raise InputError(f"{path}: damaged model file: parameters and state must be objects.")
+    return metadata, arrays
+
+
 def load_model(path: str | os.PathLike) -> Any:
-    """Read a model written by save_model; InputError if the file is not one."""
+    """Read a model written by save_model. InputError, naming the file and the problem, for a
+    missing, truncated, foreign or damaged file: unknown class, unknown hyperparameters, missing or
+    unexpected fitted attributes, wrong shapes. Only the class's declared fitted attributes
+    (fitted_state_spec) are set, and nothing is imported but the declared classes."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found.")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            metadata = json.loads(str(archive["metadata"]))
-            arrays = {name: archive[name] for name in archive.files if name != "metadata"}
-    except (OSError, ValueError, KeyError) as error:
-        raise InputError(f"{path}: not an nplm-kernel model file ({error}).") from None
-    if metadata.get("format") != FORMAT or metadata.get("class") not in LOADABLE:
-        raise InputError(f"{path}: not an nplm-kernel model file (format {metadata.get('format')!r}).")
+    metadata, arrays = _read(path)
     module_name, class_name = metadata["class"].rsplit(".", 1)
     cls = getattr(importlib.import_module(module_name), class_name)
     parameters = dict(metadata["parameters"])
-    parameters.update({name.removeprefix("parameter:"): value for name, value in arrays.items()
-                       if name.startswith("parameter:")})
     state = dict(metadata["state"])
-    state.update({name.removeprefix("state:"): value for name, value in arrays.items() if name.startswith("state:")})
-    estimator = cls(**parameters)
-    estimator.restore_fitted_state(state)
+    for name, value in arrays.items():
+        kind, _, attribute = name.partition(":")
+        if kind not in ("parameter", "state") or not attribute:
+            raise InputError(f"{path}: damaged model file: unexpected array {name!r}.")
+        (parameters if kind == "parameter" else state)[attribute] = value
+    accepted = set(inspect.signature(cls).parameters)
+    unknown = sorted(set(parameters) - accepted)
+    if unknown:
+        raise InputError(f"{path}: unknown hyperparameter(s) {unknown} for {class_name} (accepted: {sorted(accepted)}).")
+    try:
+        estimator = cls(**parameters)
+        check_fitted_state(state, estimator.fitted_state_spec())
+        estimator.restore_fitted_state(state)
+    except (ValueError, TypeError, KeyError, RuntimeError) as error:
+        raise InputError(f"{path}: damaged model file: {error}") from None
     estimator.saved_with_version_ = metadata["package_version"]
     return estimator
 

@@ -8,14 +8,17 @@ sum to the expected yield N(R) in events. Offsets are log r(x; nu) on each event
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .exceptions import ConfigurationError, InputError, SampleSizeWarning
+from .exceptions import ConfigurationError, InputError, NormalizationWarning, SampleSizeWarning
 
 #: Warn when the reference sample has fewer than this many events per data event.
 MIN_REFERENCE_TO_DATA_RATIO = 5.0
+#: Warn when N(R) = sum w_R and N_D differ by more than this factor (normalisation forgotten?).
+MAX_YIELD_RATIO = 10.0
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,8 @@ class Samples:
 
     x_data: (N_D, d) data events; x_ref: (N_R, d) reference events; w_ref: (N_R,) positive weights
     (sum = N(R), the expected yield); offset_data (N_D,), offset_ref (N_R,): log r(x; nu) per event.
+    feature_names: the input variables' names when both samples came as data frames (the data's
+    columns matched to the reference's by name), else None.
     """
 
     x_data: np.ndarray
@@ -31,6 +36,7 @@ class Samples:
     w_ref: np.ndarray
     offset_data: np.ndarray
     offset_ref: np.ndarray
+    feature_names: tuple[str, ...] | None = None
 
     @property
     def n_data(self) -> int:
@@ -71,8 +77,13 @@ def as_events(x: object, name: str, n_features: int | None = None) -> np.ndarray
     number of features the array must have.
     """
     try:
-        array = np.asarray(x, dtype=np.float64)
+        raw = np.asarray(x)
+        if raw.dtype.kind == "c":
+            raise InputError(f"{name} is complex ({raw.dtype}); events must be real numbers.")
+        array = raw.astype(np.float64, copy=False)
     except (TypeError, ValueError) as error:
+        if isinstance(error, InputError):
+            raise
         raise InputError(f"{name} must be a numeric array of events, got {type(x).__name__}: {error}") from None
     if array.ndim == 1:
         array = array[:, None]
@@ -136,6 +147,27 @@ def as_offsets(offset: object, n_events: int, name: str) -> np.ndarray:
     return values
 
 
+def column_names(x: object) -> tuple[str, ...] | None:
+    """The column names of a data frame (pandas, polars), None for arrays."""
+    columns = getattr(x, "columns", None)
+    if columns is None or isinstance(x, np.ndarray):
+        return None
+    return tuple(str(column) for column in columns)
+
+
+def in_column_order(x: object, names: tuple[str, ...] | None, name: str) -> object:
+    """`x` with its columns in the order `names` when both are named; InputError naming the
+    missing and unexpected columns when the names differ. Arrays pass unchanged."""
+    own = column_names(x)
+    if names is None or own is None or own == names:
+        return x
+    missing, extra = [c for c in names if c not in own], [c for c in own if c not in names]
+    if missing or extra:
+        raise InputError(f"{name} has columns {list(own)} but {list(names)} were expected (missing {missing}, "
+                         f"unexpected {extra}); samples must describe the same input variables.")
+    return x[list(names)]
+
+
 def validate_samples(
     x_data: object,
     x_ref: object,
@@ -149,10 +181,14 @@ def validate_samples(
     """Check and convert the inputs of a fit; raise InputError naming the bad argument (and, for
     non-positive weights, `owner` and `weights_reason`).
 
-    Warns (SampleSizeWarning) when N_R < MIN_REFERENCE_TO_DATA_RATIO * N_D and warn_sample_size
-    (off where the same samples go on to a backend, which warns itself).
+    Data frames are matched by column name (the data's columns are put in the reference's order;
+    different names are refused). When warn_sample_size (off where the same samples go on to a
+    backend, which warns itself), warns with SampleSizeWarning when N_R < MIN_REFERENCE_TO_DATA_RATIO
+    * N_D and with NormalizationWarning when N(R) = sum w_R and N_D differ by more than a factor
+    MAX_YIELD_RATIO (weights that do not sum to the expected yield).
     """
-    data = as_events(x_data, "x_data")
+    names = column_names(x_ref)
+    data = as_events(in_column_order(x_data, names, "x_data"), "x_data")
     ref = as_events(x_ref, "x_ref")
     if ref.shape[1] != data.shape[1]:
         raise InputError(
@@ -167,12 +203,22 @@ def validate_samples(
             SampleSizeWarning,
             stacklevel=3,
         )
+    expected_yield = float(weights.sum())
+    if warn_sample_size and not 1.0 / MAX_YIELD_RATIO <= expected_yield / data.shape[0] <= MAX_YIELD_RATIO:
+        warnings.warn(
+            f"the reference weights sum to N(R) = {expected_yield:.6g} but the data hold N_D = {data.shape[0]} "
+            f"events ({expected_yield / data.shape[0]:.3g} times as many): w_R must sum to the expected yield in the "
+            "data (w_R = N(R) / N_R for an unweighted reference). Were the weights left at 1?",
+            NormalizationWarning,
+            stacklevel=3,
+        )
     return Samples(
         x_data=data,
         x_ref=ref,
         w_ref=weights,
         offset_data=as_offsets(offset_data, data.shape[0], "offset_data"),
         offset_ref=as_offsets(offset_ref, ref.shape[0], "offset_ref"),
+        feature_names=names if column_names(x_data) is not None else None,
     )
 
 
@@ -180,14 +226,40 @@ def reference_standardization(
     x_ref: np.ndarray, w_ref: np.ndarray, enabled: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(mean, scale) per feature from the reference's weighted mean and standard deviation, so that
-    (x - mean) / scale is standardised; a constant feature gets scale 1. Identity when not enabled."""
+    (x - mean) / scale is standardised; a constant feature gets scale 1. Identity when not enabled.
+    The deviations are scaled by their largest value before squaring, so inputs of any magnitude
+    representable in float64 standardise without overflow; InputError if even that overflows."""
     if not enabled:
         return np.zeros(x_ref.shape[1]), np.ones(x_ref.shape[1])
     weights = w_ref / w_ref.sum()
-    mean = weights @ x_ref
-    scale = np.sqrt(weights @ (x_ref - mean) ** 2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = weights @ x_ref
+        deviations = x_ref - mean
+        largest = np.max(np.abs(deviations), axis=0)
+        largest[largest == 0] = 1.0
+        scale = largest * np.sqrt(weights @ (deviations / largest) ** 2)
+    if not (np.isfinite(mean).all() and np.isfinite(scale).all()):
+        raise InputError(
+            "x_ref: standardising the inputs overflows float64 (the reference's mean or spread is beyond "
+            f"{np.finfo(np.float64).max:.3g}); express the variables in other units before fitting."
+        )
     scale[scale == 0] = 1.0
     return mean, scale
+
+
+def standardized(x: np.ndarray, mean: np.ndarray, scale: np.ndarray, name: str,
+                 dtype: type = np.float64) -> np.ndarray:
+    """(x - mean) / scale as `dtype`; InputError naming `name` if the result overflows (inputs far
+    from the reference's range, or beyond float32 when the backend computes in float32)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = ((x - mean) / scale).astype(dtype, copy=False)
+    if not np.isfinite(values).all():
+        raise InputError(
+            f"{name}: the standardised inputs overflow {np.dtype(dtype).name} (values up to "
+            f"{np.max(np.abs(x)):.3g} against a reference scale of {np.min(scale):.3g}); express the variables in "
+            "other units, or keep standardize=True."
+        )
+    return values
 
 
 def check_positive_integer(value: object, name: str, minimum: int = 1) -> None:
@@ -201,3 +273,11 @@ def check_positive_number(value: object, name: str) -> None:
     """ConfigurationError naming `name` unless value is a finite number > 0."""
     if not (isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value) and value > 0):
         raise ConfigurationError(f"{name} must be positive and finite, got {value!r}.")
+
+
+def fitted_inputs(x: object, n_features: int, names: Sequence[str] | None, mean: np.ndarray, scale: np.ndarray,
+                  dtype: type = np.float64) -> np.ndarray:
+    """New points `x` (n, d) prepared as a fitted model's inputs were: columns matched by name when
+    it was fitted on data frames, then standardised with its (mean, scale)."""
+    events = as_events(in_column_order(x, None if names is None else tuple(names), "x"), "x", n_features)
+    return standardized(events, mean, scale, "x", dtype)

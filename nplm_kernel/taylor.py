@@ -123,6 +123,12 @@ class KernelTaylorLearner(BaseEstimator):
             "coefficient_alpha_", "centers_", "sigma_", "input_mean_", "input_scale_", "nu_scale_",
             "n_features_in_", "loss_", "n_iter_")}
 
+    def fitted_state_spec(self) -> dict:
+        """The attributes fitted_state() saves and their shapes (persistence.check_fitted_state)."""
+        return {"coefficient_alpha_": ("M", int(self.degree)), "centers_": ("M", "d"), "sigma_": (),
+                "input_mean_": ("d",), "input_scale_": ("d",), "nu_scale_": (), "n_features_in_": (), "loss_": (),
+                "n_iter_": ()}
+
     def restore_fitted_state(self, state: dict) -> None:
         """Set the fitted attributes from fitted_state()'s output (as saved)."""
         for name, value in state.items():

@@ -10,6 +10,7 @@ from nplm_kernel import ConfigurationError
 from nplm_kernel.cli import main
 from nplm_kernel.config import load_config
 from nplm_kernel.persistence import load_model
+from nplm_kernel.store import read_store
 
 CONFIG = """\
 inputs:
@@ -74,7 +75,7 @@ def test_nplm_run_does_the_study_records_provenance_and_resumes(analysis, capsys
     (analysis / "analysis.yaml").write_text(CONFIG.replace("n_toys: 6", "n_toys: 8"))
     assert main(["run", str(analysis / "analysis.yaml"), "--no-progress"]) == 0
     rows = (out / "null_toys.jsonl").read_text()
-    assert rows.startswith(first_rows) and len(rows.splitlines()) == 8  # resumed, nothing redone
+    assert rows.startswith(first_rows) and len(read_store(out / "null_toys.jsonl").rows) == 8  # resumed, nothing redone
 
 
 def test_config_errors_through_the_cli_are_one_clear_message(analysis, capsys):
@@ -104,7 +105,7 @@ def test_nplm_run_with_nuisances_from_the_config(analysis, rng):
     result = json.loads((analysis / "out_nuisances" / "result.json").read_text())
     assert result["nuisances"] == ["norm", "scale"] and len(result["nu_hat_tau"]) == 2
     assert result["tau"] >= result["delta"] >= 0 and result["t"] == pytest.approx(result["tau"] - result["delta"])
-    rows = [json.loads(line) for line in (analysis / "out_nuisances" / "null_toys.jsonl").read_text().splitlines()]
+    rows = read_store(analysis / "out_nuisances" / "null_toys.jsonl").rows
     assert all(len(row["central_values"]) == 2 for row in rows)  # every toy drew its auxiliary measurements
     assert len({tuple(row["central_values"]) for row in rows}) == len(rows)
 

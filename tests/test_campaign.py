@@ -14,8 +14,13 @@ import pytest
 from campaign_helpers import BENCHMARK, PoisonedGenerator, SlowGenerator, small_campaign_inputs
 
 from nplm_kernel import ConfigurationError, FitError, InputError, KernelNPLM
-from nplm_kernel.campaign import ToyStore, run_toys, toy_seed
+from nplm_kernel.campaign import run_toys, toy_seed
 from nplm_kernel.hypothesis_test import NPLMTest
+from nplm_kernel.store import read_store
+
+
+def stored_rows(path):
+    return list(read_store(path).rows)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +39,7 @@ def test_same_seed_same_toys_and_t(inputs):
     # toy i is the test run on the data drawn from SeedSequence(seed, spawn_key=(i,)), nothing else
     x_data = BENCHMARK.data(np.random.default_rng(toy_seed(11, 2)))
     assert first.t[2] == KernelNPLM(n_centers=30).fit(x_data, x_ref, w_ref).t_
-    assert first.rows[2]["n_data"] == len(x_data) and first.rows[2]["backend"] == "KernelNPLM"
+    assert first.rows[2]["n_data"] == len(x_data) and first.rows[2]["converged"] is True
 
 
 def test_process_pool_and_other_executors_give_the_serial_rows(inputs):
@@ -57,17 +62,23 @@ def test_resume_runs_only_the_missing_toys(inputs, tmp_path):
         calls.append(1)
         return BENCHMARK.data(rng)
 
+    with pytest.raises(ConfigurationError, match="generator"):  # another generator: another campaign
+        run_toys(test, counting_generator, x_ref, w_ref, n_toys=5, seed=4, executor=None, store=store, progress=False)
+    store.unlink()
+    first = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=3, seed=4, executor=None, store=store, progress=False,
+                     generator_name="exponential background")
     resumed = run_toys(test, counting_generator, x_ref, w_ref, n_toys=5, seed=4, executor=None, store=store,
-                       progress=False)
+                       progress=False, generator_name="exponential background")
     assert len(calls) == 2
     assert [row["toy"] for row in resumed.rows] == [0, 1, 2, 3, 4]
     np.testing.assert_array_equal(resumed.t[:3], first.t)
-    assert len(ToyStore(store).rows()) == 5
+    assert len(stored_rows(store)) == 5
     complete = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=5, seed=4, executor=None, store=store,
-                        progress=False)
+                        progress=False, generator_name="exponential background")
     np.testing.assert_array_equal(complete.t, resumed.t)
-    with pytest.raises(ConfigurationError, match=r"campaign seed\(s\) \[4\], not 9"):
-        run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=5, seed=9, executor=None, store=store, progress=False)
+    with pytest.raises(ConfigurationError, match="seed: the store has 4, this run has 9"):
+        run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=5, seed=9, executor=None, store=store, progress=False,
+                 generator_name="exponential background")
 
 
 def test_a_torn_last_line_is_discarded_and_rewritten(inputs, tmp_path):
@@ -75,11 +86,13 @@ def test_a_torn_last_line_is_discarded_and_rewritten(inputs, tmp_path):
     store = tmp_path / "toys.jsonl"
     run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=2, seed=6, executor=None, store=store, progress=False)
     with open(store, "a") as handle:
-        handle.write('{"toy": 2, "seed": 6, "st')  # a write cut by a kill
+        handle.write('{"record": "toy", "toy": 2, "seed": 6, "st')  # a write cut by a kill
+    assert len(stored_rows(store)) == 2  # readers ignore the torn line
     result = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=3, seed=6, executor=None, store=store,
                       progress=False)
     lines = store.read_text().splitlines()
-    assert [json.loads(line)["toy"] for line in lines] == [0, 1, 2]
+    assert json.loads(lines[0])["record"] == "campaign"
+    assert [json.loads(line)["toy"] for line in lines[1:]] == [0, 1, 2]
     assert len(result.t) == 3
 
 
@@ -90,16 +103,18 @@ def test_a_campaign_killed_with_sigkill_resumes_to_exactly_n_toys(inputs, tmp_pa
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(helper.parent.parent), str(helper.parent)])}
     process = subprocess.Popen([sys.executable, str(helper), str(store), "12"], env=environment)
     deadline = time.monotonic() + 120
-    while len(ToyStore(store).rows()) < 3 and time.monotonic() < deadline and process.poll() is None:
+    while (not store.exists() or len(stored_rows(store)) < 3) and time.monotonic() < deadline \
+            and process.poll() is None:
         time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_rows = ToyStore(store).rows()
+    killed_rows = stored_rows(store)
     assert 3 <= len(killed_rows) < 12
     result = run_toys(test, SlowGenerator(0.0), x_ref, w_ref, n_toys=12, seed=5, executor=None, store=store,
-                      progress=False)
+                      progress=False, generator_name="slow background")
     assert [row["toy"] for row in result.rows] == list(range(12))
-    assert [row["toy"] for row in ToyStore(store).rows()] == sorted({row["toy"] for row in ToyStore(store).rows()})
+    lines = [json.loads(line) for line in store.read_text().splitlines()[1:]]
+    assert sorted(row["toy"] for row in lines) == list(range(12))  # no toy written twice
     for row in killed_rows:
         assert result.rows[row["toy"]]["t"] == row["t"]
 

@@ -3,6 +3,7 @@ import re
 import numpy as np
 
 from nplm_kernel.cli import main
+from nplm_kernel.store import read_store
 
 
 def test_demo_prints_t_p_and_z(capsys):
@@ -37,7 +38,7 @@ def test_test_toys_calibrate_round_trip(tmp_path, rng, capsys):
     assert main(["toys", *common, "--store", str(store), "--n-toys", "6", "--executor", "serial", "--no-progress"]) == 0
     assert "6 toys in" in capsys.readouterr().out
     assert main(["toys", *common, "--store", str(store), "--n-toys", "8", "--executor", "serial", "--no-progress"]) == 0
-    assert len(store.read_text().splitlines()) == 8  # resumed: only 2 more toys
+    assert len(read_store(store).rows) == 8  # resumed: only 2 more toys
     capsys.readouterr()
 
     plot = tmp_path / "f.png"

@@ -49,3 +49,71 @@ def test_bad_model_files_and_unfitted_models(tmp_path):
         load_model(tmp_path / "junk.npz")
     with pytest.raises(InputError, match="file not found"):
         load_model(tmp_path / "missing.npz")
+
+
+def _rewrite(source, target, edit):
+    """Copy a saved model with its metadata (and arrays) changed by edit(metadata, arrays)."""
+    import json
+
+    with np.load(source, allow_pickle=False) as archive:
+        metadata = json.loads(str(archive["metadata"]))
+        arrays = {name: archive[name] for name in archive.files if name != "metadata"}
+    edit(metadata, arrays)
+    with open(target, "wb") as handle:
+        np.savez(handle, metadata=np.array(json.dumps(metadata)), **arrays)
+    return target
+
+
+def test_damaged_or_hostile_model_files_are_refused_naming_file_and_problem(tmp_path, gaussian_samples):
+    good = tmp_path / "good.npz"
+    save_model(KernelNPLM(n_centers=20).fit(*gaussian_samples), good)
+    data = good.read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.npz").write_bytes(b"")
+    for name in ("truncated.npz", "empty.npz"):
+        with pytest.raises(InputError, match=rf"{name}: not an nplm-kernel model file, or a damaged one"):
+            load_model(tmp_path / name)
+
+    def drop_alpha(metadata, arrays):
+        del arrays["state:alpha_"]
+
+    def extra_state(metadata, arrays):
+        metadata["state"]["__class__"] = "os.system"
+
+    def wrong_shape(metadata, arrays):
+        arrays["state:alpha_"] = arrays["state:alpha_"][:-1]
+
+    def unknown_parameter(metadata, arrays):
+        metadata["parameters"]["evil"] = 1
+
+    def foreign_class(metadata, arrays):
+        metadata["class"] = "subprocess.Popen"
+
+    def extra_metadata(metadata, arrays):
+        metadata["exec"] = "print(1)"
+
+    expected = {
+        drop_alpha: r"missing attribute\(s\) \['alpha_'\]",
+        extra_state: r"unexpected attribute\(s\) \['__class__'\]",
+        wrong_shape: r"alpha_ has shape \(19,\), but axis 0 must have size 20",
+        unknown_parameter: r"unknown hyperparameter\(s\) \['evil'\] for KernelNPLM",
+        foreign_class: r"class 'subprocess.Popen' is not one that nplm-kernel loads",
+        extra_metadata: r"metadata keys",
+    }
+    for edit, message in expected.items():
+        path = _rewrite(good, tmp_path / f"{edit.__name__}.npz", edit)
+        with pytest.raises(InputError, match=rf"{edit.__name__}.npz: .*{message}"):
+            load_model(path)
+
+
+def test_a_damaged_nn_file_is_refused(tmp_path, gaussian_samples):
+    good = tmp_path / "nn.npz"
+    save_model(NNNPLM(architecture=(2, 3, 1), epochs=5).fit(*gaussian_samples), good)
+
+    def bigger_layer(metadata, arrays):
+        arrays["state:network.layers.0.weight"] = np.zeros((4, 2), dtype=np.float32)
+
+    path = _rewrite(good, tmp_path / "bigger.npz", bigger_layer)
+    with pytest.raises(InputError, match=r"bigger.npz: damaged model file: fitted attribute network.layers.0.weight "
+                                         r"has shape \(4, 2\)"):
+        load_model(path)

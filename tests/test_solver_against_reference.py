@@ -46,9 +46,13 @@ def test_objective_and_t_match_dense_newton(gaussian_samples, rng, penalty, with
 
 
 def test_blocked_kernel_path_gives_the_cached_solution(gaussian_samples):
+    from nplm_kernel.falkon import MIN_BLOCK_ROWS, WHITENED_BLOCK_COPIES, fixed_fit_memory
+
     x_data, x_ref, w_ref = gaussian_samples
     cached = KernelNPLM(n_centers=60, penalty=1e-5).fit(x_data, x_ref, w_ref)
-    blocked = KernelNPLM(n_centers=60, penalty=1e-5, memory_budget=0).fit(x_data, x_ref, w_ref)
+    n_points = len(x_data) + len(x_ref)
+    smallest = fixed_fit_memory(n_points, 2) + MIN_BLOCK_ROWS * 60 * 8 * WHITENED_BLOCK_COPIES
+    blocked = KernelNPLM(n_centers=60, penalty=1e-5, memory_budget=smallest).fit(x_data, x_ref, w_ref)
     assert cached.diagnostics_.kernel_cached and not blocked.diagnostics_.kernel_cached
     # alpha is ill-determined along near-null directions of K_MM, f is not: compare f.
     np.testing.assert_allclose(blocked.decision_function(x_data), cached.decision_function(x_data), atol=1e-6)
@@ -112,3 +116,30 @@ def test_float32_cache_gives_the_float64_t(rng):
     assert half.t_ == pytest.approx(full.t_, rel=1e-3)
     grid = np.linspace(0.0, 5.0, 51)
     np.testing.assert_allclose(half.decision_function(grid), full.decision_function(grid), atol=1e-3)
+
+
+def test_an_ill_conditioned_fit_stops_at_its_cg_budget_and_says_why():
+    """A very narrow kernel with a tiny penalty makes every Newton system need hundreds of CG
+    iterations; the fit stops at max_total_cg_iter, unconverged, with the cause named."""
+    from nplm_kernel import ConvergenceWarning
+    from nplm_kernel.benchmarks import Exponential1D
+
+    bench = Exponential1D(n_expected=200.0, n_reference=5000)
+    x_ref, w_ref = bench.reference(np.random.default_rng(0))
+    x_data = bench.data(np.random.default_rng(1))
+    estimator = KernelNPLM(n_centers=200, sigma=0.01, penalty=1e-14, max_total_cg_iter=60)
+    with pytest.warns(ConvergenceWarning, match="used its max_total_cg_iter .* ill-conditioned"):
+        estimator.fit(x_data, x_ref, w_ref)
+    report = estimator.diagnostics_
+    assert report.stop_reason == "cg_budget" and not estimator.converged_
+    assert sum(report.cg_iterations) == 60
+
+
+def test_a_memory_budget_below_the_fits_fixed_memory_is_refused_with_the_budget_needed(gaussian_samples):
+    from nplm_kernel import ConfigurationError
+    from nplm_kernel.falkon import fixed_fit_memory
+
+    x_data, x_ref, w_ref = gaussian_samples
+    fixed = fixed_fit_memory(len(x_data) + len(x_ref), 2)
+    with pytest.raises(ConfigurationError, match=r"per-point vectors for n = 3300 points .* give memory_budget >= \d+"):
+        KernelNPLM(n_centers=60, memory_budget=fixed // 2).fit(x_data, x_ref, w_ref)

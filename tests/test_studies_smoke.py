@@ -1,11 +1,12 @@
 """The studies and benchmarks must not rot: run them at tiny sizes."""
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
 import pytest
+
+from nplm_kernel.store import read_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,9 +28,9 @@ def test_nn_vs_kernel_study_smoke(tmp_path, benchmark):
     rows = (tmp_path / "toys.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2 * (4 + n_signals * 2)  # header + both backends on every toy
     assert (tmp_path / f"localisation_{first_signal}.png").stat().st_size > 0
-    kernel_null = (tmp_path / "kernel_null.jsonl").read_text().splitlines()
-    nn_null = (tmp_path / "nn_null.jsonl").read_text().splitlines()
-    assert [json.loads(row)["n_data"] for row in kernel_null] == [json.loads(row)["n_data"] for row in nn_null]
+    kernel_null = read_store(tmp_path / "kernel_null.jsonl").rows
+    nn_null = read_store(tmp_path / "nn_null.jsonl").rows
+    assert [row["n_data"] for row in kernel_null] == [row["n_data"] for row in nn_null]
 
 
 def test_benchmark_scripts_run(monkeypatch, capsys):
@@ -48,7 +49,7 @@ def test_null_calibration_study_smoke(tmp_path):
     study = _load(ROOT / "studies" / "null_calibration_1d.py")
     table = study.run(6, tmp_path, executor=None, n_reference=20_000, n_centers=50, progress=False)
     assert "| 6 | 0 |" in table
-    assert len((tmp_path / "toys.jsonl").read_text().splitlines()) == 6
+    assert len(read_store(tmp_path / "toys.jsonl").rows) == 6
 
 
 def test_kernel_performance_benchmark_runs(monkeypatch, capsys):
@@ -64,7 +65,7 @@ def test_nuisance_study_smoke(tmp_path):
     table = study.run("smoke", tmp_path, progress=False)
     assert "| kernel | with | -1 | null | 3 |" in table and "| nn | without | +0 | NP2 | 2 |" in table
     assert (tmp_path / "delta_scale.npz").exists()
-    assert len((tmp_path / "kernel_with_null_+1.jsonl").read_text().splitlines()) == 3
+    assert len(read_store(tmp_path / "kernel_with_null_+1.jsonl").rows) == 3
     rerun = study.run("smoke", tmp_path, progress=False)  # resumes every campaign: same toys, same table
     assert rerun.splitlines()[4:11] == table.splitlines()[4:11]
 

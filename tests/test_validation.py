@@ -78,6 +78,7 @@ def test_small_reference_sample_warns(rng):
         ({"max_cg_iter": 0}, "max_cg_iter must be a positive integer"),
         ({"newton_tol": np.nan}, "newton_tol must be positive"),
         ({"memory_budget": -5}, "memory_budget must be a >= 0 integer"),
+        ({"memory_budget": 1000}, "memory_budget = 0.0 MiB cannot hold this fit"),
     ],
 )
 def test_bad_settings_raise_configuration_error(good, settings, match):
@@ -119,3 +120,49 @@ def test_negative_weights_are_refused_naming_the_backend_and_why(good):
         KernelNPLM(n_centers=10).fit(x_data, x_ref, weights)
     with pytest.raises(InputError, match=r"NNNPLM refuses them: the NPLM loss needs positive weights.*NLO"):
         NNNPLM(architecture=(2, 3, 1), epochs=1).fit(x_data, x_ref, weights)
+
+
+def test_data_frames_are_matched_by_column_name(rng):
+    """A data frame with its columns in another order gives the t of the ordered one; other names
+    are refused; prediction matches columns by name too."""
+    pandas = pytest.importorskip("pandas")
+    x_ref = pandas.DataFrame({"pt": rng.exponential(size=3000), "eta": rng.normal(size=3000)})
+    x_data = pandas.DataFrame({"pt": rng.exponential(size=300) * 1.3, "eta": rng.normal(size=300)})
+    ordered = KernelNPLM(n_centers=30).fit(x_data, x_ref, 0.1)
+    swapped = KernelNPLM(n_centers=30).fit(x_data[["eta", "pt"]], x_ref, 0.1)
+    assert swapped.t_ == pytest.approx(ordered.t_, rel=1e-12) and swapped.feature_names_in_ == ["pt", "eta"]
+    np.testing.assert_array_equal(swapped.decision_function(x_data[["eta", "pt"]]), ordered.decision_function(x_data))
+    with pytest.raises(InputError, match=r"missing \['pt'\], unexpected \['pT'\]"):
+        KernelNPLM(n_centers=30).fit(x_data.rename(columns={"pt": "pT"}), x_ref, 0.1)
+    with pytest.raises(InputError, match=r"missing \['pt'\]"):
+        ordered.decision_function(x_data.rename(columns={"pt": "pT"}))
+
+
+def test_complex_inputs_are_refused(good):
+    x_data, x_ref, w_ref = good
+    with pytest.raises(InputError, match=r"x_data is complex"):
+        KernelNPLM(n_centers=10).fit(x_data + 1j, x_ref, w_ref)
+
+
+def test_weights_that_do_not_sum_to_the_data_yield_warn(good):
+    from nplm_kernel import NormalizationWarning
+
+    x_data, x_ref, _ = good
+    with pytest.warns(NormalizationWarning, match=r"N\(R\) = 1000 but the data hold N_D = 50 .* left at 1"):
+        validate_samples(x_data, x_ref, 2.0)
+
+
+@pytest.mark.parametrize("backend", ["kernel", "nn"])
+def test_huge_input_values_standardise_without_overflow_or_say_so(rng, backend):
+    """Inputs scaled by 1e200 standardise to the same points (same t); inputs whose spread
+    overflows float64 are refused naming the overflow."""
+    from nn_baseline import NNNPLM
+
+    make = (lambda: KernelNPLM(n_centers=20)) if backend == "kernel" else (lambda: NNNPLM(epochs=30))
+    x_ref, x_data = rng.exponential(size=(2000, 1)), rng.exponential(size=(200, 1)) * 1.2
+    plain = make().fit(x_data, x_ref, 0.1)
+    huge = make().fit(x_data * 1e200, x_ref * 1e200, 0.1)
+    assert huge.t_ == pytest.approx(plain.t_, rel=1e-6)
+    extreme = np.where(np.arange(2000) % 4 == 0, 1.5e308, -1.5e308)[:, None]  # x - mean overflows
+    with pytest.raises(InputError, match="overflows float64"):
+        make().fit(x_data, extreme, 0.1)

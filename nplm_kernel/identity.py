@@ -1,0 +1,134 @@
+"""What a toy campaign is a null *of*: deterministic, JSON-safe descriptions of the objects that
+define a distribution of t, and their comparison.
+
+describe(obj) turns an estimator, a generator (function, bound method, functools.partial,
+dataclass or plain object), a nuisance model or a sample into nested dicts of plain values, with
+arrays replaced by their shape, dtype and a BLAKE2b digest of their bytes. Two objects that would
+give different toys or fits get different descriptions; the same objects in another process or
+session get the same one. identity_differences(a, b) names the fields that differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import inspect
+import math
+from typing import Any
+
+import numpy as np
+
+#: Nesting depth beyond which an object is described by its class and repr only.
+MAX_DEPTH = 12
+
+
+def array_digest(values: np.ndarray) -> str:
+    """BLAKE2b (128-bit) hex digest of an array's dtype, shape and C-ordered bytes."""
+    array = np.ascontiguousarray(values)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def sample_digest(x: np.ndarray, w: np.ndarray | None = None) -> dict[str, Any]:
+    """Description of an event sample (and its weights): sizes and a digest of the content."""
+    events = np.ascontiguousarray(x, dtype=np.float64)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(array_digest(events).encode())
+    if w is not None:
+        digest.update(array_digest(np.broadcast_to(np.asarray(w, dtype=np.float64), (len(events),))).encode())
+    return {"n_events": int(events.shape[0]), "n_features": int(events.shape[1]) if events.ndim == 2 else 1,
+            "blake2b": digest.hexdigest()}
+
+
+def _qualified_name(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
+def describe(value: Any, depth: int = 0) -> Any:
+    """A deterministic JSON-safe description of `value` (module docstring)."""
+    if depth > MAX_DEPTH:
+        return {"class": _qualified_name(type(value)), "repr": repr(value)[:200]}
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else repr(float(value))
+    if isinstance(value, np.ndarray):
+        return {"array": list(value.shape), "dtype": value.dtype.str, "blake2b": array_digest(value)}
+    if type(value).__module__.startswith("torch"):
+        return _describe_torch(value, depth)
+    if isinstance(value, (list, tuple)):
+        return [describe(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {str(key): describe(item, depth + 1) for key, item in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, functools.partial):
+        return {"partial": describe(value.func, depth + 1), "args": describe(list(value.args), depth + 1),
+                "keywords": describe(dict(value.keywords), depth + 1)}
+    if inspect.ismethod(value):
+        return {"method": _qualified_name(value.__func__), "of": describe(value.__self__, depth + 1)}
+    if inspect.isfunction(value) or inspect.isbuiltin(value) or inspect.isclass(value):
+        return {"function" if not inspect.isclass(value) else "class": _qualified_name(value)}
+    described: dict[str, Any] = {"class": _qualified_name(type(value))}
+    if hasattr(value, "get_params"):
+        described["parameters"] = describe(value.get_params(deep=False), depth + 1)
+        if hasattr(value, "fitted_state") and _is_fitted(value):
+            described["fitted"] = describe(value.fitted_state(), depth + 1)
+        return described
+    if dataclasses.is_dataclass(value):
+        described["fields"] = {field.name: describe(getattr(value, field.name), depth + 1)
+                               for field in dataclasses.fields(value)}
+        return described
+    if hasattr(value, "__dict__"):
+        described["attributes"] = describe(vars(value), depth + 1)
+        return described
+    described["repr"] = repr(value)[:200]
+    return described
+
+
+def _is_fitted(estimator: Any) -> bool:
+    return any(name.endswith("_") and not name.startswith("_") for name in vars(estimator))
+
+
+def _describe_torch(value: Any, depth: int) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return describe(value.detach().cpu().numpy(), depth)
+    if isinstance(value, torch.nn.Module):
+        return {"class": _qualified_name(type(value)),
+                "state": describe({name: tensor for name, tensor in value.state_dict().items()}, depth + 1)}
+    return {"class": _qualified_name(type(value)), "repr": str(value)}
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(value, list) and value and any(isinstance(item, (dict, list)) for item in value):
+        out[f"{prefix}.length" if prefix else "length"] = len(value)
+        for index, item in enumerate(value):
+            _flatten(item, f"{prefix}.{index}" if prefix else str(index), out)
+    else:
+        out[prefix] = value
+
+
+def identity_differences(expected: dict[str, Any], found: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(field, value in `expected`, value in `found`) for every leaf that differs (missing: None)."""
+    left: dict[str, Any] = {}
+    right: dict[str, Any] = {}
+    _flatten(expected, "", left)
+    _flatten(found, "", right)
+    return [(key, left.get(key), right.get(key)) for key in sorted(set(left) | set(right))
+            if left.get(key) != right.get(key)]
+
+
+def format_differences(differences: list[tuple[str, Any, Any]], left: str, right: str, limit: int = 8) -> str:
+    """One line per differing field: 'field: <left> has A, <right> has B' (at most `limit`)."""
+    lines = [f"{field}: {left} has {a!r}, {right} has {b!r}" for field, a, b in differences[:limit]]
+    if len(differences) > limit:
+        lines.append(f"... and {len(differences) - limit} more field(s)")
+    return "\n  ".join(lines)

@@ -1,0 +1,201 @@
+"""Campaign integrity: a toy store knows what it is a null of, has one writer, refuses damage it
+cannot explain, and a campaign survives failing toys, dying workers and a killed parent."""
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from campaign_helpers import BENCHMARK, DyingGenerator, RaisingGenerator, small_campaign_inputs
+
+from nplm_kernel import KernelNPLM
+from nplm_kernel.benchmarks import NP2
+from nplm_kernel.campaign import CampaignResult, run_toys
+from nplm_kernel.cli import main
+from nplm_kernel.hypothesis_test import NPLMTest
+from nplm_kernel.store import (
+    CampaignMismatchError,
+    StoreConflictError,
+    StoreCorruptError,
+    StoreError,
+    StoreLockedError,
+    check_store,
+    read_store,
+    repair_store,
+)
+
+HELPER = Path(__file__).with_name("campaign_helpers.py")
+ENVIRONMENT = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HELPER.parent.parent), str(HELPER.parent)])}
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return small_campaign_inputs()
+
+
+@pytest.fixture
+def filled_store(inputs, tmp_path):
+    test, x_ref, w_ref = inputs
+    store = tmp_path / "null.jsonl"
+    run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=5, seed=1, executor=None, store=store, progress=False)
+    return store
+
+
+def test_resuming_with_another_setting_is_refused_naming_the_field_and_leaving_the_store(inputs, filled_store):
+    _, x_ref, w_ref = inputs
+    before = filled_store.read_bytes()
+    other_penalty = NPLMTest(KernelNPLM(n_centers=30, penalty=1e-3))
+    with pytest.raises(CampaignMismatchError) as error:
+        run_toys(other_penalty, BENCHMARK.data, x_ref, w_ref, n_toys=8, seed=1, executor=None, store=filled_store,
+                 progress=False)
+    assert "test.backend.hyperparameters.penalty: the store has 1e-06, this run has 0.001" in str(error.value)
+    assert str(filled_store) in str(error.value)
+    signal_toys = functools.partial(BENCHMARK.data, signal=NP2)  # signal-injected toys: another distribution
+    with pytest.raises(CampaignMismatchError, match=r"generator\.keywords\.signal"):
+        run_toys(small_campaign_inputs()[0], signal_toys, x_ref, w_ref, n_toys=8, seed=1, executor=None,
+                 store=filled_store, progress=False)
+    with pytest.raises(CampaignMismatchError, match=r"test\.reference\.blake2b"):
+        run_toys(small_campaign_inputs()[0], BENCHMARK.data, x_ref[:-1], w_ref[:-1], n_toys=8, seed=1, executor=None,
+                 store=filled_store, progress=False)
+    assert filled_store.read_bytes() == before
+    # the device is an execution setting: the same campaign
+    same = NPLMTest(KernelNPLM(n_centers=30, device="cpu", memory_budget=10**6))
+    assert len(run_toys(same, BENCHMARK.data, x_ref, w_ref, n_toys=6, seed=1, executor=None, store=filled_store,
+                        progress=False).t) == 6
+
+
+def test_readers_check_what_the_store_is_a_null_of(inputs, filled_store, capsys):
+    test, x_ref, w_ref = inputs
+    assert len(CampaignResult.from_store(filled_store, test, x_ref, w_ref).t) == 5
+    with pytest.raises(CampaignMismatchError, match="n_centers: the store has 30, this run has 40"):
+        CampaignResult.from_store(filled_store, NPLMTest(KernelNPLM(n_centers=40)), x_ref, w_ref)
+    assert main(["calibrate", "--store", str(filled_store) + ".typo"]) == 2
+    assert "toy store not found" in capsys.readouterr().err
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid(inputs, tmp_path):
+    test, x_ref, w_ref = inputs
+    store = tmp_path / "shared.jsonl"
+    writer = subprocess.Popen([sys.executable, str(HELPER), str(store), "40"], env=ENVIRONMENT)
+    try:
+        deadline = time.monotonic() + 120
+        while not store.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(StoreLockedError, match=f"pid {writer.pid}"):
+            run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=40, seed=5, executor=None, store=store,
+                     progress=False, generator_name="slow background")
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    rows = [json.loads(line) for line in store.read_text().splitlines()[1:]]
+    assert len(rows) == len({row["toy"] for row in rows})  # nobody wrote a toy twice
+
+
+def test_a_damaged_middle_line_is_reported_with_file_and_line_then_repaired(filled_store, capsys):
+    lines = filled_store.read_text().splitlines()
+    lines[2] = lines[2][: len(lines[2]) // 2]  # a torn line in the middle
+    lines.insert(4, json.dumps({"record": "toy", "seed": 1}))  # valid JSON, not a toy row
+    filled_store.write_text("\n".join(lines) + "\n")
+    with pytest.raises(StoreCorruptError, match=rf"{filled_store}, line 3: not valid JSON .* 1 more bad line"):
+        read_store(filled_store)
+    assert main(["calibrate", "--store", str(filled_store)]) == 2
+    assert "line 3: not valid JSON" in capsys.readouterr().err
+    report = check_store(filled_store)
+    assert [number for number, _ in report.bad_lines] == [3, 5] and "missing key(s) ['toy', 'status', 't']" in \
+        report.bad_lines[1][1]
+    assert main(["store", "check", str(filled_store)]) == 0
+    assert "bad line:   5: missing key(s)" in capsys.readouterr().out
+    assert main(["store", "repair", str(filled_store)]) == 0
+    assert "moved to" in capsys.readouterr().out
+    rejected = [json.loads(line) for line in filled_store.with_name("null.jsonl.rejected").read_text().splitlines()]
+    assert [item["line"] for item in rejected] == [3, 5] and rejected[0]["text"] == lines[2]
+    assert check_store(filled_store).healthy and len(read_store(filled_store).rows) == 4
+
+
+def test_duplicate_rows_count_once_and_conflicting_rows_are_refused(filled_store):
+    lines = filled_store.read_text().splitlines()
+    filled_store.write_text("\n".join(lines + [lines[2]]) + "\n")  # the same toy written twice
+    assert len(read_store(filled_store).rows) == 5 and check_store(filled_store).duplicates == 1
+    changed = json.loads(lines[3])
+    changed["t"] += 1.0
+    filled_store.write_text("\n".join(lines + [json.dumps(changed)]) + "\n")
+    with pytest.raises(StoreConflictError, match=rf"toy {changed['toy']} has two different results \(lines 4 and 7\)"):
+        read_store(filled_store)
+    _, side = repair_store(filled_store)
+    assert json.loads(side.read_text())["line"] == 7 and len(read_store(filled_store).rows) == 5
+
+
+def test_a_store_without_a_campaign_header_is_refused(tmp_path):
+    legacy = tmp_path / "old.jsonl"
+    legacy.write_text(json.dumps({"toy": 0, "seed": 0, "status": "ok", "t": 1.0}) + "\n")
+    with pytest.raises(StoreError, match="earlier version"):
+        read_store(legacy)
+
+
+def test_a_generator_raising_valueerror_gives_failed_rows_and_the_campaign_goes_on(inputs, tmp_path):
+    test, x_ref, w_ref = inputs
+    result = run_toys(test, RaisingGenerator(0.4), x_ref, w_ref, n_toys=8, seed=3, executor=None,
+                      store=tmp_path / "s.jsonl", progress=False, max_failure_fraction=1.0)
+    failed = [row for row in result.rows if row["status"] != "ok"]
+    assert 1 <= len(failed) < 8 and len(result.t) == 8 - len(failed)
+    for row in failed:
+        assert row["error_type"] == "ValueError" and "cannot draw that toy" in row["status"]
+        assert "RaisingGenerator" in row["traceback"] or "raise ValueError" in row["traceback"]
+    assert len(read_store(tmp_path / "s.jsonl").rows) == 8
+
+
+def test_a_dying_worker_is_replaced_and_its_toy_recorded_as_failed(inputs):
+    test, x_ref, w_ref = inputs
+    generator = DyingGenerator(0.25)
+    dying = [index for index in range(8)
+             if np.random.default_rng(np.random.SeedSequence(4, spawn_key=(index,))).uniform() < 0.25]
+    assert 1 <= len(dying) < 8
+    result = run_toys(test, generator, x_ref, w_ref, n_toys=8, seed=4, executor=2, progress=False,
+                      max_failure_fraction=1.0)
+    failed = {row["toy"] for row in result.rows if row["status"] != "ok"}
+    assert failed == set(dying)
+    assert all("worker died" in result.rows[index]["status"] for index in dying)
+    serial = run_toys(test, DyingGenerator(0.0), x_ref, w_ref, n_toys=8, seed=4, executor=None, progress=False)
+    survivors = [index for index in range(8) if index not in failed]
+    np.testing.assert_allclose(result.t, serial.t[survivors], rtol=1e-12)
+
+
+def _children(pid: int) -> set[int]:
+    """Descendants of `pid` (from /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to list child processes")
+def test_killing_the_parent_of_a_pool_campaign_leaves_no_orphans(tmp_path):
+    store = tmp_path / "pool.jsonl"
+    process = subprocess.Popen([sys.executable, str(HELPER), str(store), "200", "2"], env=ENVIRONMENT)
+    deadline = time.monotonic() + 120
+    while (not store.exists() or not read_store(store).rows) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    children = _children(process.pid)
+    assert len(children) >= 2  # the pool workers (and the resource tracker)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(Path(f"/proc/{child}").exists() for child in children):
+        time.sleep(0.2)
+    alive = [child for child in children if Path(f"/proc/{child}").exists()
+             and "Z" not in (Path(f"/proc/{child}") / "stat").read_text().rsplit(")", 1)[1].split()[:1]]
+    assert alive == []
