@@ -8,24 +8,28 @@ log-ratio log n(x|D) / n(x|R). The estimator reports L[f] and t = -2 L[f] at the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import json
 import warnings
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from .exceptions import ConfigurationError, ConvergenceWarning
+from .exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
 from .falkon import (
     STOP_REASONS,
     NystromFactor,
     NystromKernelRows,
+    ExtendedLikelihoodLoss,
+    LogisticLoss,
+    PointLoss,
     SolverDiagnostics,
-    independent_centers,
     kernel_memory_budget,
+    pivoted_centers,
     select_centers,
-    solve_logistic,
+    solve,
 )
+from .identity import describe, sample_digest
 from .kernel import gaussian_kernel, pairwise_distance_quantile
 from .persistence import require_fitted
 from .samples import (
@@ -47,6 +51,17 @@ SIGMA_QUANTILE = 0.9
 PREDICT_BLOCK_ROWS = 65536
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: How centres are chosen when not given (the `center_selection` hyperparameter).
+CENTER_SELECTIONS = {
+    "uniform": "M drawn uniformly from data + reference (the reference only with reuse_reference)",
+    "coverage": "up to M chosen greedily (pivoted Cholesky) for coverage from every data event and a reference "
+                "subsample (the subsample only with reuse_reference)",
+}
+#: The losses the solver can minimise (the `loss` hyperparameter).
+LOSSES = {
+    "nplm": "the NPLM loss itself, L = sum_R w (e^f - 1) - sum_D f: t = -2 L >= 0 by construction",
+    "logistic": "the weighted logistic surrogate of the published Falkon-NPLM (same minimiser as n -> infinity)",
+}
 #: What a user can do about each way of stopping short (falkon.STOP_REASONS).
 _CONVERGENCE_ADVICE = {
     "max_newton_steps": "Raise max_newton_steps (max_newton_steps=1 is the published one-step schedule).",
@@ -64,7 +79,7 @@ class PreparedReference:
     standardisation, the kept centres (standardised), sigma, the Nystrom factor and its kernel rows
     (None when they do not fit the memory budget)."""
 
-    key: tuple
+    key: str
     mean: np.ndarray
     scale: np.ndarray
     centers: np.ndarray
@@ -73,6 +88,10 @@ class PreparedReference:
     reference_rows: torch.Tensor | None
 
 
+#: Hyperparameters that do not enter the reference's geometry and kernel rows (a change of any
+#: other one makes KernelNPLM(reuse_reference=True) prepare the reference again).
+SOLVER_SETTINGS = {"penalty", "penalty_list", "loss", "max_newton_steps", "newton_tol", "max_cg_iter", "cg_tol",
+                   "max_total_cg_iter"}
 #: The per-process cache of KernelNPLM(reuse_reference=True): one reference at a time.
 _REFERENCE_CACHE: dict[str, PreparedReference] = {}
 
@@ -82,13 +101,15 @@ def clear_reference_cache() -> None:
     _REFERENCE_CACHE.clear()
 
 
-def _independent_centers(centers: np.ndarray, sigma: float, center_tol: float | None,
-                         device: torch.device) -> tuple[np.ndarray, NystromFactor]:
-    """Drop numerically dependent centres; return the kept ones and their Nystrom factor."""
-    centers_t = torch.as_tensor(centers, dtype=torch.float64, device=device)
-    kmm = gaussian_kernel(centers_t, centers_t, sigma)
-    kept = independent_centers(kmm, DEFAULT_CENTER_TOL if center_tol is None else float(center_tol))
-    return centers[kept.cpu().numpy()], NystromFactor(kmm[kept][:, kept])
+def nystrom_centers(candidates: np.ndarray, sigma: float, center_tol: float | None, device: torch.device,
+                    max_centers: int | None = None) -> tuple[np.ndarray, NystromFactor]:
+    """The candidates kept by pivoted_centers (at most max_centers, numerically independent ones),
+    in their original order, and the Nystrom factor T = chol(K_MM) of the kept centres."""
+    tol = DEFAULT_CENTER_TOL if center_tol is None else float(center_tol)
+    candidates_t = torch.as_tensor(candidates, dtype=torch.float64, device=device)
+    kept = np.sort(pivoted_centers(candidates_t, sigma, tol, max_centers))
+    centers = candidates_t[torch.as_tensor(kept, device=device)]
+    return candidates[kept], NystromFactor(gaussian_kernel(centers, centers, sigma))
 
 
 def default_n_centers(n_data: int, n_total: int) -> int:
@@ -170,7 +191,9 @@ class KernelNPLM(BaseEstimator):
         n_centers: int | None = None,
         sigma: float | None = None,
         penalty: float = 1e-6,
+        loss: str = "nplm",
         centers: np.ndarray | None = None,
+        center_selection: str = "uniform",
         center_tol: float | None = None,
         standardize: bool = True,
         penalty_list: list[float] | None = None,
@@ -188,7 +211,9 @@ class KernelNPLM(BaseEstimator):
         self.n_centers = n_centers
         self.sigma = sigma
         self.penalty = penalty
+        self.loss = loss
         self.centers = centers
+        self.center_selection = center_selection
         self.center_tol = center_tol
         self.standardize = standardize
         self.penalty_list = penalty_list
@@ -217,6 +242,11 @@ class KernelNPLM(BaseEstimator):
         return penalties
 
     def _check_settings(self) -> None:
+        if self.center_selection not in CENTER_SELECTIONS:
+            raise ConfigurationError(f"center_selection must be one of {sorted(CENTER_SELECTIONS)}, got "
+                                     f"{self.center_selection!r}.")
+        if self.loss not in LOSSES:
+            raise ConfigurationError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}.")
         check_positive_integer(self.max_newton_steps, "max_newton_steps")
         check_positive_integer(self.max_cg_iter, "max_cg_iter")
         check_positive_integer(self.max_total_cg_iter, "max_total_cg_iter")
@@ -244,7 +274,7 @@ class KernelNPLM(BaseEstimator):
         device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
         samples = validate_samples(
             x_data, x_ref, w_ref, offset_data, offset_ref, owner="KernelNPLM",
-            weights_reason="its weighted logistic loss is convex and bounded below only for positive event weights",
+            weights_reason="its loss is convex and bounded below only for positive event weights",
         )
         # refuse a budget that cannot hold the fit's per-point vectors before allocating anything
         kernel_memory_budget(int(self.memory_budget), samples.n_data + samples.n_ref, samples.n_features, 1)
@@ -253,24 +283,19 @@ class KernelNPLM(BaseEstimator):
             mean, scale, centers, sigma, factor = (prepared.mean, prepared.scale, prepared.centers, prepared.sigma,
                                                    prepared.factor)
         else:
-            mean, scale, centers, sigma = self._draw_geometry(samples, np.random.default_rng(self.seed), from_data=True)
-            centers, factor = _independent_centers(centers, sigma, self.center_tol, device)
+            mean, scale, centers, sigma, factor = self._geometry(samples, np.random.default_rng(self.seed), True, device)
         points = standardized(np.concatenate([samples.x_data, samples.x_ref]), mean, scale, "x_data and x_ref")
         reference_rows = None if prepared is None else prepared.reference_rows
         kernel_budget = kernel_memory_budget(int(self.memory_budget), len(points), samples.n_features, len(centers))
         kernel_rows = NystromKernelRows(torch.as_tensor(points, device=device), torch.as_tensor(centers, device=device),
                                         sigma, kernel_budget, dtype, factor, cached_tail=reference_rows)
 
-        def tensor(values: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(values, dtype=torch.float64, device=device)
-
-        labels = np.concatenate([np.ones(samples.n_data), np.zeros(samples.n_ref)])
-        solution = solve_logistic(
+        solution = solve(
             kernel_rows,
             factor,
-            tensor(labels),
-            tensor(np.concatenate([np.ones(samples.n_data), samples.w_ref])),
-            tensor(np.concatenate([samples.offset_data, samples.offset_ref])),
+            self._point_loss(samples, device),
+            torch.as_tensor(np.concatenate([samples.offset_data, samples.offset_ref]), dtype=torch.float64,
+                            device=device),
             penalties,
             max_newton_steps=int(self.max_newton_steps),
             newton_tol=float(self.newton_tol),
@@ -301,37 +326,70 @@ class KernelNPLM(BaseEstimator):
             fitted[: samples.n_data], fitted[samples.n_data :], samples.w_ref, samples.offset_data, samples.offset_ref
         )
         self.t_ = t_from_loss(self.loss_)
+        if self.loss == "logistic":
+            self._check_surrogate(samples)
         return self
 
-    def _draw_geometry(self, samples, rng: np.random.Generator, from_data: bool):
-        """(mean, scale, centres (standardised), sigma): centres drawn from data + reference (or the
-        reference only, when not from_data), sigma from the reference (unless given)."""
+    def _point_loss(self, samples, device: torch.device) -> PointLoss:
+        """The per-point loss the solver minimises (`loss`), on data + reference points in that order."""
+        def tensor(values: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(values, dtype=torch.float64, device=device)
+
+        if self.loss == "nplm":
+            return ExtendedLikelihoodLoss(samples.n_data, tensor(samples.w_ref))
+        labels = np.concatenate([np.ones(samples.n_data), np.zeros(samples.n_ref)])
+        return LogisticLoss(tensor(labels), tensor(np.concatenate([np.ones(samples.n_data), samples.w_ref])))
+
+    def _check_surrogate(self, samples) -> None:
+        """With the logistic surrogate, warn when the learned f raises the NPLM loss above that of
+        f = 0 (t < 0 without offsets): a minimiser of L could never do that."""
+        baseline = nplm_loss(np.zeros(samples.n_data), np.zeros(samples.n_ref), samples.w_ref, samples.offset_data,
+                             samples.offset_ref)
+        if self.loss_ > baseline:
+            warnings.warn(
+                f"KernelNPLM(loss='logistic'): the learned f raises the NPLM loss above that of f = 0 (L = "
+                f"{self.loss_:.6g} > {baseline:.6g}, t = {self.t_:.6g}): the logistic surrogate penalises a large f on "
+                "reference events only linearly, so f grows where the reference has events the data lack (typically "
+                "beyond the last data event) while t = -2 L pays for it exponentially. Use loss='nplm', a larger "
+                "penalty or a wider sigma.",
+                FitConsistencyWarning,
+                stacklevel=3,
+            )
+
+    def _geometry(self, samples, rng: np.random.Generator, from_data: bool, device: torch.device):
+        """(mean, scale, centres (standardised), sigma, Nystrom factor). Centres: the given ones, or
+        (center_selection='uniform') M drawn uniformly from data + reference (the reference only, when
+        not from_data), or ('coverage') up to M chosen greedily for coverage from every data event and
+        a reference subsample as large as the data (or M); numerically dependent centres are dropped
+        in every case. sigma: given, or the SIGMA_QUANTILE of pairwise reference distances."""
         mean, scale = reference_standardization(samples.x_ref, samples.w_ref, self.standardize)
         reference = (samples.x_ref - mean) / scale
+        n_data = samples.n_data if from_data else int(round(samples.expected_yield))
+        n_centers = self.n_centers or default_n_centers(n_data, n_data + samples.n_ref)
+        max_centers = None
         if self.centers is not None:
-            centers = (as_events(self.centers, "centers", samples.n_features) - mean) / scale
-        else:
+            candidates = (as_events(self.centers, "centers", samples.n_features) - mean) / scale
+        elif self.center_selection == "uniform":
             pool = np.concatenate([(samples.x_data - mean) / scale, reference]) if from_data else reference
-            n_data = samples.n_data if from_data else int(round(samples.expected_yield))
-            n_centers = self.n_centers or default_n_centers(n_data, pool.shape[0])
-            centers = pool[select_centers(pool.shape[0], min(n_centers, pool.shape[0]), rng)]
+            candidates = pool[select_centers(pool.shape[0], min(n_centers, pool.shape[0]), rng)]
+        else:
+            n_reference = min(samples.n_ref, max(n_data, n_centers))
+            subsample = reference[select_centers(samples.n_ref, n_reference, rng)]
+            candidates = np.concatenate([(samples.x_data - mean) / scale, subsample]) if from_data else subsample
+            max_centers = n_centers
         sigma = float(self.sigma) if self.sigma is not None else pairwise_distance_quantile(
             reference, SIGMA_QUANTILE, seed=int(rng.integers(2**63)))
-        return mean, scale, centers, sigma
+        centers, factor = nystrom_centers(candidates, sigma, self.center_tol, device, max_centers)
+        return mean, scale, centers, sigma, factor
 
     def _prepare_reference(self, samples, device: torch.device, dtype: torch.dtype) -> PreparedReference:
         """The reference's fixed part of a fit, from the per-process cache or computed and cached."""
-        digest = hashlib.blake2b(samples.x_ref.tobytes(), digest_size=16)
-        digest.update(samples.w_ref.tobytes())
-        settings = {name: value for name, value in self.get_params(deep=False).items()
-                    if name in ("n_centers", "sigma", "center_tol", "standardize", "seed", "memory_budget")}
-        centers = None if self.centers is None else np.asarray(self.centers, dtype=np.float64).tobytes()
-        key = (digest.hexdigest(), samples.x_ref.shape, repr(sorted(settings.items())), centers, str(device), dtype)
+        settings = {name: value for name, value in self.get_params(deep=False).items() if name not in SOLVER_SETTINGS}
+        key = json.dumps([sample_digest(samples.x_ref, samples.w_ref), describe(settings), str(device), str(dtype)])
         cached = _REFERENCE_CACHE.get("entry")
         if cached is not None and cached.key == key:
             return cached
-        mean, scale, centers, sigma = self._draw_geometry(samples, np.random.default_rng(self.seed), from_data=False)
-        centers, factor = _independent_centers(centers, sigma, self.center_tol, device)
+        mean, scale, centers, sigma, factor = self._geometry(samples, np.random.default_rng(self.seed), False, device)
         reference = torch.as_tensor((samples.x_ref - mean) / scale, device=device)
         n_points = samples.n_ref + int(round(samples.expected_yield))  # room for a data sample of the expected size
         kernel_budget = kernel_memory_budget(int(self.memory_budget), n_points, samples.n_features, len(centers))

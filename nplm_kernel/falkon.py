@@ -1,25 +1,29 @@
-"""Falkon-style Nystrom solver for weighted kernel logistic regression (the solver only, no physics).
+"""Falkon-style Nystrom solver for kernel models trained on a per-point convex loss (the solver
+only, no physics).
 
 Minimises over alpha in R^M
 
-    J(alpha) = (1/n) sum_i a_i l(y_i, f_i + o_i) + (lambda/2) alpha^T K_MM alpha,   f = K_nM alpha,
+    J(alpha) = (1/n) sum_i l_i(f_i + o_i) + (lambda/2) alpha^T K_MM alpha,   f = K_nM alpha,
 
-with l(y, z) = softplus(z) - y z (binary cross-entropy on logits z), per-point weights a_i > 0,
-labels y_i in {0, 1} and fixed offsets o_i. Newton steps run over a decreasing penalty list
-(one step per intermediate penalty, then steps at the final penalty until the Newton decrement
-is below tolerance). Each Newton system H d = g, with
+for fixed offsets o_i and a smooth convex per-point loss given by a PointLoss: its value, first
+derivatives l'_i and second derivatives l''_i >= 0. Two are provided: LogisticLoss (weighted
+binary cross-entropy on logits, l = a (softplus(z) - y z)) and ExtendedLikelihoodLoss (the NPLM
+loss, l = w (e^z - 1) on reference points and -z on data points). Newton steps run over a
+decreasing penalty list (one step per intermediate penalty, then steps at the final penalty until
+the Newton decrement is below tolerance). Each Newton system H d = g, with
 
-    n g = K_nM^T (a l') + lambda n K_MM alpha,    n H = K_nM^T diag(a l'') K_nM + lambda n K_MM,
+    n g = K_nM^T l' + lambda n K_MM alpha,    n H = K_nM^T diag(l'') K_nM + lambda n K_MM,
 
 is solved by conjugate gradient with Falkon's preconditioner B = T^-1 A^-1 / sqrt(n),
-T = chol(K_MM), A = chol(T D_M T^T / M + lambda I). Centres whose kernel functions are numerically
-dependent are dropped first (pivoted Cholesky, independent_centers), which makes K_MM positive
-definite to float64 resolution (Falkon's eps M I jitter is then only a fallback), and the iteration
-runs in Falkon's whitened coordinates gamma = T alpha, in which the penalty is |gamma|^2: J stays a
-sum of non-negative terms computed without cancellation even for wide Gaussian kernels. D_M are
-the loss curvatures a l'' at the centres; here they are kernel-smoothed (Nadaraya-Watson) from all
-points, which also works for centres that are not training points and is far less noisy than the
-curvature of the one point at each centre.
+T = chol(K_MM), A = chol(T D_M T^T / M + lambda I), and the step is taken with a backtracking
+(Armijo) line search, so J never increases from its value at alpha = 0. Centres whose kernel
+functions are numerically dependent are dropped first (pivoted Cholesky, pivoted_centers),
+which makes K_MM positive definite to float64 resolution (Falkon's eps M I jitter is then only a
+fallback), and the iteration runs in Falkon's whitened coordinates gamma = T alpha, in which the
+penalty is |gamma|^2: J stays a sum of terms computed without cancellation even for wide Gaussian
+kernels. D_M are the loss curvatures at the centres; here they are kernel-smoothed
+(Nadaraya-Watson) from all points, which also works for centres that are not training points and
+is far less noisy than the curvature of the one point at each centre.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -43,6 +48,8 @@ MAX_FORCING = 1e-2
 #: Up to this many kept centres the Hessian's Gram matrix Phi^T D Phi is formed once per Newton step
 #: (n M^2 flops at GEMM speed) instead of two passes over K_nM per CG iteration.
 EXPLICIT_GRAM_MAX_CENTERS = 128
+#: Up to this many candidate centres, pivoted_centers factorises their full kernel matrix (LAPACK).
+DENSE_PIVOTING_MAX = 4096
 #: Float64 vectors of one value per training point that a fit holds at its peak (the solver's
 #: f, its step and trial, curvatures, labels, weights, offsets and the loss's temporaries), and the
 #: copies of the (n, d) points (concatenated and standardised): the part of a fit's memory that
@@ -83,23 +90,41 @@ def select_centers(n_points: int, n_centers: int, rng: np.random.Generator) -> n
     return np.sort(rng.choice(n_points, size=n_centers, replace=False))
 
 
-def independent_centers(kmm: torch.Tensor, tol: float) -> torch.Tensor:
-    """Sorted indices of the centres kept by a pivoted Cholesky factorisation of K_MM (float64).
+def pivoted_centers(candidates: torch.Tensor, sigma: float, tol: float, max_centers: int | None = None) -> np.ndarray:
+    """Indices of the candidate points chosen, in order, by a greedy pivoted Cholesky
+    factorisation of their kernel matrix K_CC (float64).
 
-    The factorisation (LAPACK dpstrf, blocked) keeps at each step the centre whose kernel function
-    k(., c) is farthest from the span of those already kept (squared RKHS distance = the residual
-    diagonal) and stops when every residual is below tol * max_m K_mm. Dropped centres add nothing
-    that float arithmetic can resolve: their kernel functions lie within sqrt(tol) of the span of
-    the kept ones. Wide Gaussian kernels in few dimensions make most centres redundant (1D
-    benchmark: about 12 of 500 at tol = 1e-12); dropping them keeps T = chol(K_MM) well
-    conditioned and K_nM small.
+    Each step keeps the candidate whose kernel function k(., c) is farthest from the span of those
+    already kept (squared RKHS distance = the residual diagonal), until every residual is below
+    tol * max_c K_cc or max_centers are kept. Dropped candidates add nothing that float arithmetic
+    can resolve (their kernel functions lie within sqrt(tol) of the span of the kept ones), and the
+    order covers the candidates' span greedily: far-away candidates (an isolated event) come early.
+    Up to DENSE_PIVOTING_MAX candidates this is LAPACK's blocked dpstrf on K_CC; beyond, K_CC is
+    never formed and one kernel column is computed per kept centre (memory n_c x max_centers).
     """
-    matrix = kmm.detach().cpu().numpy()
-    threshold = tol * float(np.max(np.diag(matrix)))
-    _, pivots, rank, info = lapack.dpstrf(matrix, tol=max(threshold, np.finfo(np.float64).tiny), lower=0)
-    if info < 0:
-        raise FitError(f"pivoted Cholesky of K_MM failed (LAPACK dpstrf info = {info}).")
-    return torch.as_tensor(np.sort(pivots[:rank] - 1), dtype=torch.long, device=kmm.device)
+    n_candidates = candidates.shape[0]
+    limit = n_candidates if max_centers is None else min(int(max_centers), n_candidates)
+    if n_candidates <= DENSE_PIVOTING_MAX:
+        matrix = gaussian_kernel(candidates, candidates, sigma).cpu().numpy()
+        threshold = max(tol * float(np.max(np.diag(matrix))), np.finfo(np.float64).tiny)
+        _, pivots, rank, info = lapack.dpstrf(matrix, tol=threshold, lower=0)
+        if info < 0:
+            raise FitError(f"pivoted Cholesky of the centres' kernel matrix failed (LAPACK dpstrf info = {info}).")
+        return pivots[: min(rank, limit)] - 1
+    residual = torch.ones(n_candidates, dtype=torch.float64, device=candidates.device)  # k(x, x) = 1
+    columns = torch.empty((limit, n_candidates), dtype=torch.float64, device=candidates.device)
+    chosen: list[int] = []
+    for step in range(limit):
+        pivot = int(torch.argmax(residual))
+        if float(residual[pivot]) <= tol:
+            break
+        column = gaussian_kernel(candidates, candidates[pivot : pivot + 1], sigma)[:, 0]
+        column -= columns[:step].T @ columns[:step, pivot]
+        columns[step] = column / torch.sqrt(residual[pivot])
+        residual -= columns[step].square()
+        residual[pivot] = 0.0
+        chosen.append(pivot)
+    return np.array(chosen, dtype=np.int64)
 
 
 class NystromKernelRows:
@@ -248,7 +273,7 @@ class NystromFactor:
     """T upper-triangular with T^T T = K_MM (float64). The solver works in whitened coordinates
     gamma = T alpha, where the penalty alpha^T K_MM alpha = |gamma|^2 is an exact sum of squares.
     Falkon adds a jitter eps M I to make K_MM factorisable; after pruning redundant centres
-    (independent_centers) K_MM is positive definite to float64 resolution, so no jitter is added
+    (pivoted_centers) K_MM is positive definite to float64 resolution, so no jitter is added
     (stable_cholesky's escalating jitter remains the fallback) and the solver minimises exactly
     the documented J."""
 
@@ -341,7 +366,7 @@ class SolverDiagnostics:
 
 
 @dataclass(frozen=True)
-class LogisticSolution:
+class Solution:
     """alpha (M,) and the fitted f = K_nM alpha on the training points (n,), float64 tensors."""
 
     alpha: torch.Tensor
@@ -349,17 +374,60 @@ class LogisticSolution:
     diagnostics: SolverDiagnostics
 
 
-class _Problem:
-    """The objective J and its derivatives in whitened coordinates gamma = T alpha, for fixed
-    labels, weights and offsets: J = (1/n) sum_i a_i l(y_i, f_i + o_i) + (lambda/2) |gamma|^2."""
+class PointLoss(Protocol):
+    """A smooth convex loss summed over training points, as a function of z = f + o (float64)."""
 
-    def __init__(self, kernel_rows: NystromKernelRows, factor: NystromFactor, labels, weights, offsets):
-        self.kernel_rows = kernel_rows
-        self.factor = factor
+    def total(self, logits: torch.Tensor) -> torch.Tensor:
+        """sum_i l_i(z_i) (+inf where it overflows)."""
+
+    def slope_and_curvature(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(l'_i(z_i), l''_i(z_i)), each (n,)."""
+
+
+class LogisticLoss:
+    """l_i = a_i (softplus(z_i) - y_i z_i): weighted binary cross-entropy on logits, labels y in
+    {0, 1}, weights a > 0 (bounded slope, so f may grow linearly where only one class is)."""
+
+    def __init__(self, labels: torch.Tensor, weights: torch.Tensor):
         self.labels = labels
         self.weights = weights
+
+    def total(self, logits: torch.Tensor) -> torch.Tensor:
+        return (self.weights * (functional.softplus(logits) - self.labels * logits)).sum()
+
+    def slope_and_curvature(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probability = torch.sigmoid(logits)
+        return self.weights * (probability - self.labels), self.weights * probability * (1.0 - probability)
+
+
+class ExtendedLikelihoodLoss:
+    """The NPLM loss on points ordered data first: l_i = -z_i on the n_data data points and
+    l_i = w_i (e^z_i - 1) on the reference points (weights w > 0). Its curvature is w e^z on the
+    reference and 0 on the data; sum_i l_i(f_i) at f = 0 is the loss of the reference model."""
+
+    def __init__(self, n_data: int, reference_weights: torch.Tensor):
+        self.n_data = n_data
+        self.reference_weights = reference_weights
+
+    def total(self, logits: torch.Tensor) -> torch.Tensor:
+        return (self.reference_weights * torch.expm1(logits[self.n_data :])).sum() - logits[: self.n_data].sum()
+
+    def slope_and_curvature(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scaled_exp = self.reference_weights * torch.exp(logits[self.n_data :])
+        data = torch.zeros(self.n_data, dtype=logits.dtype, device=logits.device)
+        return torch.cat([data - 1.0, scaled_exp]), torch.cat([data, scaled_exp])
+
+
+class _Problem:
+    """The objective J and its derivatives in whitened coordinates gamma = T alpha, for a fixed
+    per-point loss and offsets: J = (1/n) sum_i l_i(f_i + o_i) + (lambda/2) |gamma|^2."""
+
+    def __init__(self, kernel_rows: NystromKernelRows, factor: NystromFactor, loss: PointLoss, offsets: torch.Tensor):
+        self.kernel_rows = kernel_rows
+        self.factor = factor
+        self.loss = loss
         self.offsets = offsets
-        self.n_points = labels.shape[0]
+        self.n_points = offsets.shape[0]
 
     def row_coefficients(self, gamma: torch.Tensor) -> torch.Tensor:
         """The vector the kernel rows multiply to give f: gamma for whitened rows, T^-1 gamma otherwise."""
@@ -370,19 +438,14 @@ class _Problem:
         return projected if self.kernel_rows.whitened else self.factor.transpose_solve(projected)
 
     def objective(self, fitted: torch.Tensor, gamma: torch.Tensor, penalty: float) -> float:
-        logits = fitted + self.offsets
-        data_term = (self.weights * (functional.softplus(logits) - self.labels * logits)).sum() / self.n_points
-        value = float(data_term + 0.5 * penalty * (gamma @ gamma))
-        if not np.isfinite(value):
-            raise FitError("logistic objective J is not finite.")
-        return value
+        """J at (f, gamma); +inf where the loss overflows (a line-search trial is then rejected)."""
+        value = float(self.loss.total(fitted + self.offsets) / self.n_points + 0.5 * penalty * (gamma @ gamma))
+        return value if np.isfinite(value) else np.inf
 
     def derivatives(self, fitted: torch.Tensor, gamma: torch.Tensor, penalty: float):
-        """n * gradient in gamma, the per-point curvatures a l'', and the curvatures at the centres
-        (kernel-smoothed: (K^T a l'' + mean a l'') / (K^T 1 + 1); K^T u = T^T Phi^T u for whitened rows)."""
-        probability = torch.sigmoid(fitted + self.offsets)
-        slope = self.weights * (probability - self.labels)
-        curvature = self.weights * probability * (1.0 - probability)
+        """n * gradient in gamma, the per-point curvatures l'', and the curvatures at the centres
+        (kernel-smoothed: (K^T l'' + mean l'') / (K^T 1 + 1); K^T u = T^T Phi^T u for whitened rows)."""
+        slope, curvature = self.loss.slope_and_curvature(fitted + self.offsets)
         stacked = torch.stack([slope, curvature, torch.ones_like(slope)], dim=1)
         projected = self.kernel_rows.rmatvec(stacked)
         scaled_gradient = self.gamma_gradient(projected[:, 0]) + penalty * self.n_points * gamma
@@ -394,7 +457,7 @@ class _Problem:
 
     def gradient_norm(self, fitted: torch.Tensor, gamma: torch.Tensor, penalty: float) -> float:
         """|dJ/dgamma| (one single-column pass over K_nM)."""
-        slope = self.weights * (torch.sigmoid(fitted + self.offsets) - self.labels)
+        slope, _ = self.loss.slope_and_curvature(fitted + self.offsets)
         gradient = self.gamma_gradient(self.kernel_rows.rmatvec(slope)) / self.n_points + penalty * gamma
         return float(torch.linalg.vector_norm(gradient))
 
@@ -415,11 +478,10 @@ class _Problem:
         return apply
 
 
-def solve_logistic(
+def solve(
     kernel_rows: NystromKernelRows,
     factor: NystromFactor,
-    labels: torch.Tensor,
-    weights: torch.Tensor,
+    loss: PointLoss,
     offsets: torch.Tensor,
     penalties: Sequence[float],
     *,
@@ -428,10 +490,10 @@ def solve_logistic(
     max_cg_iter: int = 200,
     cg_tol: float = 1e-6,
     max_total_cg_iter: int = 1000,
-) -> LogisticSolution:
+) -> Solution:
     """Minimise J (module docstring) by preconditioned Newton-CG over `penalties` (decreasing; the
-    last one is the lambda of J). `labels`, `weights`, `offsets` are float64 (n,) tensors and
-    `factor` holds T = chol(K_MM) of the same centres as `kernel_rows`. Converged means the Newton decrement g^T H^-1 g / 2, an estimate
+    last one is the lambda of J). `offsets` is a float64 (n,) tensor, `loss` the per-point loss of
+    the same points, and `factor` holds T = chol(K_MM) of the same centres as `kernel_rows`. Converged means the Newton decrement g^T H^-1 g / 2, an estimate
     of J - min J, fell below newton_tol * |J| at the final penalty. CG runs to a relative residual
     min(1e-2, |g_k| / |g_0|), never below cg_tol (inexact Newton: loose early, tight at the end).
     The reported gradient norm is |dJ/dgamma| in the whitened coordinates gamma = T alpha. The
@@ -439,10 +501,10 @@ def solve_logistic(
     an ill-conditioned problem (very narrow kernel, tiny lambda) stops in bounded time, unconverged,
     with stop_reason 'cg_budget'."""
     start = time.perf_counter()
-    problem = _Problem(kernel_rows, factor, labels, weights, offsets)
+    problem = _Problem(kernel_rows, factor, loss, offsets)
     n_points, n_centers = problem.n_points, factor.upper.shape[0]
-    gamma = torch.zeros(n_centers, dtype=torch.float64, device=labels.device)
-    fitted = torch.zeros(n_points, dtype=torch.float64, device=labels.device)
+    gamma = torch.zeros(n_centers, dtype=torch.float64, device=offsets.device)
+    fitted = torch.zeros(n_points, dtype=torch.float64, device=offsets.device)
     cg_iterations: list[int] = []
     stop_reason = "max_newton_steps"
     first_gradient_norm = None
@@ -454,6 +516,9 @@ def solve_logistic(
                 stop_reason = "cg_budget"
                 break
             objective = problem.objective(fitted, gamma, penalty)
+            if not np.isfinite(objective):
+                raise FitError("the objective J is not finite at the start of a Newton step (the offsets overflow the "
+                               "loss).")
             scaled_gradient, curvature, center_curvature = problem.derivatives(fitted, gamma, penalty)
             preconditioner = FalkonPreconditioner(factor, center_curvature, penalty, n_points)
 
@@ -488,7 +553,7 @@ def solve_logistic(
         fit_time=time.perf_counter() - start,
         stop_reason=stop_reason,
     )
-    return LogisticSolution(alpha=factor.to_alpha(gamma), fitted=fitted, diagnostics=diagnostics)
+    return Solution(alpha=factor.to_alpha(gamma), fitted=fitted, diagnostics=diagnostics)
 
 
 def _preconditioned_hessian(problem: _Problem, curvature, penalty: float, preconditioner: FalkonPreconditioner):

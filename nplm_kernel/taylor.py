@@ -22,9 +22,9 @@ import torch
 from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator
 
-from .estimator import DEFAULT_CENTER_TOL, SIGMA_QUANTILE
+from .estimator import SIGMA_QUANTILE, nystrom_centers
 from .exceptions import FitError
-from .falkon import NystromFactor, independent_centers, select_centers
+from .falkon import select_centers
 from .kernel import gaussian_kernel, pairwise_distance_quantile
 from .nuisance import LastEvaluation, taylor_training_set
 from .persistence import require_fitted
@@ -66,10 +66,7 @@ class KernelTaylorLearner(BaseEstimator):
         centers = pooled[select_centers(len(pooled), min(self.n_centers, len(pooled)), rng)]
         sigma = float(self.sigma) if self.sigma is not None else pairwise_distance_quantile(
             training.nominal, SIGMA_QUANTILE, seed=int(rng.integers(2**63)))
-        kmm = gaussian_kernel(torch.as_tensor(centers), torch.as_tensor(centers), sigma)
-        kept = independent_centers(kmm, DEFAULT_CENTER_TOL).numpy()
-        centers = centers[kept]
-        factor = NystromFactor(kmm[kept][:, kept])
+        centers, factor = nystrom_centers(centers, sigma, None, torch.device("cpu"))
 
         def features(points: np.ndarray) -> np.ndarray:
             block = gaussian_kernel(torch.as_tensor(points), torch.as_tensor(centers), sigma)

@@ -2,24 +2,25 @@
 
 import numpy as np
 import pytest
-from reference_solver import dense_newton, gaussian_gram, objective
+from reference_solver import PointLoss, dense_newton, gaussian_gram, objective
 
 from nplm_kernel import KernelNPLM, falkon, nplm_loss
 
 
-def _reference_problem(x_data, x_ref, w_ref, centers, sigma, offsets):
+def _reference_problem(x_data, x_ref, w_ref, centers, sigma, loss):
     points = np.vstack([x_data, x_ref])
-    labels = np.r_[np.ones(len(x_data)), np.zeros(len(x_ref))]
-    weights = np.r_[np.ones(len(x_data)), np.full(len(x_ref), w_ref)]
-    return gaussian_gram(points, centers, sigma), gaussian_gram(centers, centers, sigma), labels, weights, offsets
+    return (gaussian_gram(points, centers, sigma), gaussian_gram(centers, centers, sigma),
+            PointLoss(loss, len(x_data), np.full(len(x_ref), w_ref)))
 
 
+@pytest.mark.parametrize("loss", ["nplm", "logistic"])
 @pytest.mark.parametrize("penalty", [1e-3, 1e-6])
 @pytest.mark.parametrize("with_offsets", [False, True])
 @pytest.mark.parametrize("explicit_gram", [True, False])
-def test_objective_and_t_match_dense_newton(gaussian_samples, rng, penalty, with_offsets, explicit_gram, monkeypatch):
-    """Both Hessian paths: the Gram matrix formed once per Newton step (few centres), and one pass
-    over K_nM per CG iteration (forced here by lowering the threshold)."""
+def test_objective_and_t_match_dense_newton(gaussian_samples, rng, penalty, with_offsets, explicit_gram, loss,
+                                            monkeypatch):
+    """Both losses and both Hessian paths: the Gram matrix formed once per Newton step (few
+    centres), and one pass over K_nM per CG iteration (forced here by lowering the threshold)."""
     if not explicit_gram:
         monkeypatch.setattr(falkon, "EXPLICIT_GRAM_MAX_CENTERS", 0)
     x_data, x_ref, w_ref = gaussian_samples
@@ -29,12 +30,12 @@ def test_objective_and_t_match_dense_newton(gaussian_samples, rng, penalty, with
     offset_ref = 0.2 * x_ref[:, 0] if with_offsets else None
     offsets = np.r_[offset_data, offset_ref] if with_offsets else np.zeros(len(x_data) + len(x_ref))
 
-    estimator = KernelNPLM(centers=centers, sigma=sigma, penalty=penalty, standardize=False)
+    estimator = KernelNPLM(centers=centers, sigma=sigma, penalty=penalty, loss=loss, standardize=False)
     estimator.fit(x_data, x_ref, w_ref, offset_data=offset_data, offset_ref=offset_ref)
 
-    knm, kmm, labels, weights, offsets = _reference_problem(x_data, x_ref, w_ref, centers, sigma, offsets)
-    alpha_best, objective_best = dense_newton(knm, kmm, labels, weights, offsets, penalty)
-    objective_fit = objective(estimator.alpha_, knm, kmm, labels, weights, offsets, penalty)
+    knm, kmm, point_loss = _reference_problem(x_data, x_ref, w_ref, centers, sigma, loss)
+    alpha_best, objective_best = dense_newton(knm, kmm, point_loss, offsets, penalty)
+    objective_fit = objective(estimator.alpha_, knm, kmm, point_loss, offsets, penalty)
     assert abs(objective_fit - objective_best) <= 1e-6 * abs(objective_best)
     assert estimator.diagnostics_.converged
 
@@ -63,7 +64,7 @@ def test_penalty_continuation_reaches_the_same_optimum(gaussian_samples):
     x_data, x_ref, w_ref = gaussian_samples
     direct = KernelNPLM(n_centers=60, penalty=1e-6).fit(x_data, x_ref, w_ref)
     continued = KernelNPLM(n_centers=60, penalty=1e-6, penalty_list=[1e-2, 1e-4, 1e-6]).fit(x_data, x_ref, w_ref)
-    assert continued.diagnostics_.newton_steps > direct.diagnostics_.newton_steps - 1
+    assert continued.diagnostics_.newton_steps >= 3  # one step at each intermediate penalty, then the final ones
     assert continued.t_ == pytest.approx(direct.t_, rel=1e-6)
 
 
@@ -96,10 +97,10 @@ def test_pruned_redundant_centres_lose_nothing(rng):
     assert estimator.n_centers_ < 50
 
     offsets = np.zeros(6300)
-    knm_all, kmm_all, labels, weights, offsets = _reference_problem(x_data, x_ref, w_ref, centers, sigma, offsets)
-    alpha_best, objective_best = dense_newton(knm_all, kmm_all, labels, weights, offsets, penalty)
-    knm, kmm, *_ = _reference_problem(x_data, x_ref, w_ref, estimator.centers_, sigma, offsets)
-    objective_fit = objective(estimator.alpha_, knm, kmm, labels, weights, offsets, penalty)
+    knm_all, kmm_all, point_loss = _reference_problem(x_data, x_ref, w_ref, centers, sigma, "nplm")
+    alpha_best, objective_best = dense_newton(knm_all, kmm_all, point_loss, offsets, penalty)
+    knm, kmm, _ = _reference_problem(x_data, x_ref, w_ref, estimator.centers_, sigma, "nplm")
+    objective_fit = objective(estimator.alpha_, knm, kmm, point_loss, offsets, penalty)
     assert abs(objective_fit - objective_best) <= 1e-6 * abs(objective_best)
     f_best = knm_all @ alpha_best
     assert estimator.t_ == pytest.approx(-2 * nplm_loss(f_best[:300], f_best[300:], w_ref), rel=1e-2)
@@ -143,3 +144,34 @@ def test_a_memory_budget_below_the_fits_fixed_memory_is_refused_with_the_budget_
     fixed = fixed_fit_memory(len(x_data) + len(x_ref), 2)
     with pytest.raises(ConfigurationError, match=r"per-point vectors for n = 3300 points .* give memory_budget >= \d+"):
         KernelNPLM(n_centers=60, memory_budget=fixed // 2).fit(x_data, x_ref, w_ref)
+
+
+@pytest.fixture(scope="module")
+def exponential_reference():
+    from nplm_kernel.benchmarks import Exponential1D
+
+    bench = Exponential1D()
+    return bench, *bench.reference(np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("penalty", [1e-6, 1e-8, 1e-10])
+def test_the_nplm_loss_never_gives_a_negative_t(exponential_reference, penalty):
+    """With loss='nplm' the fit minimises L + penalty from f = 0 with a descent method, so
+    L(f_hat) <= 0 and t >= 0, at every penalty; toy 1005 is one on which the logistic surrogate at
+    lambda = 1e-10 gives t of about -5400."""
+    bench, x_ref, w_ref = exponential_reference
+    for toy in (1005, 1060, 7):
+        x_data = bench.data(np.random.default_rng(toy))
+        estimator = KernelNPLM(n_centers=3000, sigma=2.4, penalty=penalty, seed=5).fit(x_data, x_ref, w_ref)
+        assert estimator.t_ >= 0.0 and estimator.converged_
+
+
+def test_the_logistic_surrogate_warns_when_its_f_raises_the_nplm_loss(exponential_reference):
+    from nplm_kernel import FitConsistencyWarning
+
+    bench, x_ref, w_ref = exponential_reference
+    x_data = bench.data(np.random.default_rng(1005))
+    with pytest.warns(FitConsistencyWarning, match=r"raises the NPLM loss above that of f = 0 .* Use loss='nplm'"):
+        surrogate = KernelNPLM(n_centers=3000, sigma=2.4, penalty=1e-10, loss="logistic", seed=5).fit(x_data, x_ref,
+                                                                                                       w_ref)
+    assert surrogate.t_ < -100

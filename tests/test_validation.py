@@ -116,7 +116,7 @@ def test_negative_weights_are_refused_naming_the_backend_and_why(good):
     x_data, x_ref, _ = good
     weights = np.full(len(x_ref), 0.1)
     weights[[3, 8]] = -0.05  # NLO-style negative weights
-    with pytest.raises(InputError, match=r"w_ref has 2 non-positive .* KernelNPLM refuses them: its weighted logistic"):
+    with pytest.raises(InputError, match=r"w_ref has 2 non-positive .* KernelNPLM refuses them: its loss is convex"):
         KernelNPLM(n_centers=10).fit(x_data, x_ref, weights)
     with pytest.raises(InputError, match=r"NNNPLM refuses them: the NPLM loss needs positive weights.*NLO"):
         NNNPLM(architecture=(2, 3, 1), epochs=1).fit(x_data, x_ref, weights)
