@@ -56,6 +56,8 @@ class NNNPLM(BaseEstimator):
     architecture : layer widths (d, hidden..., 1), e.g. (1, 4, 1) or (5, 5, 5, 5, 1).
     weight_clip : c, the bound on every weight matrix entry after each step.
     activation : hidden activation ('sigmoid' as in the papers, 'tanh', 'relu').
+    bias_init : 'zeros' (Keras Dense default) or 'glorot_uniform', which NPLM_package 0.0.6 really
+        uses (its network class passes no initializer to Keras' add_weight): network.BIAS_INITIALISATIONS.
     epochs : full-batch optimiser steps (the papers use 1e5 to 3e5).
     learning_rate : Adam learning rate (Keras default 1e-3).
     checkpoint_every : record L every this many epochs in loss_history_.
@@ -73,6 +75,7 @@ class NNNPLM(BaseEstimator):
         architecture: tuple[int, ...] = (1, 4, 1),
         weight_clip: float = 9.0,
         activation: str = "sigmoid",
+        bias_init: str = "zeros",
         epochs: int = 100_000,
         learning_rate: float = 1e-3,
         checkpoint_every: int = 1000,
@@ -84,6 +87,7 @@ class NNNPLM(BaseEstimator):
         self.architecture = architecture
         self.weight_clip = weight_clip
         self.activation = activation
+        self.bias_init = bias_init
         self.epochs = epochs
         self.learning_rate = learning_rate
         self.checkpoint_every = checkpoint_every
@@ -134,7 +138,7 @@ class NNNPLM(BaseEstimator):
         offset_data_t, offset_ref_t = tensor(samples.offset_data), tensor(samples.offset_ref)
         w_ref_t = tensor(samples.w_ref)
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence(self.seed).generate_state(1)[0]))
-        network = ClippedMLP(self.architecture, self.activation, generator).to(device)
+        network = ClippedMLP(self.architecture, self.activation, generator, self.bias_init).to(device)
         nuisances = None
         if nuisance_terms is not None:
             if offset_data is not None or offset_ref is not None:

@@ -42,23 +42,40 @@ def check_architecture(architecture: Sequence[int], n_features: int | None = Non
     return widths
 
 
+#: How ClippedMLP initialises its biases (the `bias_init` setting).
+BIAS_INITIALISATIONS = {
+    "zeros": "b = 0 (the Keras Dense default)",
+    "glorot_uniform": "b ~ U(-sqrt(3 / n_out), sqrt(3 / n_out)): Keras' glorot-uniform of a vector (fan-in = fan-out "
+                      "= n_out), what Keras' add_weight draws when no initializer is passed, as in the NPLM_package "
+                      "0.0.6 network class",
+}
+
+
 class ClippedMLP(nn.Module):
     """f(x) = W_L s(... s(W_1 x + b_1) ...) + b_L with s the hidden activation.
 
-    Weights are glorot(Xavier)-uniform, biases zero (Keras defaults), drawn from `generator`."""
+    Weights are glorot(Xavier)-uniform; biases as `bias_init` says (BIAS_INITIALISATIONS); both
+    drawn from `generator`."""
 
-    def __init__(self, architecture: Sequence[int], activation: str, generator: torch.Generator):
+    def __init__(self, architecture: Sequence[int], activation: str, generator: torch.Generator,
+                 bias_init: str = "zeros"):
         super().__init__()
         widths = check_architecture(architecture)
         if activation not in ACTIVATIONS:
             raise ConfigurationError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}.")
+        if bias_init not in BIAS_INITIALISATIONS:
+            raise ConfigurationError(f"bias_init must be one of {sorted(BIAS_INITIALISATIONS)}, got {bias_init!r}.")
         self.activation_name = activation
         self.activation = ACTIVATIONS[activation]
         self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(widths, widths[1:]))
         with torch.no_grad():
             for layer in self.layers:
                 nn.init.xavier_uniform_(layer.weight, generator=generator)
-                layer.bias.zero_()
+                if bias_init == "zeros":
+                    layer.bias.zero_()
+                else:
+                    limit = (3.0 / layer.bias.numel()) ** 0.5
+                    layer.bias.uniform_(-limit, limit, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers[:-1]:

@@ -7,6 +7,7 @@ is taken from the fitted chi2 tail and labelled as an extrapolation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,9 @@ from .statistic import z_score
 
 EMPIRICAL = "empirical"
 CHI2_EXTRAPOLATION = "fitted chi2 tail (extrapolation: t exceeds every null toy)"
+MIN_P = "min-p over the widths, calibrated on the null toys"
+MIN_P_EXTRAPOLATION = ("Bonferroni bound from each width's fitted chi2 tail (extrapolation: the min-p is below every "
+                       "null toy's)")
 
 
 @dataclass(frozen=True)
@@ -37,20 +41,25 @@ class Significance:
 
     method is EMPIRICAL (p = fraction of null toys with t_null >= t; [p_low, p_high] is the
     Clopper-Pearson interval at `confidence`) or CHI2_EXTRAPOLATION (p from the fitted chi2 tail;
-    p_high is then the empirical upper bound on p from having no toy above t)."""
+    p_high is then the empirical upper bound on p from having no toy above t). For a multi-scale
+    test (t one value per width) method is MIN_P (p = fraction of null toys whose min-p over the
+    widths is at most the observed one; `width_p_values` holds the observed per-width p-values) or
+    MIN_P_EXTRAPOLATION (beyond every null toy: the Bonferroni bound K min_k p_k from each width's
+    fitted chi2 tail), and chi2_fit is None."""
 
-    t: float
+    t: float | tuple[float, ...]
     p_value: float
     p_low: float
     p_high: float
     z: float
     method: str
     n_toys: int
-    chi2_fit: Chi2Fit
+    chi2_fit: Chi2Fit | None
+    width_p_values: tuple[float, ...] = ()
 
     @property
     def is_extrapolated(self) -> bool:
-        return self.method == CHI2_EXTRAPOLATION
+        return self.method in (CHI2_EXTRAPOLATION, MIN_P_EXTRAPOLATION)
 
 
 def _as_null_sample(t_null: object) -> np.ndarray:
@@ -97,8 +106,11 @@ def permutation_p_value(t: float, t_null: object) -> float:
     return (np.count_nonzero(values >= t) + 1.0) / (values.size + 1.0)
 
 
-def significance(t: float, t_null: object, confidence: float = 0.6827) -> Significance:
-    """Calibrate an observed t against null toys (module docstring)."""
+def significance(t: float | Sequence[float], t_null: object, confidence: float = 0.6827) -> Significance:
+    """Calibrate an observed t against null toys (module docstring); for a multi-scale test, t has
+    one value per width and t_null is (n_toys, K): min-p over the widths (Significance)."""
+    if np.ndim(t) == 1:
+        return _min_p_significance(np.asarray(t, dtype=np.float64), t_null, confidence)
     if not np.isfinite(t):
         raise InputError(f"observed t must be finite, got {t}.")
     values = _as_null_sample(t_null)
@@ -142,10 +154,10 @@ def _tail_fractions(t_matrix: np.ndarray, t_values: np.ndarray) -> np.ndarray:
     return (exceeding + 1.0) / (t_matrix.shape[0] + 1.0)
 
 
-def combine_settings(t_observed: object, t_null: object) -> CombinedSignificance:
-    """Combine K settings: t_observed (K,) on the data, t_null (n_toys, K) on the same null toys
-    (row j = toy j fitted with every setting). Never a naive min: both combined statistics are
-    calibrated on the null toys, so the combination holds its false-positive rate."""
+def _settings_p_values(t_observed: object, t_null: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(observed (K,), per-setting p-values of the observed t (K,), of each null toy against the
+    other n - 1 toys (n, K)), after checking shapes and finiteness. Columns: sorted null t, so the
+    cost is O(n K log n)."""
     observed = np.asarray(t_observed, dtype=np.float64).reshape(-1)
     null = np.asarray(t_null, dtype=np.float64)
     if null.ndim != 2 or null.shape[1] != observed.size:
@@ -155,10 +167,38 @@ def combine_settings(t_observed: object, t_null: object) -> CombinedSignificance
     check_finite(observed[None, :], "t_observed")
     check_finite(null, "t_null")
     n_toys = null.shape[0]
-    observed_p = _tail_fractions(null, observed[None, :])[0]
-    # each null toy's p-values against the other n - 1 toys (leave-one-out)
-    exceeding = (null[None, :, :] >= null[:, None, :]).sum(axis=1) - 1
-    null_p = (exceeding + 1.0) / n_toys
+    ordered = np.sort(null, axis=0)
+    at_least = np.empty_like(null)
+    observed_p = np.empty(observed.size)
+    for column in range(observed.size):
+        at_least[:, column] = n_toys - np.searchsorted(ordered[:, column], null[:, column], side="left")
+        observed_p[column] = (n_toys - np.searchsorted(ordered[:, column], observed[column], side="left") + 1.0) / (
+            n_toys + 1.0)
+    return observed, observed_p, at_least / n_toys  # (k + 1) / n with k = others at least as large
+
+
+def _min_p_significance(observed_t: np.ndarray, t_null: object, confidence: float) -> Significance:
+    observed, observed_p, null_p = _settings_p_values(observed_t, t_null)
+    n_toys = null_p.shape[0]
+    null_min_p, observed_min_p = null_p.min(axis=1), observed_p.min()
+    count = int(np.count_nonzero(null_min_p <= observed_min_p))
+    interval = stats.binomtest(count, n_toys).proportion_ci(confidence_level=confidence, method="exact")
+    p_value, method = count / n_toys, MIN_P
+    if count == 0:
+        null = np.asarray(t_null, dtype=np.float64)
+        tails = [stats.chi2.sf(value, fit_chi2(null[:, column]).dof) for column, value in enumerate(observed)]
+        p_value, method = min(1.0, observed.size * float(min(tails))), MIN_P_EXTRAPOLATION
+    return Significance(t=tuple(float(value) for value in observed), p_value=p_value, p_low=float(interval.low),
+                        p_high=float(interval.high), z=z_score(p_value), method=method, n_toys=n_toys,
+                        chi2_fit=None, width_p_values=tuple(float(p) for p in observed_p))
+
+
+def combine_settings(t_observed: object, t_null: object) -> CombinedSignificance:
+    """Combine K settings: t_observed (K,) on the data, t_null (n_toys, K) on the same null toys
+    (row j = toy j fitted with every setting). Never a naive min: both combined statistics are
+    calibrated on the null toys, so the combination holds its false-positive rate."""
+    observed, observed_p, null_p = _settings_p_values(t_observed, t_null)
+    n_toys = null_p.shape[0]
     statistics = {
         "min_p": (observed_p.min(), null_p.min(axis=1)),
         "fisher": (-2 * np.log(observed_p).sum(), -2 * np.log(null_p).sum(axis=1)),

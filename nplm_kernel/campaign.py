@@ -180,12 +180,9 @@ def run_one_toy(task: ToyTask, toy_index: int) -> dict[str, Any]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = task.test.run(drawn.x_data, x_ref, w_ref, central_values=drawn.central_values)
-        row.update(status=STATUS_OK, t=result.t, tau=result.tau, delta=result.delta,
-                   nu_hat_tau=result.nu_hat_tau.tolist(), nu_hat_delta=result.nu_hat_delta.tolist(),
+        row.update(status=STATUS_OK, **result.row_fields(),
                    central_values=None if drawn.central_values is None else np.asarray(drawn.central_values).tolist(),
-                   nuisance_iterations=result.nuisance_iterations, n_data=int(len(drawn.x_data)),
-                   converged=result.converged,
-                   warnings=[f"{type(w.message).__name__}: {w.message}" for w in caught])
+                   n_data=int(len(drawn.x_data)), warnings=[f"{type(w.message).__name__}: {w.message}" for w in caught])
     except Exception as error:  # noqa: BLE001 - one toy's failure of any kind is recorded, not fatal
         _failed_row(row, f"{type(error).__name__}: {error}", type(error).__name__, str(error),
                     traceback.format_exc(limit=-3))

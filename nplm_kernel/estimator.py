@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -92,8 +93,25 @@ class PreparedReference:
 #: other one makes KernelNPLM(reuse_reference=True) prepare the reference again).
 SOLVER_SETTINGS = {"penalty", "penalty_list", "loss", "max_newton_steps", "newton_tol", "max_cg_iter", "cg_tol",
                    "max_total_cg_iter"}
-#: The per-process cache of KernelNPLM(reuse_reference=True): one reference at a time.
-_REFERENCE_CACHE: dict[str, PreparedReference] = {}
+#: The per-process cache of KernelNPLM(reuse_reference=True), least recently used first: a few
+#: prepared references (e.g. one per width of a multi-scale test), their stored kernel rows
+#: together within the memory budget of the fit that adds one.
+_REFERENCE_CACHE: OrderedDict[str, PreparedReference] = OrderedDict()
+REFERENCE_CACHE_ENTRIES = 8
+
+
+def _cache_reference(prepared: PreparedReference, memory_budget: int) -> None:
+    """Keep `prepared`, evicting the least recently used entries beyond REFERENCE_CACHE_ENTRIES or
+    beyond memory_budget bytes of stored kernel rows in all."""
+    def stored_bytes(entry: PreparedReference) -> int:
+        rows = entry.reference_rows
+        return 0 if rows is None else rows.numel() * rows.element_size()
+
+    _REFERENCE_CACHE[prepared.key] = prepared
+    _REFERENCE_CACHE.move_to_end(prepared.key)
+    while len(_REFERENCE_CACHE) > 1 and (len(_REFERENCE_CACHE) > REFERENCE_CACHE_ENTRIES or sum(
+            stored_bytes(entry) for entry in _REFERENCE_CACHE.values()) > memory_budget):
+        _REFERENCE_CACHE.popitem(last=False)
 
 
 def clear_reference_cache() -> None:
@@ -386,8 +404,9 @@ class KernelNPLM(BaseEstimator):
         """The reference's fixed part of a fit, from the per-process cache or computed and cached."""
         settings = {name: value for name, value in self.get_params(deep=False).items() if name not in SOLVER_SETTINGS}
         key = json.dumps([sample_digest(samples.x_ref, samples.w_ref), describe(settings), str(device), str(dtype)])
-        cached = _REFERENCE_CACHE.get("entry")
-        if cached is not None and cached.key == key:
+        cached = _REFERENCE_CACHE.get(key)
+        if cached is not None:
+            _REFERENCE_CACHE.move_to_end(key)
             return cached
         mean, scale, centers, sigma, factor = self._geometry(samples, np.random.default_rng(self.seed), False, device)
         reference = torch.as_tensor((samples.x_ref - mean) / scale, device=device)
@@ -395,7 +414,7 @@ class KernelNPLM(BaseEstimator):
         kernel_budget = kernel_memory_budget(int(self.memory_budget), n_points, samples.n_features, len(centers))
         rows = NystromKernelRows(reference, torch.as_tensor(centers, device=device), sigma, kernel_budget, dtype, factor)
         prepared = PreparedReference(key, mean, scale, centers, sigma, factor, rows.stored_rows())
-        _REFERENCE_CACHE["entry"] = prepared
+        _cache_reference(prepared, int(self.memory_budget))
         return prepared
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:

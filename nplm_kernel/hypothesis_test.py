@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,64 @@ class NPLMResult:
         """The backend's fit diagnostics (KernelNPLM: SolverDiagnostics; NNNPLM: loss history)."""
         return getattr(self.estimator, "diagnostics_", getattr(self.estimator, "loss_history_", None))
 
+    def row_fields(self) -> dict[str, Any]:
+        """What a campaign stores of this test (JSON-safe)."""
+        return {"t": self.t, "tau": self.tau, "delta": self.delta, "nu_hat_tau": self.nu_hat_tau.tolist(),
+                "nu_hat_delta": self.nu_hat_delta.tolist(), "nuisance_iterations": self.nuisance_iterations,
+                "converged": self.converged}
+
+
+@dataclass(frozen=True)
+class MultiScaleResult:
+    """A multi-scale test: one NPLMResult per kernel width (`widths`, the backend's sigma), all on
+    the same data. `t` is the vector of their t (one per width); calibrated jointly against null
+    toys of the same test by calibration.significance (min-p over the widths)."""
+
+    widths: tuple[float, ...]
+    results: tuple[NPLMResult, ...]
+
+    @property
+    def t(self) -> np.ndarray:
+        return np.array([result.t for result in self.results])
+
+    @property
+    def tau(self) -> np.ndarray:
+        return np.array([result.tau for result in self.results])
+
+    @property
+    def delta(self) -> float:
+        return self.results[0].delta
+
+    @property
+    def converged(self) -> bool | None:
+        verdicts = [result.converged for result in self.results]
+        return False if False in verdicts else (None if None in verdicts else True)
+
+    @property
+    def wall_time(self) -> float:
+        return sum(result.wall_time for result in self.results)
+
+    @property
+    def estimator(self) -> BaseEstimator:
+        """The first width's fitted estimator (each width's: results[k].estimator)."""
+        return self.results[0].estimator
+
+    @property
+    def backend(self) -> str:
+        return self.results[0].backend
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**self.results[0].hyperparameters, "sigma": list(self.widths)}
+
+    def row_fields(self) -> dict[str, Any]:
+        """What a campaign stores of this test: t and tau per width (lists)."""
+        return {"t": self.t.tolist(), "tau": self.tau.tolist(), "delta": self.delta, "widths": list(self.widths),
+                "nu_hat_tau": [result.nu_hat_tau.tolist() for result in self.results],
+                "nu_hat_delta": self.results[0].nu_hat_delta.tolist(),
+                "nuisance_iterations": sum(result.nuisance_iterations for result in self.results),
+                "converged": self.converged}
+
 
 def backend_identity(backend: BaseEstimator) -> dict[str, Any]:
     """The backend's class and the hyperparameters that define its fit (described; execution
@@ -97,10 +156,14 @@ class NPLMTest:
     nuisances : a NuisanceModel (None: no systematic uncertainties, t = tau).
     nuisance_tol : alternating tau fit stops when nu moves by less than this many sigma.
     max_alternations : cap on the alternating fits (ConvergenceWarning when reached).
+    widths : kernel widths (the backend's `sigma`, in its input units) of a multi-scale test: each
+        run fits the backend once per width on the same data and returns a MultiScaleResult whose
+        t has one entry per width; significance() calibrates it by min-p over the widths on null
+        toys of the same test. None: one fit with the backend's own sigma.
     """
 
     def __init__(self, backend: BaseEstimator, nuisances: NuisanceModel | None = None,
-                 nuisance_tol: float = 1e-3, max_alternations: int = 30):
+                 nuisance_tol: float = 1e-3, max_alternations: int = 30, widths: Sequence[float] | None = None):
         if not (hasattr(backend, "fit") and hasattr(backend, "get_params")):
             raise ConfigurationError(
                 f"backend must be an estimator such as KernelNPLM(...) or NNNPLM(...), got {type(backend).__name__}."
@@ -109,6 +172,16 @@ class NPLMTest:
             raise ConfigurationError(f"nuisances must be a NuisanceModel or None, got {type(nuisances).__name__}.")
         check_positive_number(nuisance_tol, "nuisance_tol")
         check_positive_integer(max_alternations, "max_alternations")
+        if widths is not None:
+            widths = tuple(float(width) for width in widths)
+            if len(widths) < 2 or len(set(widths)) != len(widths):
+                raise ConfigurationError(f"widths must list at least 2 different kernel widths, got {widths}.")
+            for width in widths:
+                check_positive_number(width, "each of widths")
+            if "sigma" not in backend.get_params(deep=False):
+                raise ConfigurationError(f"widths need a backend with a kernel width `sigma`; "
+                                         f"{type(backend).__name__} has none.")
+        self.widths = widths
         self.backend = backend
         self.nuisances = nuisances
         self.nuisance_tol = float(nuisance_tol)
@@ -125,27 +198,36 @@ class NPLMTest:
         if self.nuisances is not None:
             nuisances = {"model": describe(self.nuisances.nuisances), "nuisance_tol": self.nuisance_tol,
                          "max_alternations": self.max_alternations}
-        return {"backend": backend_identity(self.backend), "nuisances": nuisances, "reference": reference}
+        return {"backend": backend_identity(self.backend), "nuisances": nuisances, "reference": reference,
+                "widths": None if self.widths is None else list(self.widths)}
 
     def run(self, x_data: np.ndarray, x_ref: np.ndarray, w_ref: float | np.ndarray,
-            central_values: np.ndarray | None = None) -> NPLMResult:
-        """Fit the backend on (data, reference, weights) and return t = tau - Delta.
+            central_values: np.ndarray | None = None) -> NPLMResult | MultiScaleResult:
+        """Fit the backend on (data, reference, weights) and return t = tau - Delta (a
+        MultiScaleResult, with one t per width, for a multi-scale test).
 
         central_values : the auxiliary measurements nu0 (one per nuisance) of this data set; None:
         the nuisance model's own. Only with nuisances."""
+        if self.widths is None:
+            return self._run(self.backend, x_data, x_ref, w_ref, central_values)
+        return MultiScaleResult(self.widths, tuple(
+            self._run(clone(self.backend).set_params(sigma=width), x_data, x_ref, w_ref, central_values)
+            for width in self.widths))
+
+    def _run(self, backend: BaseEstimator, x_data, x_ref, w_ref, central_values) -> NPLMResult:
         start = time.perf_counter()
         if self.nuisances is None:
             if central_values is not None:
                 raise ConfigurationError("central_values were given but this NPLMTest has no nuisances.")
-            estimator = clone(self.backend).fit(x_data, x_ref, w_ref)
+            estimator = clone(backend).fit(x_data, x_ref, w_ref)
             return self._result(estimator, float(estimator.t_), 0.0, start)
         samples = validate_samples(x_data, x_ref, w_ref, owner="NPLMTest", warn_sample_size=False)
         terms = self.nuisances.terms(samples.x_data, samples.x_ref, samples.w_ref, central_values)
         delta_fit = terms.fit(start=np.zeros(self.nuisances.n_nuisances), stage="Delta (nuisance fit at f = 0)")
-        if getattr(self.backend, "fits_nuisances_jointly", False):
-            estimator, tau_fit, iterations, converged = self._joint_fit(samples, terms, delta_fit)
+        if getattr(backend, "fits_nuisances_jointly", False):
+            estimator, tau_fit, iterations, converged = self._joint_fit(backend, samples, terms, delta_fit)
         else:
-            estimator, tau_fit, iterations, converged = self._alternating_fit(samples, terms, delta_fit)
+            estimator, tau_fit, iterations, converged = self._alternating_fit(backend, samples, terms, delta_fit)
         tau, delta = -2.0 * tau_fit.objective, -2.0 * delta_fit.objective
         if tau < delta - TAU_BELOW_DELTA_TOLERANCE * max(1.0, abs(delta)):
             warnings.warn(
@@ -157,15 +239,15 @@ class NPLMTest:
             )
         return self._result(estimator, tau, delta, start, tau_fit.nu, delta_fit.nu, iterations, converged)
 
-    def _joint_fit(self, samples, terms: NuisanceTerms, delta_fit: NuisanceFit):
+    def _joint_fit(self, backend: BaseEstimator, samples, terms: NuisanceTerms, delta_fit: NuisanceFit):
         """The backend trains f and nu together; nu is then re-minimised at the learned f."""
-        estimator = clone(self.backend).fit(samples.x_data, samples.x_ref, samples.w_ref,
+        estimator = clone(backend).fit(samples.x_data, samples.x_ref, samples.w_ref,
                                             nuisance_terms=terms, nuisance_start=delta_fit.nu)
         f_data, f_ref = estimator.decision_function(samples.x_data), estimator.decision_function(samples.x_ref)
         tau_fit = terms.fit(f_data, f_ref, start=estimator.nuisance_values_, stage="tau (nuisance fit at the learned f)")
         return estimator, tau_fit, 1, True
 
-    def _alternating_fit(self, samples, terms: NuisanceTerms, delta_fit: NuisanceFit):
+    def _alternating_fit(self, backend: BaseEstimator, samples, terms: NuisanceTerms, delta_fit: NuisanceFit):
         """Alternate f at fixed nu (backend fit with offsets log r(nu)) and nu at fixed f (scipy).
 
         Plain alternation crawls along the direction in which f and log r(nu) compensate each
@@ -177,8 +259,8 @@ class NPLMTest:
         inputs, images = [], []
         for iteration in range(1, self.max_alternations + 1):
             offset_data, offset_ref = terms.offsets(scaled * sigmas)
-            estimator = clone(self.backend).fit(samples.x_data, samples.x_ref, samples.w_ref,
-                                                offset_data=offset_data, offset_ref=offset_ref)
+            estimator = clone(backend).fit(samples.x_data, samples.x_ref, samples.w_ref,
+                                           offset_data=offset_data, offset_ref=offset_ref)
             f_data, f_ref = estimator.decision_function(samples.x_data), estimator.decision_function(samples.x_ref)
             tau_fit = terms.fit(f_data, f_ref, start=scaled * sigmas,
                                 stage=f"tau (nuisance fit, alternation {iteration})")

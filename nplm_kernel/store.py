@@ -129,10 +129,15 @@ def _toy_problem(row: Any) -> str | None:
         return f"toy must be a non-negative integer, got {row['toy']!r}"
     if not isinstance(row["status"], str):
         return f"status must be a string, got {row['status']!r}"
-    if row["status"] == STATUS_OK and not (isinstance(row["t"], (int, float)) and not isinstance(row["t"], bool)
-                                          and math.isfinite(row["t"])):
-        return f"a successful toy needs a finite number t, got {row['t']!r}"
+    if row["status"] == STATUS_OK and not _finite_numbers(row["t"]):
+        return f"a successful toy needs a finite number t (or a list of them, one per width), got {row['t']!r}"
     return None
+
+
+def _finite_numbers(value: Any) -> bool:
+    """A finite number, or a non-empty list of finite numbers."""
+    values = value if isinstance(value, list) and value else [value]
+    return all(isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item) for item in values)
 
 
 def _header_problem(row: dict[str, Any]) -> str | None:
@@ -396,5 +401,5 @@ def verify_identity(path: Path, content: StoreContent, identity: dict[str, Any],
 
 
 def t_values(rows: Iterable[dict[str, Any]]) -> np.ndarray:
-    """t of the successful toys."""
+    """t of the successful toys: (n,), or (n, K) for a multi-scale test with K widths."""
     return np.array([row["t"] for row in rows if row["status"] == STATUS_OK], dtype=np.float64)

@@ -206,3 +206,22 @@ def test_permutation_toys_keep_sizes_and_yield(rng):
     with pytest.raises(FitError, match="InputError: the generator returned data only but run_toys got no reference"):
         run_toys(NPLMTest(KernelNPLM(n_centers=5)), BENCHMARK.data, None, None, n_toys=1, executor=None,
                  progress=False, max_failure_fraction=0.0)
+
+
+def test_a_multi_scale_campaign_stores_one_t_per_width_and_calibrates_by_min_p(inputs, tmp_path):
+    """widths fit one model per width on each toy; the rows hold each width's t (the t of a plain
+    test with that sigma), and significance() calibrates an observed vector by min-p."""
+    from nplm_kernel.calibration import MIN_P, significance
+
+    _, x_ref, w_ref = inputs
+    test = NPLMTest(KernelNPLM(n_centers=30), widths=[0.5, 2.0])
+    result = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=6, seed=2, executor=None,
+                      store=tmp_path / "multi.jsonl", progress=False)
+    assert result.t.shape == (6, 2) and read_store(tmp_path / "multi.jsonl").rows[0]["widths"] == [0.5, 2.0]
+    x_data = BENCHMARK.data(np.random.default_rng(toy_seed(2, 3)))
+    for column, width in enumerate([0.5, 2.0]):
+        assert result.t[3, column] == KernelNPLM(n_centers=30, sigma=width).fit(x_data, x_ref, w_ref).t_
+    observed = test.run(BENCHMARK.data(np.random.default_rng(99)), x_ref, w_ref)
+    assert observed.t.shape == (2,) and significance(observed.t, result.t).method == MIN_P
+    with pytest.raises(ConfigurationError, match="widths must list at least 2"):
+        NPLMTest(KernelNPLM(), widths=[1.0])

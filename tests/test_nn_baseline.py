@@ -108,3 +108,14 @@ def test_weight_clip_scan_picks_the_closest_to_chi2(small_benchmark):
     toy = benchmark.data(np.random.default_rng(np.random.SeedSequence(3).spawn(4)[0]))
     refit = NNNPLM(weight_clip=0.1, architecture=(1, 4, 1), epochs=300, learning_rate=0.05).fit(toy, x_ref, w_ref)
     assert tight.t_null[0] == refit.t_
+
+
+def test_bias_initialisation_options():
+    """'zeros' leaves biases at 0; 'glorot_uniform' draws them within Keras' limit sqrt(3 / n_out)."""
+    zeros = ClippedMLP((2, 5, 1), "sigmoid", torch.Generator().manual_seed(3))
+    keras = ClippedMLP((2, 5, 1), "sigmoid", torch.Generator().manual_seed(3), bias_init="glorot_uniform")
+    assert all(not layer.bias.detach().any() for layer in zeros.layers)
+    hidden, output = keras.layers[0].bias.detach().abs(), keras.layers[1].bias.detach().abs()
+    assert 0 < hidden.max() <= np.sqrt(3 / 5) and hidden.min() > 0
+    assert 0 < output.max() <= np.sqrt(3.0)
+    np.testing.assert_array_equal(zeros.layers[0].weight.detach(), keras.layers[0].weight.detach())

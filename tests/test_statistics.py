@@ -105,3 +105,27 @@ def test_combined_significance_sees_a_departure_in_one_setting(rng):
     assert everywhere.fisher < 0.05 and everywhere.fisher < everywhere.min_p  # Fisher suits that one
     with pytest.raises(InputError, match=r"t_null must have shape \(n_toys, 3\)"):
         combine_settings(observed, null[:, :2])
+
+
+def test_min_p_significance_matches_a_brute_force_count_and_is_uniform_under_the_null(rng):
+    """A multi-scale t (one value per width): p is the fraction of null toys whose min-p over the
+    widths (each toy's p-values against the other toys) is at most the observed min-p; under the
+    null it is uniform."""
+    from nplm_kernel.calibration import MIN_P, MIN_P_EXTRAPOLATION
+
+    covariance = [[1.0, 0.7], [0.7, 1.0]]  # two correlated widths
+    null = stats.chi2.ppf(stats.norm.cdf(rng.multivariate_normal([0, 0], covariance, size=300)), [4, 9])
+    observed = np.array([7.5, 12.0])
+    result = significance(observed, null)
+    n = len(null)
+    observed_p = [(np.sum(null[:, k] >= observed[k]) + 1) / (n + 1) for k in range(2)]
+    null_min_p = [min(np.sum(null[:, k] >= null[j, k]) / n for k in range(2)) for j in range(n)]
+    assert result.method == MIN_P and result.chi2_fit is None
+    assert result.width_p_values == pytest.approx(observed_p)
+    assert result.p_value == pytest.approx(np.mean(np.array(null_min_p) <= min(observed_p)))
+    assert result.z == pytest.approx(stats.norm.isf(result.p_value))
+    beyond = significance(np.array([60.0, 80.0]), null)
+    assert beyond.method == MIN_P_EXTRAPOLATION and beyond.is_extrapolated and 0 < beyond.p_value < 1 / n
+    fresh = stats.chi2.ppf(stats.norm.cdf(rng.multivariate_normal([0, 0], covariance, size=400)), [4, 9])
+    p_values = [significance(row, null).p_value for row in fresh]
+    assert stats.kstest(p_values, "uniform").pvalue > 0.01
