@@ -28,6 +28,8 @@ from .estimator import KernelNPLM
 from .exceptions import ConfigurationError, InputError
 from .hypothesis_test import NPLMTest
 from .io import load_events
+from .kernel import pairwise_distance_quantile
+from .samples import reference_standardization
 from .nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
 from .persistence import load_model, save_model
 from .store import read_store, verify_identity
@@ -109,6 +111,18 @@ def build_nuisances(entries: list[NuisanceEntry], base: Path) -> NuisanceModel |
     return NuisanceModel(nuisances)
 
 
+def multi_scale_widths(backend, x_ref: np.ndarray, w_ref: np.ndarray,
+                       quantiles: list[float] | None) -> list[float] | None:
+    """The kernel widths of a multi-scale test: the `quantiles` of pairwise (standardised)
+    reference distances, when the backend has a kernel width and it is not fixed; None (one fit
+    with the backend's own sigma) otherwise."""
+    parameters = backend.get_params(deep=False)
+    if not quantiles or "sigma" not in parameters or parameters["sigma"] is not None:
+        return None
+    mean, scale = reference_standardization(x_ref, w_ref, parameters.get("standardize", True))
+    return [pairwise_distance_quantile((x_ref - mean) / scale, quantile) for quantile in quantiles]
+
+
 def _provenance(config_path: Path) -> dict[str, Any]:
     from . import __version__
 
@@ -143,7 +157,9 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
                                         pool_fraction=toys_config.pool_fraction, seed=toys_config.seed)
     x_data = load_data(base / inputs.data.path, inputs.columns, inputs.key, inputs.cuts)
     nuisances = build_nuisances(config.nuisances, base)
-    test = NPLMTest(build_backend(config.backend), nuisances=nuisances)
+    backend = build_backend(config.backend)
+    test = NPLMTest(backend, nuisances=nuisances, widths=multi_scale_widths(backend, x_ref, w_ref,
+                                                                            config.test.width_quantiles))
     if nuisances is not None:
         toys = AuxiliaryToys(toys, np.zeros(nuisances.n_nuisances), nuisances.sigmas)
     store = out / toys_config.store
@@ -153,24 +169,28 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
     shutil.copyfile(config_path, out / "config.yaml")
     (out / "provenance.json").write_text(json.dumps(_provenance(config_path), indent=2) + "\n")
     observed = test.run(x_data, x_ref, w_ref)
-    save_model(observed.estimator, out / "model.npz")
     executor = executor_from_setting(toys_config.executor)
     campaign = run_toys(test, toys, x_ref, w_ref, n_toys=toys_config.n_toys, seed=toys_config.seed,
                         executor=executor, store=store, progress=progress)
     calibrated = significance(observed.t, campaign.t)
+    # the width that sees the data most (smallest p): its model is saved and plotted
+    best = int(np.argmin(calibrated.width_p_values)) if test.widths else None
+    shown = observed if best is None else observed.results[best]
+    null_t = campaign.t if best is None else campaign.t[:, best]
+    save_model(shown.estimator, out / "model.npz")
     result = {
-        "t": observed.t, "tau": observed.tau, "delta": observed.delta,
+        **observed.row_fields(),
         "nuisances": [] if nuisances is None else nuisances.names,
-        "nu_hat_tau": observed.nu_hat_tau.tolist(), "nu_hat_delta": observed.nu_hat_delta.tolist(),
         "n_data": len(x_data), "n_reference": len(x_ref), "expected_yield": float(w_ref.sum()),
         "backend": observed.backend, "hyperparameters": observed.hyperparameters,
         "p_value": calibrated.p_value, "p_interval_68": [calibrated.p_low, calibrated.p_high], "z": calibrated.z,
-        "method": calibrated.method, "n_toys": calibrated.n_toys, "n_failed_toys": campaign.n_failed,
-        "n_unconverged_toys": campaign.n_unconverged,
-        "null_chi2_fit": dataclasses.asdict(calibrated.chi2_fit),
+        "method": calibrated.method, "width_p_values": list(calibrated.width_p_values),
+        "model_width": None if best is None else test.widths[best],
+        "n_toys": calibrated.n_toys, "n_failed_toys": campaign.n_failed, "n_unconverged_toys": campaign.n_unconverged,
+        "null_chi2_fit": None if calibrated.chi2_fit is None else dataclasses.asdict(calibrated.chi2_fit),
         "plots": [name for name, made in [
-            ("f.png", _plot("plot_learned_f", observed.estimator, x_data, x_ref, w_ref, out / "f.png", inputs.columns)),
-            ("null.png", _plot("plot_null_distribution", campaign.t, out / "null.png", observed.t)),
+            ("f.png", _plot("plot_learned_f", shown.estimator, x_data, x_ref, w_ref, out / "f.png", inputs.columns)),
+            ("null.png", _plot("plot_null_distribution", null_t, out / "null.png", shown.t)),
         ] if made],
     }
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")

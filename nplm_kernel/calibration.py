@@ -19,6 +19,8 @@ from .statistic import z_score
 
 EMPIRICAL = "empirical"
 CHI2_EXTRAPOLATION = "fitted chi2 tail (extrapolation: t exceeds every null toy)"
+UPPER_BOUND = ("Clopper-Pearson upper bound (t beyond every null toy, and the null has non-positive t, so no chi2 tail "
+               "can extend it): the true p is smaller, Z larger")
 MIN_P = "min-p over the widths, calibrated on the null toys"
 MIN_P_EXTRAPOLATION = ("Bonferroni bound from each width's fitted chi2 tail (extrapolation: the min-p is below every "
                        "null toy's)")
@@ -45,7 +47,8 @@ class Significance:
     test (t one value per width) method is MIN_P (p = fraction of null toys whose min-p over the
     widths is at most the observed one; `width_p_values` holds the observed per-width p-values) or
     MIN_P_EXTRAPOLATION (beyond every null toy: the Bonferroni bound K min_k p_k from each width's
-    fitted chi2 tail), and chi2_fit is None."""
+    fitted chi2 tail), and chi2_fit is None. When t is beyond every toy and the null has non-positive
+    t values (no chi2 fit), method is UPPER_BOUND and p_value the Clopper-Pearson upper bound."""
 
     t: float | tuple[float, ...]
     p_value: float
@@ -54,12 +57,17 @@ class Significance:
     z: float
     method: str
     n_toys: int
-    chi2_fit: Chi2Fit | None
+    chi2_fit: Chi2Fit | None  # None for min-p, or when the null has non-positive t
     width_p_values: tuple[float, ...] = ()
 
     @property
     def is_extrapolated(self) -> bool:
         return self.method in (CHI2_EXTRAPOLATION, MIN_P_EXTRAPOLATION)
+
+    @property
+    def is_bound(self) -> bool:
+        """p is only an upper bound (UPPER_BOUND): beyond every toy with no chi2 tail to use."""
+        return self.method == UPPER_BOUND
 
 
 def _as_null_sample(t_null: object) -> np.ndarray:
@@ -81,6 +89,11 @@ def fit_chi2(t_null: object) -> Chi2Fit:
     dof, _, _ = stats.chi2.fit(values, floc=0.0, fscale=1.0)
     ks = stats.kstest(values, stats.chi2(dof).cdf)
     return Chi2Fit(dof=float(dof), ks_statistic=float(ks.statistic), ks_p_value=float(ks.pvalue), n_toys=values.size)
+
+
+def _chi2_fit_or_none(values: np.ndarray) -> Chi2Fit | None:
+    """The chi2 fit of a null sample, or None when it has non-positive t (no chi2 describes it)."""
+    return fit_chi2(values) if (values > 0).all() else None
 
 
 def chi2_ks_test(t_null: object, dof: float) -> tuple[float, float]:
@@ -114,11 +127,12 @@ def significance(t: float | Sequence[float], t_null: object, confidence: float =
     if not np.isfinite(t):
         raise InputError(f"observed t must be finite, got {t}.")
     values = _as_null_sample(t_null)
-    chi2_fit = fit_chi2(values)
+    chi2_fit = _chi2_fit_or_none(values)
     p_value, p_low, p_high = empirical_p_value(t, values, confidence)
     method = EMPIRICAL
     if p_value == 0.0:
-        p_value, method = float(stats.chi2.sf(t, chi2_fit.dof)), CHI2_EXTRAPOLATION
+        p_value, method = ((float(stats.chi2.sf(t, chi2_fit.dof)), CHI2_EXTRAPOLATION) if chi2_fit is not None
+                           else (p_high, UPPER_BOUND))
     return Significance(
         t=float(t),
         p_value=p_value,
@@ -186,8 +200,12 @@ def _min_p_significance(observed_t: np.ndarray, t_null: object, confidence: floa
     p_value, method = count / n_toys, MIN_P
     if count == 0:
         null = np.asarray(t_null, dtype=np.float64)
-        tails = [stats.chi2.sf(value, fit_chi2(null[:, column]).dof) for column, value in enumerate(observed)]
-        p_value, method = min(1.0, observed.size * float(min(tails))), MIN_P_EXTRAPOLATION
+        fits = [_chi2_fit_or_none(null[:, column]) for column in range(observed.size)]
+        if None in fits:
+            p_value, method = float(interval.high), UPPER_BOUND
+        else:
+            tails = [stats.chi2.sf(value, fit.dof) for value, fit in zip(observed, fits)]
+            p_value, method = min(1.0, observed.size * float(min(tails))), MIN_P_EXTRAPOLATION
     return Significance(t=tuple(float(value) for value in observed), p_value=p_value, p_low=float(interval.low),
                         p_high=float(interval.high), z=z_score(p_value), method=method, n_toys=n_toys,
                         chi2_fit=None, width_p_values=tuple(float(p) for p in observed_p))

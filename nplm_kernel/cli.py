@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .analysis import build_backend, load_data, load_reference, run_analysis
 from .benchmarks import SIGNALS_1D, Exponential1D
-from .calibration import Significance, fit_chi2, significance
+from .calibration import Chi2Fit, Significance, fit_chi2, significance
 from .campaign import CampaignResult, ReferencePoolToys, executor_from_setting, run_toys
 from .config import KernelBackend, NNBackend, ReferenceInput
 from .estimator import KernelNPLM
@@ -68,12 +68,17 @@ def run_demo(
         f"lambda = {penalty:g}",
         f"observed:  N_D = {x_obs.shape[0]}, t = {observed.t_:.3f}  ({diagnostics.newton_steps} Newton steps, "
         f"{sum(diagnostics.cg_iterations)} CG iterations, fit {diagnostics.fit_time:.2f} s)",
-        f"null:      {result.n_toys} toys, median t = {np.median(t_null):.3f}; chi2 fit: "
-        f"dof = {result.chi2_fit.dof:.2f}, KS p-value = {result.chi2_fit.ks_p_value:.3f}",
+        f"null:      {result.n_toys} toys, median t = {np.median(t_null):.3f}; chi2 fit: {_chi2_text(result.chi2_fit)}",
         *_p_value_lines(result),
         f"wall time: {time.perf_counter() - start:.1f} s",
     ]
     return "\n".join(lines)
+
+
+def _chi2_text(fit: Chi2Fit | None) -> str:
+    if fit is None:
+        return "none (a multi-scale null, or non-positive null t)"
+    return f"dof = {fit.dof:.2f}, KS p-value = {fit.ks_p_value:.3f}"
 
 
 def _p_value_lines(result: Significance) -> list[str]:
@@ -219,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--n-centers-grid", default="100,300,1000", help="M values (default 100,300,1000)")
     scan.add_argument("--penalties", default="1e-5,1e-7", help="lambda values (default 1e-5,1e-7)")
     scan.add_argument("--n-toys", type=int, default=20, help="null toys per setting (default 20)")
+    scan.add_argument("--n-probe-toys", type=int, default=20,
+                      help="toys with a generic local excess per setting, for the expected sensitivity (default 20)")
+    scan.add_argument("--probe-events", type=int, help="events of the local excess (default 3%% of N(R))")
+    scan.add_argument("--executor", default="serial", help="'serial' (default), 'local' (all cores) or a number")
     scan.add_argument("--out", default="scan", help="output folder for scan.md and scan.png")
     scan.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -252,11 +261,11 @@ def _command_scan(arguments: argparse.Namespace) -> str:
     x_ref, w_ref, toys = _reference(arguments)
     if toys is None:
         raise ConfigurationError("the scan's null toys need a held-out pool: --pool FILE or --pool-fraction F.")
-    quantiles = _numbers(arguments.sigma_quantiles, float)
     result = scan_hyperparameters(
-        x_ref, w_ref, toys, sigma_quantiles=quantiles, n_centers=_numbers(arguments.n_centers_grid, int),
-        penalties=_numbers(arguments.penalties, float), n_toys=arguments.n_toys, seed=arguments.seed,
-        recommend_quantile=0.9 if 0.9 in quantiles else quantiles[0], progress=not arguments.no_progress,
+        x_ref, w_ref, toys, sigma_quantiles=_numbers(arguments.sigma_quantiles, float),
+        n_centers=_numbers(arguments.n_centers_grid, int), penalties=_numbers(arguments.penalties, float),
+        n_toys=arguments.n_toys, n_probe_toys=arguments.n_probe_toys, probe_events=arguments.probe_events,
+        seed=arguments.seed, executor=executor_from_setting(arguments.executor), progress=not arguments.no_progress,
     )
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -278,10 +287,10 @@ def _command_store(arguments: argparse.Namespace) -> str:
 
 def _command_run(arguments: argparse.Namespace) -> str:
     result = run_analysis(arguments.config, progress=not arguments.no_progress)
-    return "\n".join([f"t = {result['t']:.4f}, p-value = {result['p_value']:.4g} ({result['method']}), "
+    fit = result["null_chi2_fit"]
+    return "\n".join([f"t = {np.round(result['t'], 4)}, p-value = {result['p_value']:.4g} ({result['method']}), "
                       f"Z = {result['z']:.3f}, {result['n_toys']} null toys",
-                      f"null chi2 fit: dof = {result['null_chi2_fit']['dof']:.3f}, "
-                      f"KS p-value = {result['null_chi2_fit']['ks_p_value']:.3f}"])
+                      f"null chi2 fit: {_chi2_text(None if fit is None else Chi2Fit(**fit))}"])
 
 
 COMMANDS = {"scan": _command_scan, "run": _command_run, "test": _command_test, "toys": _command_toys,

@@ -15,6 +15,7 @@ key path and its line in the file. Relative paths are relative to the config fil
     nuisances:                      # optional: t = tau - Delta; toys draw nu0 ~ N(0, sigma)
       - {name: lumi, kind: normalization, sigma: 0.025}
       - {name: scale, kind: shape, sigma: 0.05, coefficients: delta_scale.npz}   # save_model of a Taylor learner
+    test: {width_quantiles: [0.5, 0.9]}   # kernel sigma not fixed: multi-scale test (min-p); [] for one width
     outputs: {directory: results}
 """
 
@@ -105,6 +106,14 @@ class NuisanceEntry(_Strict):
         return self
 
 
+class TestSettings(_Strict):
+    """width_quantiles: when the backend's kernel width sigma is not fixed, the test is multi-scale:
+    one fit per width at these quantiles of pairwise reference distances, calibrated jointly by
+    min-p on the same null toys ([] or null: one fit with the default width)."""
+
+    width_quantiles: list[Annotated[float, Field(gt=0, lt=1)]] | None = [0.5, 0.9]
+
+
 class Outputs(_Strict):
     directory: Path = Path("results")
 
@@ -114,6 +123,7 @@ class AnalysisConfig(_Strict):
     backend: Annotated[KernelBackend | NNBackend, Field(discriminator="kind")]
     toys: Toys
     nuisances: list[NuisanceEntry] = []
+    test: TestSettings = TestSettings()
     outputs: Outputs = Outputs()
 
 

@@ -48,7 +48,7 @@ MAX_FORCING = 1e-2
 #: Up to this many kept centres the Hessian's Gram matrix Phi^T D Phi is formed once per Newton step
 #: (n M^2 flops at GEMM speed) instead of two passes over K_nM per CG iteration.
 EXPLICIT_GRAM_MAX_CENTERS = 128
-#: Up to this many candidate centres, pivoted_centers factorises their full kernel matrix (LAPACK).
+#: Up to this many centres, pivoted_centers prunes them by factorising their full kernel matrix (LAPACK).
 DENSE_PIVOTING_MAX = 4096
 #: Float64 vectors of one value per training point that a fit holds at its peak (the solver's
 #: f, its step and trial, curvatures, labels, weights, offsets and the loss's temporaries), and the
@@ -99,12 +99,13 @@ def pivoted_centers(candidates: torch.Tensor, sigma: float, tol: float, max_cent
     tol * max_c K_cc or max_centers are kept. Dropped candidates add nothing that float arithmetic
     can resolve (their kernel functions lie within sqrt(tol) of the span of the kept ones), and the
     order covers the candidates' span greedily: far-away candidates (an isolated event) come early.
-    Up to DENSE_PIVOTING_MAX candidates this is LAPACK's blocked dpstrf on K_CC; beyond, K_CC is
-    never formed and one kernel column is computed per kept centre (memory n_c x max_centers).
+    Pruning a set of at most DENSE_PIVOTING_MAX centres (no max_centers) uses LAPACK's blocked
+    dpstrf on K_CC; otherwise K_CC is never formed and one kernel column is computed per kept centre
+    (time n_c r^2 and memory n_c r for r kept, far below n_c^2 when r is small).
     """
     n_candidates = candidates.shape[0]
     limit = n_candidates if max_centers is None else min(int(max_centers), n_candidates)
-    if n_candidates <= DENSE_PIVOTING_MAX:
+    if max_centers is None and n_candidates <= DENSE_PIVOTING_MAX:
         matrix = gaussian_kernel(candidates, candidates, sigma).cpu().numpy()
         threshold = max(tol * float(np.max(np.diag(matrix))), np.finfo(np.float64).tiny)
         _, pivots, rank, info = lapack.dpstrf(matrix, tol=threshold, lower=0)

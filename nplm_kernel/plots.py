@@ -108,22 +108,29 @@ def plot_learned_f(
 
 
 def plot_scan(result, path: str | os.PathLike) -> None:
-    """Mean null t against M, one line per (sigma quantile, lambda), from a selection.ScanResult."""
+    """A selection.ScanResult against M, one line per (sigma quantile, lambda): the mean null t
+    (left) and the probe toys' median Z, the expected sensitivity (right)."""
     plt = _pyplot()
     with _style():
-        figure, axis = plt.subplots(figsize=(8, 6))
+        figure, (left, right) = plt.subplots(1, 2, figsize=(14, 6))
         for quantile, penalty in sorted({(row.sigma_quantile, row.penalty) for row in result.rows}):
             selected = sorted((row for row in result.rows if (row.sigma_quantile, row.penalty) == (quantile, penalty)),
                               key=lambda row: row.n_centers)
-            axis.errorbar([row.n_centers for row in selected], [row.mean_t for row in selected],
-                          yerr=[row.t_error for row in selected], marker="o",
-                          label=f"sigma q{quantile:g}, lambda {penalty:g}")
+            label = f"sigma q{quantile:g}, lambda {penalty:g}"
+            centers = [row.n_centers for row in selected]
+            left.errorbar(centers, [row.mean_t for row in selected], yerr=[row.t_error for row in selected],
+                          marker="o", label=label)
+            right.errorbar(centers, [row.probe_median_z for row in selected],
+                           yerr=[row.probe_z_error for row in selected], marker="o", label=label)
         if result.recommended is not None:
-            axis.plot(result.recommended.n_centers, result.recommended.mean_t, "k*", markersize=18, label="recommended")
-        axis.set_xscale("log")
-        axis.set_xlabel("M (Nystrom centres)")
-        axis.set_ylabel("mean null t")
-        axis.legend(fontsize="small")
+            left.plot(result.recommended.n_centers, result.recommended.mean_t, "k*", markersize=18, label="recommended")
+            right.plot(result.recommended.n_centers, result.recommended.probe_median_z, "k*", markersize=18,
+                       label="recommended")
+        for axis, label in ((left, "mean null t"), (right, "probe median Z (expected sensitivity)")):
+            axis.set_xscale("log")
+            axis.set_xlabel("M (Nystrom centres)")
+            axis.set_ylabel(label)
+            axis.legend(fontsize="small")
         figure.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(figure)
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from nplm_kernel import ConfigurationError
+from nplm_kernel.calibration import MIN_P, MIN_P_EXTRAPOLATION
 from nplm_kernel.cli import main
 from nplm_kernel.config import load_config
 from nplm_kernel.persistence import load_model
@@ -63,10 +64,12 @@ def test_nplm_run_does_the_study_records_provenance_and_resumes(analysis, capsys
     out = analysis / "out"
     result = json.loads((out / "result.json").read_text())
     provenance = json.loads((out / "provenance.json").read_text())
-    assert result["t"] > 30 and result["n_toys"] == 6 and set(result["plots"]) == {"f.png", "null.png"}
+    # sigma not fixed: a multi-scale test at the 0.5 and 0.9 quantiles of pairwise distances, calibrated by min-p
+    assert len(result["t"]) == 2 and min(result["t"]) > 30 and result["method"] in (MIN_P, MIN_P_EXTRAPOLATION)
+    assert result["n_toys"] == 6 and set(result["plots"]) == {"f.png", "null.png"}
     assert provenance["package_version"] == __import__("nplm_kernel").__version__
     assert (out / "config.yaml").read_text() == CONFIG
-    assert load_model(out / "model.npz").t_ == result["t"]
+    assert load_model(out / "model.npz").t_ in result["t"] and result["model_width"] in result["hyperparameters"]["sigma"]
     import pyarrow.parquet as pq
 
     data = pq.read_table(analysis / "data.parquet").column("x").to_numpy()
@@ -76,6 +79,15 @@ def test_nplm_run_does_the_study_records_provenance_and_resumes(analysis, capsys
     assert main(["run", str(analysis / "analysis.yaml"), "--no-progress"]) == 0
     rows = (out / "null_toys.jsonl").read_text()
     assert rows.startswith(first_rows) and len(read_store(out / "null_toys.jsonl").rows) == 8  # resumed, nothing redone
+
+
+def test_nplm_run_with_one_width(analysis):
+    (analysis / "one.yaml").write_text(CONFIG.replace("outputs: {directory: out}",
+                                                      "test: {width_quantiles: []}\noutputs: {directory: one}"))
+    assert main(["run", str(analysis / "one.yaml"), "--no-progress"]) == 0
+    result = json.loads((analysis / "one" / "result.json").read_text())
+    assert isinstance(result["t"], float) and result["null_chi2_fit"]["dof"] > 0
+    assert load_model(analysis / "one" / "model.npz").t_ == result["t"]
 
 
 def test_config_errors_through_the_cli_are_one_clear_message(analysis, capsys):
@@ -103,8 +115,9 @@ def test_nplm_run_with_nuisances_from_the_config(analysis, rng):
     (analysis / "nuisances.yaml").write_text(config)
     assert main(["run", str(analysis / "nuisances.yaml"), "--no-progress"]) == 0
     result = json.loads((analysis / "out_nuisances" / "result.json").read_text())
-    assert result["nuisances"] == ["norm", "scale"] and len(result["nu_hat_tau"]) == 2
-    assert result["tau"] >= result["delta"] >= 0 and result["t"] == pytest.approx(result["tau"] - result["delta"])
+    assert result["nuisances"] == ["norm", "scale"] and np.shape(result["nu_hat_tau"]) == (2, 2)  # widths x nuisances
+    assert min(result["tau"]) >= result["delta"] >= 0
+    assert result["t"] == pytest.approx(np.array(result["tau"]) - result["delta"])
     rows = read_store(analysis / "out_nuisances" / "null_toys.jsonl").rows
     assert all(len(row["central_values"]) == 2 for row in rows)  # every toy drew its auxiliary measurements
     assert len({tuple(row["central_values"]) for row in rows}) == len(rows)

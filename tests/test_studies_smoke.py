@@ -4,6 +4,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nplm_kernel.store import read_store
@@ -85,3 +86,12 @@ def test_power_scan_study_smoke(tmp_path):
     assert "| yield | 0 | 1.6 | 3 |" in table and "| location | 20 | 4 | 3 |" in table
     assert (tmp_path / "power_scan.png").stat().st_size > 0
     assert len((tmp_path / "scan.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_paper_tables_study_smoke(tmp_path):
+    study = _load(ROOT / "studies" / "paper_tables.py")
+    table = study.run("smoke", tmp_path, executor=None, progress=False)
+    assert "| multiple-testing paper, min-p (published) | - | - | - | 0.581 | 0.8765 |" in table
+    assert table.count("\n| ours:") == 4 and "| coverage |" in table
+    assert len(read_store(tmp_path / "v0_null.jsonl").rows) == 12
+    assert np.asarray(read_store(tmp_path / "v2_null.jsonl").rows[0]["t"]).shape == (2,)  # min-p: one t per width
