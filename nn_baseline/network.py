@@ -42,6 +42,13 @@ def check_architecture(architecture: Sequence[int], n_features: int | None = Non
     return widths
 
 
+def parameter_count(architecture: Sequence[int]) -> int:
+    """Trainable parameters (weights and biases) of a dense network with these layer widths: the
+    papers' chi2 target dof."""
+    widths = check_architecture(architecture)
+    return sum((n_in + 1) * n_out for n_in, n_out in zip(widths, widths[1:]))
+
+
 #: How ClippedMLP initialises its biases (the `bias_init` setting).
 BIAS_INITIALISATIONS = {
     "zeros": "b = 0 (the Keras Dense default)",
@@ -121,7 +128,7 @@ class ClippedMLP(nn.Module):
     @property
     def n_parameters(self) -> int:
         """Trainable parameters (weights and biases): the papers' chi2 target dof."""
-        return sum(parameter.numel() for parameter in self.parameters())
+        return parameter_count([self.layers[0].in_features] + [layer.out_features for layer in self.layers])
 
     @torch.no_grad()
     def clip_weights_(self, clip: float) -> None:

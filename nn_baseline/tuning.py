@@ -10,9 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from nplm_kernel.calibration import chi2_ks_test
+from nplm_kernel.campaign import run_toys
 from nplm_kernel.exceptions import ConfigurationError
+from nplm_kernel.hypothesis_test import NPLMTest
 
 from .estimator import NNNPLM
+from .network import parameter_count
 
 
 @dataclass(frozen=True)
@@ -52,26 +55,25 @@ def tune_weight_clip(
     draw_null_data: Callable[[np.random.Generator], np.ndarray],
     n_toys: int = 20,
     seed: int = 0,
+    executor=None,
+    progress: bool = False,
     **network_settings,
 ) -> WeightClipScan:
-    """Scan `clips`: for each, fit NNNPLM(weight_clip=clip, **network_settings) on `n_toys` null
-    toys (data from `draw_null_data(rng)`, the reference fixed), and compare the t values to
-    chi2(n_parameters). The same toy seeds serve every clip, so the clips are compared on the
-    same data."""
+    """Scan `clips`: for each, a campaign of NNNPLM(weight_clip=clip, **network_settings) on
+    `n_toys` null toys (data from `draw_null_data(rng)`, the reference fixed; run_toys, so any
+    executor), and compare the t values to chi2(n_parameters). The same toy seeds serve every clip,
+    so the clips are compared on the same data."""
     if len(clips) == 0:
         raise ConfigurationError("clips must list at least one weight-clip value.")
     if n_toys < 2:
         raise ConfigurationError(f"n_toys must be at least 2, got {n_toys}.")
-    toy_seeds = np.random.SeedSequence(seed).spawn(n_toys)
-    toys = [draw_null_data(np.random.default_rng(toy_seed)) for toy_seed in toy_seeds]
-    rows, dof = [], None
+    dof = parameter_count(NNNPLM(**network_settings).architecture)
+    rows = []
     for clip in clips:
-        t_values = []
-        for toy in toys:
-            estimator = NNNPLM(weight_clip=float(clip), **network_settings).fit(toy, x_ref, w_ref)
-            t_values.append(estimator.t_)
-            dof = estimator.n_parameters_
+        test = NPLMTest(NNNPLM(weight_clip=float(clip), **network_settings))
+        t_values = run_toys(test, draw_null_data, x_ref, w_ref, n_toys=n_toys, seed=seed, executor=executor,
+                            progress=progress, max_failure_fraction=0.0).t
         statistic, p_value = chi2_ks_test(t_values, dof)
-        rows.append(ClipScanRow(float(clip), tuple(t_values), float(np.median(t_values)), statistic, p_value))
+        rows.append(ClipScanRow(float(clip), tuple(t_values.tolist()), float(np.median(t_values)), statistic, p_value))
     best = min(rows, key=lambda row: row.ks_statistic)
     return WeightClipScan(rows=tuple(rows), dof=int(dof), best_clip=best.weight_clip)

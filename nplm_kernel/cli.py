@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import ValidationError
-from tqdm import tqdm
 
 from .analysis import build_backend, load_data, load_reference, run_analysis
 from .benchmarks import SIGNALS_1D, Exponential1D
@@ -40,24 +39,21 @@ def run_demo(
     penalty: float = 1e-6,
     seed: int = 0,
     progress: bool = True,
+    executor: str | int | None = None,
 ) -> str:
     """Kernel NPLM test on the 1D exponential benchmark with `signal` injected, calibrated on
-    `n_toys` null toys (data drawn from the reference); returns the printed report."""
+    `n_toys` null toys (a run_toys campaign, toy i seeded by SeedSequence(seed, spawn_key=(i,)); the
+    reference and the observed data come from SeedSequence([seed, 1])); returns the printed report."""
     start = time.perf_counter()
     benchmark = Exponential1D(n_reference=n_reference)
-    reference_seed, observed_seed, *toy_seeds = np.random.SeedSequence(seed).spawn(n_toys + 2)
+    reference_seed, observed_seed = np.random.SeedSequence([seed, 1]).spawn(2)
     x_ref, w_ref = benchmark.reference(np.random.default_rng(reference_seed))
     injected = SIGNALS_1D[signal]
     x_obs = benchmark.data(np.random.default_rng(observed_seed), injected)
-
-    def fit(x_data: np.ndarray) -> KernelNPLM:
-        return KernelNPLM(n_centers=n_centers, penalty=penalty, seed=seed).fit(x_data, x_ref, w_ref)
-
-    observed = fit(x_obs)
-    t_null = [
-        fit(benchmark.data(np.random.default_rng(toy_seed))).t_
-        for toy_seed in tqdm(toy_seeds, desc="null toys", unit="toy", disable=not progress, file=sys.stderr)
-    ]
+    test = NPLMTest(KernelNPLM(n_centers=n_centers, penalty=penalty, seed=seed))
+    observed = test.run(x_obs, x_ref, w_ref).estimator
+    t_null = run_toys(test, benchmark.data, x_ref, w_ref, n_toys=n_toys, seed=seed, executor=executor,
+                      progress=progress).t
     result = significance(observed.t_, t_null)
     diagnostics = observed.diagnostics_
     lines = [
@@ -238,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-centers", type=int, default=500, help="Nystrom centres M (default 500)")
     demo.add_argument("--penalty", type=float, default=1e-6, help="lambda (default 1e-6)")
     demo.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    demo.add_argument("--executor", default="serial", help="'serial' (default), 'local' (all cores) or a number")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -247,7 +244,7 @@ def _command_demo(arguments: argparse.Namespace) -> str:
         raise ConfigurationError("--toys must be at least 2")
     return run_demo(signal=arguments.signal, n_toys=arguments.toys, n_reference=arguments.n_reference,
                     n_centers=arguments.n_centers, penalty=arguments.penalty, seed=arguments.seed,
-                    progress=not arguments.no_progress)
+                    progress=not arguments.no_progress, executor=executor_from_setting(arguments.executor))
 
 
 def _numbers(text: str, kind: type) -> list:
