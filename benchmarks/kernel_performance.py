@@ -26,8 +26,8 @@ import torch
 from nn_baseline import NNNPLM
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import Dimuon5D, Exponential1D
-from nplm_kernel.estimator import clear_reference_cache
-from nplm_kernel.falkon import NystromKernelRows, fixed_fit_memory
+from nplm_kernel.kernel.estimator import clear_reference_cache
+from nplm_kernel.solver import NystromKernelRows, fixed_fit_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernel_vs_sklearn import sklearn_t  # noqa: E402  (a sibling script)

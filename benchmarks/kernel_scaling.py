@@ -22,7 +22,7 @@ import numpy as np
 
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import Dimuon5D, Exponential1D
-from nplm_kernel.falkon import EXPLICIT_GRAM_MAX_CENTERS
+from nplm_kernel.solver.nystrom import EXPLICIT_GRAM_MAX_CENTERS
 
 
 def one_toy(benchmark, n_centers: int, seed: int) -> dict:

@@ -16,10 +16,9 @@ import torch
 from sklearn.base import BaseEstimator
 from tqdm import tqdm
 
-from nplm_kernel.estimator import resolve_device
+from nplm_kernel.backends import finish_fit, require_fitted, resolve_device
 from nplm_kernel.exceptions import ConfigurationError, FitError
-from nplm_kernel.nuisance import NuisanceTerms, TrainableNuisances
-from nplm_kernel.persistence import require_fitted
+from nplm_kernel.inference.nuisance import NuisanceTerms, TrainableNuisances
 from nplm_kernel.samples import (
     check_positive_integer,
     check_positive_number,
@@ -28,9 +27,8 @@ from nplm_kernel.samples import (
     standardized,
     validate_samples,
 )
-from nplm_kernel.statistic import nplm_loss, t_from_loss
 
-from .network import ClippedMLP, check_architecture
+from .network import ACTIVATIONS, BIAS_INITIALISATIONS, ClippedMLP, check_architecture
 
 #: Keras' Adam epsilon (torch's default is 1e-8).
 KERAS_ADAM_EPSILON = 1e-7
@@ -53,7 +51,8 @@ class NNNPLM(BaseEstimator):
 
     Parameters
     ----------
-    architecture : layer widths (d, hidden..., 1), e.g. (1, 4, 1) or (5, 5, 5, 5, 1).
+    architecture : layer widths (d, hidden..., 1), e.g. (1, 4, 1) or (5, 5, 5, 5, 1); None: (d, 4, 1)
+        for d input variables.
     weight_clip : c, the bound on every weight matrix entry after each step.
     activation : hidden activation ('sigmoid' as in the papers, 'tanh', 'relu').
     bias_init : 'zeros' (Keras Dense default) or 'glorot_uniform', which NPLM_package 0.0.6 really
@@ -62,17 +61,21 @@ class NNNPLM(BaseEstimator):
     learning_rate : Adam learning rate (Keras default 1e-3).
     checkpoint_every : record L every this many epochs in loss_history_.
     standardize : scale inputs by the reference's weighted mean and standard deviation.
-    seed : seed of the weight initialisation. device : 'cpu' or 'cuda'.
+    seed : seed of the weight initialisation.
+    device : 'cpu', 'cuda' (or 'cuda:N'), or 'auto' (CUDA when available).
     progress : show a progress bar over epochs on stderr.
 
     Fitted attributes: network_ (ClippedMLP), n_parameters_, loss_ (L at the final f, float64,
-    offsets included; without A(nu)), t_ = -2 loss_, nuisance_values_ (nu, when trained jointly), loss_history_ (k, 2) array of (epoch, L) where L is the
-    float32 training loss before that epoch's step, fit_time_ (s), input_mean_, input_scale_.
+    offsets included; without A(nu)), t_ = -2 loss_, fit_ (backends.BackendFit: f on the training
+    points), converged_ (None: a fixed number of epochs has no convergence criterion),
+    diagnostics_ = loss_history_, a (k, 2) array of (epoch, L) where L is the float32 training loss
+    before that epoch's step, nuisance_values_ (nu, when trained jointly), fit_time_ (s),
+    input_mean_, input_scale_.
     """
 
     def __init__(
         self,
-        architecture: tuple[int, ...] = (1, 4, 1),
+        architecture: tuple[int, ...] | None = None,
         weight_clip: float = 9.0,
         activation: str = "sigmoid",
         bias_init: str = "zeros",
@@ -102,12 +105,22 @@ class NNNPLM(BaseEstimator):
     #: NPLMTest lets this backend train nu jointly with f (the original NPLM procedure).
     fits_nuisances_jointly = True
 
-    def _check_settings(self, n_features: int) -> None:
-        check_architecture(self.architecture, n_features)
+    def layer_widths(self, n_features: int) -> tuple[int, ...]:
+        """The layer widths for d = n_features inputs (the default: (d, 4, 1))."""
+        return check_architecture((n_features, 4, 1) if self.architecture is None else self.architecture, n_features)
+
+    def check_settings(self) -> None:
+        """ConfigurationError naming the first bad hyperparameter (the backend contract)."""
+        if self.architecture is not None:
+            check_architecture(self.architecture)
         check_positive_number(self.weight_clip, "weight_clip")
         check_positive_number(self.learning_rate, "learning_rate")
         check_positive_integer(self.epochs, "epochs")
         check_positive_integer(self.checkpoint_every, "checkpoint_every")
+        if self.bias_init not in BIAS_INITIALISATIONS:
+            raise ConfigurationError(f"bias_init must be one of {sorted(BIAS_INITIALISATIONS)}, got {self.bias_init!r}.")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigurationError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}.")
 
     def fit(
         self,
@@ -123,8 +136,9 @@ class NNNPLM(BaseEstimator):
 
         With nuisance_terms (from the shared layer, NPLMTest), nu is trained jointly with f from
         nuisance_start on L[f; log r(nu)] + A(nu); the offsets must then be None."""
+        self.check_settings()
         samples = validate_samples(x_data, x_ref, w_ref, offset_data, offset_ref, owner="NNNPLM")
-        self._check_settings(samples.n_features)
+        architecture = self.layer_widths(samples.n_features)
         device = resolve_device(self.device)
         mean, scale = reference_standardization(samples.x_ref, samples.w_ref, self.standardize)
 
@@ -138,7 +152,7 @@ class NNNPLM(BaseEstimator):
         offset_data_t, offset_ref_t = tensor(samples.offset_data), tensor(samples.offset_ref)
         w_ref_t = tensor(samples.w_ref)
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence(self.seed).generate_state(1)[0]))
-        network = ClippedMLP(self.architecture, self.activation, generator, self.bias_init).to(device)
+        network = ClippedMLP(architecture, self.activation, generator, self.bias_init).to(device)
         nuisances = None
         if nuisance_terms is not None:
             if offset_data is not None or offset_ref is not None:
@@ -177,15 +191,13 @@ class NNNPLM(BaseEstimator):
         self.n_features_in_ = samples.n_features
         self.feature_names_in_ = None if samples.feature_names is None else list(samples.feature_names)
         self.loss_history_ = np.array(history)
-        offset_data, offset_ref = samples.offset_data, samples.offset_ref
+        offset_data, offset_ref = None, None
         if nuisances is not None:
             self.nuisance_values_ = nuisances.nu()
             offset_data, offset_ref = nuisance_terms.offsets(self.nuisance_values_)
-        self.loss_ = nplm_loss(
-            self.decision_function(samples.x_data), self.decision_function(samples.x_ref), samples.w_ref,
-            offset_data, offset_ref,
-        )
-        self.t_ = t_from_loss(self.loss_)
+        with torch.no_grad():
+            fitted = self.network_(tensor(points)).cpu().numpy().astype(np.float64)
+        finish_fit(self, samples, fitted[:n_data], fitted[n_data:], None, self.loss_history_, offset_data, offset_ref)
         return self
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
@@ -210,19 +222,24 @@ class NNNPLM(BaseEstimator):
         }
 
     def fitted_state_spec(self) -> dict:
-        """The attributes fitted_state() saves and their shapes (persistence.check_fitted_state)."""
-        architecture = check_architecture(self.architecture)
-        network = ClippedMLP(architecture, self.activation, torch.Generator().manual_seed(0))
-        return {**{f"network.{name}": tuple(tensor.shape) for name, tensor in network.state_dict().items()},
-                "input_mean_": (architecture[0],), "input_scale_": (architecture[0],), "n_features_in_": (),
+        """The attributes fitted_state() saves and their shapes (persistence.check_fitted_state); "d"
+        stands for the number of input variables when the architecture is the default."""
+        widths = self.layer_widths(1) if self.architecture is None else check_architecture(self.architecture)
+        network = ClippedMLP(widths, self.activation, torch.Generator().manual_seed(0))
+        shapes = {f"network.{name}": tuple(tensor.shape) for name, tensor in network.state_dict().items()}
+        inputs = widths[0] if self.architecture is not None else "d"
+        shapes["network.layers.0.weight"] = (widths[1], inputs)
+        return {**shapes, "input_mean_": (inputs,), "input_scale_": (inputs,), "n_features_in_": (),
                 "feature_names_in_": None, "n_parameters_": (), "loss_": (), "t_": (), "loss_history_": ("k", 2),
                 "fit_time_": ()}
 
     def restore_fitted_state(self, state: dict) -> None:
         """Rebuild the network and set the fitted attributes from fitted_state()'s output (as
         saved, shapes checked)."""
-        self.architecture = tuple(self.architecture)
-        network = ClippedMLP(self.architecture, self.activation, torch.Generator().manual_seed(0))
+        if self.architecture is not None:
+            self.architecture = tuple(self.architecture)
+        network = ClippedMLP(self.layer_widths(int(state["n_features_in_"])), self.activation,
+                             torch.Generator().manual_seed(0))
         weights = {name.removeprefix("network."): torch.as_tensor(value) for name, value in state.items()
                    if name.startswith("network.")}
         network.load_state_dict(weights)
@@ -230,3 +247,4 @@ class NNNPLM(BaseEstimator):
         for name, value in state.items():
             if not name.startswith("network."):
                 setattr(self, name, value)
+        self.converged_, self.diagnostics_ = None, self.loss_history_

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from nplm_kernel.exceptions import ConfigurationError
+from nplm_kernel.statistic import extended_likelihood, extended_likelihood_slope
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
 
@@ -108,10 +109,8 @@ class ClippedMLP(nn.Module):
             activations.append(self.activation(torch.addmm(layer.bias[:, None], layer.weight, activations[-1])))
         output = self.layers[-1]
         f = torch.addmm(output.bias[:, None], output.weight, activations[-1])[0]
-        scaled_exp = w_ref * torch.exp(f[n_data:] + offset_ref)
-        loss = None
-        if with_loss:
-            loss = (scaled_exp.sum() - w_ref.sum()) - (f[:n_data] + offset_data).sum()
+        scaled_exp = extended_likelihood_slope(f[n_data:] + offset_ref, w_ref)
+        loss = extended_likelihood(f[:n_data] + offset_data, f[n_data:] + offset_ref, w_ref) if with_loss else None
         delta = torch.empty_like(f)
         delta[:n_data] = -1.0
         delta[n_data:] = scaled_exp

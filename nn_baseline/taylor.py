@@ -16,9 +16,9 @@ import torch
 from sklearn.base import BaseEstimator
 from torch.nn import functional
 
+from nplm_kernel.backends import require_fitted
 from nplm_kernel.exceptions import FitError
-from nplm_kernel.nuisance import taylor_training_set
-from nplm_kernel.persistence import require_fitted
+from nplm_kernel.inference.nuisance import taylor_training_set
 from nplm_kernel.samples import as_events, check_positive_integer, check_positive_number
 
 from .network import ClippedMLP, check_architecture

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nplm_kernel.calibration import chi2_ks_test
-from nplm_kernel.campaign import run_toys
+from nplm_kernel.inference.calibration import chi2_ks_test
+from nplm_kernel.inference.campaign import run_toys
 from nplm_kernel.exceptions import ConfigurationError
-from nplm_kernel.hypothesis_test import NPLMTest
+from nplm_kernel.inference.hypothesis_test import NPLMTest
 
 from .estimator import NNNPLM
 from .network import parameter_count
@@ -67,7 +67,7 @@ def tune_weight_clip(
         raise ConfigurationError("clips must list at least one weight-clip value.")
     if n_toys < 2:
         raise ConfigurationError(f"n_toys must be at least 2, got {n_toys}.")
-    dof = parameter_count(NNNPLM(**network_settings).architecture)
+    dof = parameter_count(NNNPLM(**network_settings).layer_widths(np.asarray(x_ref).reshape(len(x_ref), -1).shape[1]))
     rows = []
     for clip in clips:
         test = NPLMTest(NNNPLM(weight_clip=float(clip), **network_settings))

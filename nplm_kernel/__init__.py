@@ -1,6 +1,6 @@
 """nplm-kernel: the New Physics Learning Machine goodness-of-fit test with kernel methods."""
 
-from .estimator import KernelNPLM
+from .kernel.estimator import KernelNPLM
 from .exceptions import (
     ConfigurationError,
     ConvergenceWarning,
@@ -14,8 +14,8 @@ from .exceptions import (
 )
 from .samples import Samples, validate_samples
 from .statistic import chi2_p_value, nplm_loss, t_from_loss, z_score
+from .version import __version__
 
-__version__ = "0.1.0"
 
 __all__ = [
     "KernelNPLM",

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from .exceptions import ConfigurationError, NotFittedError
 from .samples import Samples
@@ -81,6 +81,16 @@ class Backend(Protocol):
     def fitted_state_spec(self) -> dict[str, Any]: ...
 
     def restore_fitted_state(self, state: dict[str, Any]) -> None: ...
+
+
+#: What a backend must provide (Backend), checked by contract_gaps.
+CONTRACT_MEMBERS = ("get_params", "set_params", "check_settings", "fit", "decision_function", "fitted_state",
+                    "fitted_state_spec", "restore_fitted_state", "execution_settings", "fits_nuisances_jointly")
+
+
+def contract_gaps(backend: Any) -> list[str]:
+    """The members of the backend contract that `backend` lacks (empty when it implements it)."""
+    return [name for name in CONTRACT_MEMBERS if not hasattr(backend, name)]
 
 
 def finish_fit(estimator: Any, samples: Samples, f_data: np.ndarray, f_ref: np.ndarray, converged: bool | None,
@@ -157,12 +167,12 @@ class BackendEntry:
 
 
 _REGISTRY: dict[str, BackendEntry] = {
-    "kernel": BackendEntry("kernel", "nplm_kernel.estimator:KernelNPLM"),
+    "kernel": BackendEntry("kernel", "nplm_kernel.kernel.estimator:KernelNPLM"),
     "nn": BackendEntry("nn", "nn_baseline.estimator:NNNPLM"),
 }
 #: Saved-model classes that are not backends (Taylor learners of shape nuisances), by path.
 _MODELS: dict[str, str] = {
-    "nplm_kernel.taylor.KernelTaylorLearner": "nplm_kernel.taylor:KernelTaylorLearner",
+    "nplm_kernel.kernel.taylor.KernelTaylorLearner": "nplm_kernel.kernel.taylor:KernelTaylorLearner",
     "nn_baseline.taylor.NNTaylorLearner": "nn_baseline.taylor:NNTaylorLearner",
 }
 
@@ -208,10 +218,43 @@ def loadable_paths() -> list[str]:
     return sorted([entry.path for entry in _REGISTRY.values()] + list(_MODELS))
 
 
+def parse_setting(setting: Setting, text: str) -> Any:
+    """A command-line string for `setting`, as the value its settings model validates: 'none'
+    for None, comma-separated items for a list or tuple, the string itself otherwise (pydantic
+    converts numbers and booleans)."""
+    if text.strip().lower() in ("none", "null") and setting.default is None:
+        return None
+    if any(token in str(setting.annotation) for token in ("list[", "tuple[")):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return text
+
+
+def backend_from_options(name: str, options: dict[str, str]) -> Backend:
+    """The backend `name` built from command-line strings {setting: text}; ConfigurationError names
+    an option that belongs to another backend or whose value is invalid."""
+    entry = backend_entry(name)
+    settings = {setting.name: setting for setting in entry.settings() if setting.configurable}
+    values: dict[str, Any] = {}
+    for option, text in options.items():
+        if option not in settings:
+            owners = [other for other in _REGISTRY if option in {s.name for s in _REGISTRY[other].settings()}]
+            raise ConfigurationError(f"--{option.replace('_', '-')} is a setting of backend(s) {', '.join(owners)}, "
+                                     f"not of {name!r}.")
+        values[option] = parse_setting(settings[option], text)
+    try:
+        section = entry.settings_model().model_validate({"kind": name, **values})
+    except ValidationError as error:
+        problem = error.errors()[0]
+        option = "--" + str(problem["loc"][0]).replace("_", "-") if problem["loc"] else "a backend option"
+        raise ConfigurationError(f"{option}: {problem['msg']} (got {options.get(str(problem['loc'][0]))!r}).") from None
+    return build_backend(section)
+
+
 def build_backend(section: dict[str, Any] | BaseModel) -> Backend:
     """The estimator a backend section describes ({'kind': name, setting: value, ...}), its
     settings checked (ConfigurationError names the bad one)."""
-    values = dict(section.model_dump() if isinstance(section, BaseModel) else section)
+    values = dict(section.model_dump(exclude_unset=True) | {"kind": section.kind} if isinstance(section, BaseModel)
+                  else section)
     entry = backend_entry(values.pop("kind"))
     accepted = {setting.name for setting in entry.settings()}
     unknown = sorted(set(values) - accepted)

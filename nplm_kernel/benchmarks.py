@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from .campaign import AuxiliaryToys, ToyGenerator
+from .inference.campaign import AuxiliaryToys, ToyGenerator
 from .exceptions import ConfigurationError
 
 

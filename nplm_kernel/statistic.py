@@ -1,15 +1,31 @@
 """The NPLM loss and test statistic, and the chi2 / p-value / Z conversions (scipy.stats).
 
 L[f] = sum_R w_R (exp(f(x) + o(x)) - 1) - sum_D (f(x) + o(x)),   t = -2 L[f_hat]   (dimensionless),
-where o(x) = log r(x; nu) is an optional offset (nuisance-shifted reference).
+where o(x) = log r(x; nu) is an optional offset (nuisance-shifted reference). The loss and its
+derivative are written once here, for numpy arrays and torch tensors alike (extended_likelihood,
+extended_likelihood_slope), and used by the statistic, the kernel solver, the NN and the nuisance fit.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import stats
 
 from .exceptions import FitError, InputError
+
+
+def extended_likelihood(z_data, z_ref, w_ref):
+    """L = sum_R w_R (e^z_R - 1) - sum_D z_D for z = f + o on the data and reference events (numpy
+    arrays or torch tensors, computed in their own library; e^z - 1 as expm1)."""
+    expm1 = torch.expm1 if isinstance(z_ref, torch.Tensor) else np.expm1
+    return (w_ref * expm1(z_ref)).sum() - z_data.sum()
+
+
+def extended_likelihood_slope(z_ref, w_ref):
+    """dL/dz_R = w_R e^z_R on the reference events (dL/dz_D = -1 on every data event); it is also
+    the second derivative d2L/dz_R^2 (and 0 on the data)."""
+    return w_ref * (torch.exp(z_ref) if isinstance(z_ref, torch.Tensor) else np.exp(z_ref))
 
 
 def nplm_loss(
@@ -21,9 +37,9 @@ def nplm_loss(
 ) -> float:
     """L = sum_R w_R (exp(f + o_R) - 1) - sum_D (f + o_D), in float64; FitError if not finite."""
     with np.errstate(over="ignore", invalid="ignore"):
-        ref_term = np.sum(np.asarray(w_ref, dtype=np.float64) * np.expm1(np.asarray(f_ref, dtype=np.float64) + offset_ref))
-        data_term = np.sum(np.asarray(f_data, dtype=np.float64) + offset_data)
-        loss = float(ref_term - data_term)
+        loss = float(extended_likelihood(np.asarray(f_data, dtype=np.float64) + offset_data,
+                                         np.asarray(f_ref, dtype=np.float64) + offset_ref,
+                                         np.asarray(w_ref, dtype=np.float64)))
     if not np.isfinite(loss):
         raise FitError(
             "the NPLM loss L[f] is not finite: the learned f overflows exp() on the reference sample "

@@ -17,9 +17,9 @@ import numpy as np
 
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import Exponential1D
-from nplm_kernel.calibration import fit_chi2
-from nplm_kernel.campaign import executor_from_setting, run_toys
-from nplm_kernel.hypothesis_test import NPLMTest
+from nplm_kernel.inference.calibration import fit_chi2
+from nplm_kernel.inference.campaign import executor_from_setting, run_toys
+from nplm_kernel.inference.hypothesis_test import NPLMTest
 
 
 def run(n_toys: int, out: Path, executor, n_reference: int = 200_000, n_centers: int = 500, seed: int = 0,

@@ -48,10 +48,10 @@ from scipy import stats
 
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import NP1, NP2, NP3, Exponential1D
-from nplm_kernel.calibration import fit_chi2, significance
-from nplm_kernel.campaign import executor_from_setting, run_toys
-from nplm_kernel.hypothesis_test import NPLMTest
-from nplm_kernel.kernel import pairwise_distance_quantile
+from nplm_kernel.inference.calibration import fit_chi2, significance
+from nplm_kernel.inference.campaign import executor_from_setting, run_toys
+from nplm_kernel.inference.hypothesis_test import NPLMTest
+from nplm_kernel.solver.kernels import pairwise_distance_quantile
 from nplm_kernel.samples import reference_standardization
 
 MODES = {

@@ -80,7 +80,7 @@ def test_reusing_the_reference_across_toys_changes_no_t(dtype):
     """reuse_reference keeps the reference's rows between fits: a toy fitted after another (warm
     cache) gives the t it gives alone (cold cache), and the t of a plain fit with the same centres."""
     from nplm_kernel.benchmarks import Exponential1D
-    from nplm_kernel.estimator import clear_reference_cache
+    from nplm_kernel.kernel.estimator import clear_reference_cache
 
     bench = Exponential1D(n_reference=20_000)
     x_ref, w_ref = bench.reference(np.random.default_rng(0))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nplm_kernel import InputError
-from nplm_kernel.io import load_events
+from nplm_kernel.app.io import load_events
 
 
 @pytest.fixture

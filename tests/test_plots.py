@@ -1,5 +1,5 @@
 from nplm_kernel import KernelNPLM
-from nplm_kernel.plots import plot_learned_f, plot_null_distribution
+from nplm_kernel.app.plots import plot_learned_f, plot_null_distribution
 
 
 def _is_png(path):

@@ -6,9 +6,9 @@ import pytest
 
 from nplm_kernel import ConfigurationError
 from nplm_kernel.benchmarks import Exponential1D
-from nplm_kernel.campaign import LocalExcessToys
-from nplm_kernel.kernel import pairwise_distance_quantile
-from nplm_kernel.selection import ScanRow, _recommend, scan_hyperparameters
+from nplm_kernel.inference.campaign import LocalExcessToys
+from nplm_kernel.solver.kernels import pairwise_distance_quantile
+from nplm_kernel.inference.selection import ScanRow, _recommend, scan_hyperparameters
 
 
 def test_scan_on_a_tiny_grid(rng):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from reference_solver import PointLoss, dense_newton, gaussian_gram, objective
 
-from nplm_kernel import KernelNPLM, falkon, nplm_loss
+from nplm_kernel import KernelNPLM, nplm_loss
+from nplm_kernel.solver import nystrom
 
 
 def _reference_problem(x_data, x_ref, w_ref, centers, sigma, loss):
@@ -22,7 +23,7 @@ def test_objective_and_t_match_dense_newton(gaussian_samples, rng, penalty, with
     """Both losses and both Hessian paths: the Gram matrix formed once per Newton step (few
     centres), and one pass over K_nM per CG iteration (forced here by lowering the threshold)."""
     if not explicit_gram:
-        monkeypatch.setattr(falkon, "EXPLICIT_GRAM_MAX_CENTERS", 0)
+        monkeypatch.setattr(nystrom, "EXPLICIT_GRAM_MAX_CENTERS", 0)
     x_data, x_ref, w_ref = gaussian_samples
     centers = rng.normal(0.0, 1.2, size=(40, 2))
     sigma = 1.0
@@ -47,7 +48,7 @@ def test_objective_and_t_match_dense_newton(gaussian_samples, rng, penalty, with
 
 
 def test_blocked_kernel_path_gives_the_cached_solution(gaussian_samples):
-    from nplm_kernel.falkon import MIN_BLOCK_ROWS, WHITENED_BLOCK_COPIES, fixed_fit_memory
+    from nplm_kernel.solver.nystrom import MIN_BLOCK_ROWS, WHITENED_BLOCK_COPIES, fixed_fit_memory
 
     x_data, x_ref, w_ref = gaussian_samples
     cached = KernelNPLM(n_centers=60, penalty=1e-5).fit(x_data, x_ref, w_ref)
@@ -138,7 +139,7 @@ def test_an_ill_conditioned_fit_stops_at_its_cg_budget_and_says_why():
 
 def test_a_memory_budget_below_the_fits_fixed_memory_is_refused_with_the_budget_needed(gaussian_samples):
     from nplm_kernel import ConfigurationError
-    from nplm_kernel.falkon import fixed_fit_memory
+    from nplm_kernel.solver import fixed_fit_memory
 
     x_data, x_ref, w_ref = gaussian_samples
     fixed = fixed_fit_memory(len(x_data) + len(x_ref), 2)

@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from nplm_kernel import FitError, InputError, chi2_p_value, nplm_loss, t_from_loss, z_score
-from nplm_kernel.calibration import CHI2_EXTRAPOLATION, EMPIRICAL, empirical_p_value, fit_chi2, significance
+from nplm_kernel.inference.calibration import CHI2_EXTRAPOLATION, EMPIRICAL, empirical_p_value, fit_chi2, significance
 
 
 def test_nplm_loss_formula():
@@ -80,7 +80,7 @@ def _correlated_settings(rng, n, k=3):
 
 
 def test_combined_multiple_testing_p_values_are_uniform_under_the_null(rng):
-    from nplm_kernel.calibration import combine_settings
+    from nplm_kernel.inference.calibration import combine_settings
 
     null = _correlated_settings(rng, 300)
     observed = _correlated_settings(rng, 300)
@@ -94,7 +94,7 @@ def test_combined_multiple_testing_p_values_are_uniform_under_the_null(rng):
 
 
 def test_combined_significance_sees_a_departure_in_one_setting(rng):
-    from nplm_kernel.calibration import combine_settings
+    from nplm_kernel.inference.calibration import combine_settings
 
     null = _correlated_settings(rng, 400)
     observed = np.array([3.0, 4.0, 60.0])  # only the third setting sees it
@@ -111,7 +111,7 @@ def test_min_p_significance_matches_a_brute_force_count_and_is_uniform_under_the
     """A multi-scale t (one value per width): p is the fraction of null toys whose min-p over the
     widths (each toy's p-values against the other toys) is at most the observed min-p; under the
     null it is uniform."""
-    from nplm_kernel.calibration import MIN_P, MIN_P_EXTRAPOLATION
+    from nplm_kernel.inference.calibration import MIN_P, MIN_P_EXTRAPOLATION
 
     covariance = [[1.0, 0.7], [0.7, 1.0]]  # two correlated widths
     null = stats.chi2.ppf(stats.norm.cdf(rng.multivariate_normal([0, 0], covariance, size=300)), [4, 9])

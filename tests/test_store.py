@@ -16,10 +16,10 @@ from campaign_helpers import BENCHMARK, DyingGenerator, RaisingGenerator, small_
 
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import NP2
-from nplm_kernel.campaign import CampaignResult, run_toys
-from nplm_kernel.cli import main
-from nplm_kernel.hypothesis_test import NPLMTest
-from nplm_kernel.store import (
+from nplm_kernel.inference.campaign import CampaignResult, run_toys
+from nplm_kernel.app.cli import main
+from nplm_kernel.inference.hypothesis_test import NPLMTest
+from nplm_kernel.inference.store import (
     CampaignMismatchError,
     StoreConflictError,
     StoreCorruptError,

@@ -70,7 +70,7 @@ def test_small_reference_sample_warns(rng):
     [
         ({"dtype": "float16"}, "dtype must be 'float32' or 'float64'"),
         ({"device": "not-a-device"}, "not a valid torch device"),
-        ({"penalty": -1.0}, "penalties must be positive"),
+        ({"penalty": -1.0}, "penalty must be positive"),
         ({"penalty": 1e-6, "penalty_list": [1e-2, 1e-4]}, "must end at penalty=1e-06"),
         ({"penalty": 1e-6, "penalty_list": [1e-6, 1e-2, 1e-6]}, "non-increasing"),
         ({"sigma": 0.0}, "sigma must be positive and finite"),

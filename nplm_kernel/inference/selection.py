@@ -24,11 +24,11 @@ import numpy as np
 
 from .calibration import fit_chi2, significance
 from .campaign import LocalExcessToys, ToyGenerator, run_toys
-from .estimator import KernelNPLM
-from .exceptions import ConfigurationError, FitError
+from ..kernel.estimator import KernelNPLM
+from ..exceptions import ConfigurationError, FitError
 from .hypothesis_test import NPLMTest
-from .kernel import pairwise_distance_quantile
-from .samples import as_events, as_weights, check_positive_integer, reference_standardization
+from ..solver.kernels import pairwise_distance_quantile
+from ..samples import as_events, as_weights, check_positive_integer, reference_standardization
 
 
 @dataclass(frozen=True)

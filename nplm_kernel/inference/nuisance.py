@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from scipy import optimize
 
-from .exceptions import ConfigurationError, FitError, InputError
-from .samples import as_events, as_weights, check_finite, check_positive_number, reference_standardization
+from ..exceptions import ConfigurationError, FitError, InputError
+from ..samples import as_events, as_weights, check_finite, check_positive_number, reference_standardization
+from ..statistic import extended_likelihood, extended_likelihood_slope
 
 #: Gradient tolerance of the nuisance minimisation, in loss units per sigma of each nuisance.
 NUISANCE_GTOL = 1e-8
@@ -39,6 +40,12 @@ class TaylorCoefficients(Protocol):
     degree: int
 
     def coefficients(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def auxiliary_penalty(nu, central_values, sigmas):
+    """A(nu) = sum_j ((nu_j - nu0_j)^2 - nu0_j^2) / (2 sigma_j^2) (A(0) = 0), for numpy arrays or
+    torch tensors alike."""
+    return (((nu - central_values) ** 2 - central_values**2) / (2.0 * sigmas**2)).sum()
 
 
 @dataclass(frozen=True)
@@ -154,8 +161,8 @@ class NuisanceModel:
         return self.design(x) @ self.monomials(self.check_nu(nu))
 
     def auxiliary_penalty(self, nu: np.ndarray, central_values: np.ndarray) -> float:
-        """A(nu) = sum_j ((nu_j - nu0_j)^2 - nu0_j^2) / (2 sigma_j^2)."""
-        return float(np.sum(((nu - central_values) ** 2 - central_values**2) / (2.0 * self.sigmas**2)))
+        """A(nu) (auxiliary_penalty), float64."""
+        return float(auxiliary_penalty(nu, central_values, self.sigmas))
 
     def check_nu(self, nu: object, name: str = "nu") -> np.ndarray:
         """nu as a finite float64 array of shape (n_nuisances,); InputError otherwise."""
@@ -219,8 +226,9 @@ class NuisanceTerms:
         model = self.model
         monomials = model.monomials(nu)
         with np.errstate(over="ignore", invalid="ignore"):
-            scaled_exp = self.w_ref * np.exp(f_ref + self.design_ref @ monomials)
-            loss = float(scaled_exp.sum() - self.w_ref.sum() - np.sum(f_data + self.design_data @ monomials))
+            z_data, z_ref = f_data + self.design_data @ monomials, f_ref + self.design_ref @ monomials
+            scaled_exp = extended_likelihood_slope(z_ref, self.w_ref)
+            loss = float(extended_likelihood(z_data, z_ref, self.w_ref))
         if not np.isfinite(loss):
             return np.inf, None, None, loss
         objective = loss + model.auxiliary_penalty(nu, self.central_values)
@@ -292,8 +300,7 @@ class TrainableNuisances:
 
     def auxiliary_penalty(self) -> torch.Tensor:
         """A(nu) at the current nu."""
-        nu = self._nu()
-        return (((nu - self.central_values) ** 2 - self.central_values**2) / (2.0 * self.sigmas**2)).sum()
+        return auxiliary_penalty(self._nu(), self.central_values, self.sigmas)
 
     def set_gradient(self, loss_by_offset_ref: torch.Tensor) -> None:
         """u.grad = sigma * d(L + A)/dnu."""

@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import ConfigurationError, InputError
-from .identity import format_differences, identity_differences
+from ..exceptions import ConfigurationError, InputError
+from ..version import __version__
+from ..identity import format_differences, identity_differences
 
 FORMAT = "nplm-toys/2"
 STATUS_OK = "ok"
@@ -379,8 +380,6 @@ class StoreWriter:
 
 def campaign_header(identity: dict[str, Any]) -> dict[str, Any]:
     """The first line of a store."""
-    from . import __version__
-
     return {"record": "campaign", "format": FORMAT, "identity": identity, "package_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 

@@ -23,12 +23,12 @@ from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator
 
 from .estimator import SIGMA_QUANTILE, nystrom_centers
-from .exceptions import FitError
-from .falkon import select_centers
-from .kernel import gaussian_kernel, pairwise_distance_quantile
-from .nuisance import LastEvaluation, taylor_training_set
-from .persistence import require_fitted
-from .samples import as_events, check_positive_integer, check_positive_number
+from ..backends import require_fitted
+from ..exceptions import FitError
+from ..solver import select_centers
+from ..solver.kernels import gaussian_kernel, pairwise_distance_quantile
+from ..inference.nuisance import LastEvaluation, taylor_training_set
+from ..samples import as_events, check_positive_integer, check_positive_number
 
 
 class KernelTaylorLearner(BaseEstimator):

@@ -7,7 +7,6 @@ so on the same device it gives the same f to the last bit.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import os
@@ -17,12 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import ConfigurationError, InputError, NotFittedError
+from ..backends import loadable_class, loadable_paths
+from ..exceptions import ConfigurationError, InputError
+from ..version import __version__
 
 FORMAT = "nplm-model-v1"
-#: Classes that may be loaded (module path -> class name); loading never imports anything else.
-LOADABLE = {"nplm_kernel.estimator.KernelNPLM", "nn_baseline.estimator.NNNPLM",
-            "nplm_kernel.taylor.KernelTaylorLearner", "nn_baseline.taylor.NNTaylorLearner"}
 METADATA_KEYS = {"format", "package_version", "class", "parameters", "state"}
 #: A shape spec: one entry per axis, an int (that size) or a letter (the same size wherever it
 #: appears); () for a number; None for a value of any form (a dict, a list of names, or None).
@@ -36,19 +34,19 @@ def _split(values: dict[str, Any], prefix: str) -> tuple[dict[str, np.ndarray], 
 
 
 def save_model(estimator: Any, path: str | os.PathLike) -> None:
-    """Write a fitted KernelNPLM, NNNPLM or Taylor learner (KernelTaylorLearner, NNTaylorLearner) to
-    `path` (.npz): one learning of delta_k(x) then serves every toy."""
-    from . import __version__
-
-    if not hasattr(estimator, "fitted_state"):
-        raise ConfigurationError(f"cannot save a {type(estimator).__name__}: not an nplm-kernel estimator.")
+    """Write a fitted registered backend (backends.py) or Taylor learner (KernelTaylorLearner,
+    NNTaylorLearner) to `path` (.npz): one learning of delta_k(x) then serves every toy."""
+    path_name = f"{type(estimator).__module__}.{type(estimator).__qualname__}"
+    if loadable_class(path_name) is None:
+        raise ConfigurationError(f"cannot save a {type(estimator).__name__}: not a registered backend or Taylor "
+                                 f"learner ({', '.join(loadable_paths())}).")
     state = estimator.fitted_state()
     parameter_arrays, parameters = _split(estimator.get_params(deep=False), "parameter:")
     state_arrays, state_values = _split(state, "state:")
     metadata = {
         "format": FORMAT,
         "package_version": __version__,
-        "class": f"{type(estimator).__module__}.{type(estimator).__qualname__}",
+        "class": path_name,
         "parameters": parameters,
         "state": state_values,
     }
@@ -94,9 +92,9 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     if set(metadata) != METADATA_KEYS:
         raise InputError(f"{path}: damaged model file: metadata keys {sorted(metadata)}, expected "
                          f"{sorted(METADATA_KEYS)}.")
-    if metadata["class"] not in LOADABLE:
+    if not isinstance(metadata["class"], str) or loadable_class(metadata["class"]) is None:
         raise InputError(f"{path}: class {metadata['class']!r} is not one that nplm-kernel loads "
-                         f"({sorted(LOADABLE)}).")
+                         f"({loadable_paths()}).")
     if not (isinstance(metadata["parameters"], dict) and isinstance(metadata["state"], dict)):
         raise InputError(f"{path}: damaged model file: parameters and state must be objects.")
     return metadata, arrays
@@ -111,8 +109,7 @@ def load_model(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise InputError(f"{path}: file not found.")
     metadata, arrays = _read(path)
-    module_name, class_name = metadata["class"].rsplit(".", 1)
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = loadable_class(metadata["class"])
     parameters = dict(metadata["parameters"])
     state = dict(metadata["state"])
     for name, value in arrays.items():
@@ -123,7 +120,8 @@ def load_model(path: str | os.PathLike) -> Any:
     accepted = set(inspect.signature(cls).parameters)
     unknown = sorted(set(parameters) - accepted)
     if unknown:
-        raise InputError(f"{path}: unknown hyperparameter(s) {unknown} for {class_name} (accepted: {sorted(accepted)}).")
+        raise InputError(f"{path}: unknown hyperparameter(s) {unknown} for {cls.__name__} (accepted: "
+                         f"{sorted(accepted)}).")
     try:
         estimator = cls(**parameters)
         check_fitted_state(state, estimator.fitted_state_spec())
@@ -132,11 +130,3 @@ def load_model(path: str | os.PathLike) -> Any:
         raise InputError(f"{path}: damaged model file: {error}") from None
     estimator.saved_with_version_ = metadata["package_version"]
     return estimator
-
-
-def require_fitted(estimator: Any, attribute: str) -> None:
-    """NotFittedError naming the estimator unless `attribute` is set."""
-    if not hasattr(estimator, attribute):
-        raise NotFittedError(
-            f"this {type(estimator).__name__} is not fitted yet: call fit(x_data, x_ref, w_ref) first."
-        )

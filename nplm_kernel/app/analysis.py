@@ -21,18 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from .calibration import significance
-from .campaign import AuxiliaryToys, ReferencePoolToys, campaign_identity, executor_from_setting, run_toys
-from .config import AnalysisConfig, KernelBackend, NNBackend, NuisanceEntry, ReferenceInput, load_config
-from .estimator import KernelNPLM
-from .exceptions import ConfigurationError, InputError
-from .hypothesis_test import NPLMTest
+from ..inference.calibration import significance
+from ..inference.campaign import AuxiliaryToys, ReferencePoolToys, campaign_identity, executor_from_setting, run_toys
+from .config import NuisanceEntry, ReferenceInput, load_config
+from ..backends import build_backend
+from ..exceptions import ConfigurationError, InputError
+from ..version import __version__
+from ..inference.hypothesis_test import NPLMTest
 from .io import load_events
-from .kernel import pairwise_distance_quantile
-from .samples import reference_standardization
-from .nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
+from ..solver.kernels import pairwise_distance_quantile
+from ..samples import reference_standardization
+from ..inference.nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
 from .persistence import load_model, save_model
-from .store import read_store, verify_identity
+from ..inference.store import read_store, verify_identity
 
 
 def _selected(path: Path, columns: list[str] | None, key: str | None, cuts: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -82,17 +83,6 @@ def load_reference(
     return x_ref, w_ref, toys
 
 
-def build_backend(backend: KernelBackend | NNBackend):
-    """The estimator a backend section (config file or CLI options) describes."""
-    if isinstance(backend, KernelBackend):
-        return KernelNPLM(n_centers=backend.n_centers, sigma=backend.sigma, penalty=backend.penalty,
-                          reuse_reference=backend.reuse_reference, seed=backend.seed)
-    from nn_baseline import NNNPLM
-
-    return NNNPLM(architecture=tuple(backend.architecture), weight_clip=backend.weight_clip, epochs=backend.epochs,
-                  learning_rate=backend.learning_rate, seed=backend.seed)
-
-
 def build_nuisances(entries: list[NuisanceEntry], base: Path) -> NuisanceModel | None:
     """The NuisanceModel of a config's nuisances section (None when empty); shape coefficients are
     Taylor learners saved with save_model, paths relative to the config."""
@@ -124,8 +114,6 @@ def multi_scale_widths(backend, x_ref: np.ndarray, w_ref: np.ndarray,
 
 
 def _provenance(config_path: Path) -> dict[str, Any]:
-    from . import __version__
-
     versions = {}
     for module in ("numpy", "scipy", "torch", "sklearn"):
         versions[module] = getattr(sys.modules.get(module) or __import__(module), "__version__", "unknown")
@@ -147,7 +135,7 @@ def _plot(kind: str, *arguments) -> bool:
 def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the study of `config_path`; returns the result written to result.json."""
     config_path = Path(config_path)
-    config: AnalysisConfig = load_config(config_path)
+    config = load_config(config_path)
     base = config_path.parent
     inputs, toys_config = config.inputs, config.toys
     out = base / config.outputs.directory

@@ -1,6 +1,7 @@
 """The one entry point that wraps any backend: NPLMTest(backend, nuisances).run(x_data, x_ref, w_ref).
 
-t = tau - Delta (DESIGN.md section 4), with the auxiliary constraint A(nu) of nuisance.py:
+The backend is any implementation of the backend contract (nplm_kernel.backends.Backend).
+t = tau - Delta, with the auxiliary constraint A(nu) of nuisance.py:
     Delta = -2 min_nu      (L[0; log r(nu)] + A(nu))     (scipy, exact Newton),
     tau   = -2 min_{f, nu} (L[f; log r(nu)] + A(nu)).
 tau is found either by the backend itself (joint gradient training: a backend with
@@ -22,10 +23,11 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 
-from .exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
-from .identity import describe, sample_digest
+from ..backends import contract_gaps
+from ..exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
+from ..identity import describe, sample_digest
 from .nuisance import NuisanceFit, NuisanceModel, NuisanceTerms
-from .samples import as_events, as_weights, check_positive_integer, check_positive_number, validate_samples
+from ..samples import as_events, as_weights, check_positive_integer, check_positive_number, validate_samples
 
 #: Number of past iterates in the Anderson-accelerated alternation.
 ANDERSON_DEPTH = 3
@@ -57,7 +59,7 @@ class NPLMResult:
         """Whether every fit behind t met its tolerance: the backend's own verdict (None when the
         backend has no convergence criterion, e.g. the NN's fixed number of epochs) and, with
         nuisances, the tau alternation's."""
-        backend = getattr(self.estimator, "converged_", None)
+        backend = self.estimator.fit_.converged
         if backend is None:
             return None if self.nuisance_converged else False
         return bool(backend) and self.nuisance_converged
@@ -65,7 +67,7 @@ class NPLMResult:
     @property
     def diagnostics(self) -> Any:
         """The backend's fit diagnostics (KernelNPLM: SolverDiagnostics; NNNPLM: loss history)."""
-        return getattr(self.estimator, "diagnostics_", getattr(self.estimator, "loss_history_", None))
+        return self.estimator.fit_.diagnostics
 
     def row_fields(self) -> dict[str, Any]:
         """What a campaign stores of this test (JSON-safe)."""
@@ -164,9 +166,11 @@ class NPLMTest:
 
     def __init__(self, backend: BaseEstimator, nuisances: NuisanceModel | None = None,
                  nuisance_tol: float = 1e-3, max_alternations: int = 30, widths: Sequence[float] | None = None):
-        if not (hasattr(backend, "fit") and hasattr(backend, "get_params")):
+        missing = contract_gaps(backend)
+        if missing:
             raise ConfigurationError(
-                f"backend must be an estimator such as KernelNPLM(...) or NNNPLM(...), got {type(backend).__name__}."
+                f"backend must implement the backend contract (nplm_kernel.backends.Backend), such as KernelNPLM(...) "
+                f"or NNNPLM(...); {type(backend).__name__} lacks {missing}."
             )
         if nuisances is not None and not isinstance(nuisances, NuisanceModel):
             raise ConfigurationError(f"nuisances must be a NuisanceModel or None, got {type(nuisances).__name__}.")
@@ -224,7 +228,7 @@ class NPLMTest:
         samples = validate_samples(x_data, x_ref, w_ref, owner="NPLMTest", warn_sample_size=False)
         terms = self.nuisances.terms(samples.x_data, samples.x_ref, samples.w_ref, central_values)
         delta_fit = terms.fit(start=np.zeros(self.nuisances.n_nuisances), stage="Delta (nuisance fit at f = 0)")
-        if getattr(backend, "fits_nuisances_jointly", False):
+        if type(backend).fits_nuisances_jointly:
             estimator, tau_fit, iterations, converged = self._joint_fit(backend, samples, terms, delta_fit)
         else:
             estimator, tau_fit, iterations, converged = self._alternating_fit(backend, samples, terms, delta_fit)
@@ -242,9 +246,9 @@ class NPLMTest:
     def _joint_fit(self, backend: BaseEstimator, samples, terms: NuisanceTerms, delta_fit: NuisanceFit):
         """The backend trains f and nu together; nu is then re-minimised at the learned f."""
         estimator = clone(backend).fit(samples.x_data, samples.x_ref, samples.w_ref,
-                                            nuisance_terms=terms, nuisance_start=delta_fit.nu)
-        f_data, f_ref = estimator.decision_function(samples.x_data), estimator.decision_function(samples.x_ref)
-        tau_fit = terms.fit(f_data, f_ref, start=estimator.nuisance_values_, stage="tau (nuisance fit at the learned f)")
+                                       nuisance_terms=terms, nuisance_start=delta_fit.nu)
+        tau_fit = terms.fit(estimator.fit_.f_data, estimator.fit_.f_ref, start=estimator.nuisance_values_,
+                            stage="tau (nuisance fit at the learned f)")
         return estimator, tau_fit, 1, True
 
     def _alternating_fit(self, backend: BaseEstimator, samples, terms: NuisanceTerms, delta_fit: NuisanceFit):
@@ -261,8 +265,7 @@ class NPLMTest:
             offset_data, offset_ref = terms.offsets(scaled * sigmas)
             estimator = clone(backend).fit(samples.x_data, samples.x_ref, samples.w_ref,
                                            offset_data=offset_data, offset_ref=offset_ref)
-            f_data, f_ref = estimator.decision_function(samples.x_data), estimator.decision_function(samples.x_ref)
-            tau_fit = terms.fit(f_data, f_ref, start=scaled * sigmas,
+            tau_fit = terms.fit(estimator.fit_.f_data, estimator.fit_.f_ref, start=scaled * sigmas,
                                 stage=f"tau (nuisance fit, alternation {iteration})")
             image = tau_fit.nu / sigmas
             step = float(np.max(np.abs(image - scaled)))

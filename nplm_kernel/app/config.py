@@ -9,7 +9,8 @@ key path and its line in the file. Relative paths are relative to the config fil
       columns: [x]                  # input variables (columns, branches, HDF5 datasets)
       key: null                     # .npz array, HDF5 dataset/group, ROOT tree
       cuts: {x: [0.0, null]}        # keep low <= value < high (null = open)
-    backend: {kind: kernel, n_centers: 500, penalty: 1.0e-6}   # reuse_reference: true; or kind: nn, ...
+    backend: {kind: kernel, n_centers: 500, penalty: 1.0e-6}   # any KernelNPLM setting (device: cuda, dtype:
+                                    # float32, ...); or kind: nn with any NNNPLM setting; or a registered backend
     toys: {n_toys: 300, seed: 0, executor: local, pool_fraction: 0.5}   # or pool: heldout.parquet
                                     # store: toys.jsonl (relative to the output directory)
     nuisances:                      # optional: t = tau - Delta; toys draw nu0 ~ N(0, sigma)
@@ -23,11 +24,12 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from .exceptions import ConfigurationError
+from ..backends import backend_entry, backend_names, build_backend
+from ..exceptions import ConfigurationError
 
 
 class _Strict(BaseModel):
@@ -56,24 +58,6 @@ class Inputs(_Strict):
     columns: list[str] | None = None
     key: str | None = None
     cuts: dict[str, tuple[float | None, float | None]] = {}
-
-
-class KernelBackend(_Strict):
-    kind: Literal["kernel"]
-    n_centers: Annotated[int, Field(ge=1)] | None = None
-    sigma: Annotated[float, Field(gt=0)] | None = None
-    penalty: Annotated[float, Field(gt=0)] = 1e-6
-    reuse_reference: bool = False
-    seed: int = 0
-
-
-class NNBackend(_Strict):
-    kind: Literal["nn"]
-    architecture: list[Annotated[int, Field(ge=1)]] = [1, 4, 1]
-    weight_clip: Annotated[float, Field(gt=0)] = 9.0
-    epochs: Annotated[int, Field(ge=1)] = 100_000
-    learning_rate: Annotated[float, Field(gt=0)] = 1e-3
-    seed: int = 0
 
 
 class Toys(_Strict):
@@ -118,13 +102,21 @@ class Outputs(_Strict):
     directory: Path = Path("results")
 
 
-class AnalysisConfig(_Strict):
-    inputs: Inputs
-    backend: Annotated[KernelBackend | NNBackend, Field(discriminator="kind")]
-    toys: Toys
-    nuisances: list[NuisanceEntry] = []
-    test: TestSettings = TestSettings()
-    outputs: Outputs = Outputs()
+def backend_section_type() -> Any:
+    """The type of a config's backend section: one settings model per registered backend
+    (backends.BackendEntry.settings_model), told apart by `kind`."""
+    models = tuple(backend_entry(name).settings_model() for name in backend_names())
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[models], Field(discriminator="kind")]  # noqa: UP007 - a runtime tuple of models
+
+
+def analysis_config_model() -> type[BaseModel]:
+    """The model of a whole analysis config, built from the backends registered now."""
+    return create_model(
+        "AnalysisConfig", __base__=_Strict, inputs=(Inputs, ...), backend=(backend_section_type(), ...),
+        toys=(Toys, ...), nuisances=(list[NuisanceEntry], []), test=(TestSettings, TestSettings()),
+        outputs=(Outputs, Outputs()))
 
 
 def _line_of(text: str, location: tuple) -> int | None:
@@ -147,7 +139,7 @@ def _line_of(text: str, location: tuple) -> int | None:
     return line
 
 
-def load_config(path: str | Path) -> AnalysisConfig:
+def load_config(path: str | Path) -> BaseModel:
     """Read and validate an analysis YAML file; ConfigurationError names each bad key and line,
     and every input file that does not exist."""
     yaml = importlib.import_module("yaml")
@@ -160,17 +152,23 @@ def load_config(path: str | Path) -> AnalysisConfig:
     except yaml.YAMLError as error:
         raise ConfigurationError(f"{path}: not valid YAML: {error}") from None
     try:
-        config = AnalysisConfig.model_validate(raw if raw is not None else {})
+        config = analysis_config_model().model_validate(raw if raw is not None else {})
     except ValidationError as error:
         messages = []
         for problem in error.errors():
-            location = tuple(part for part in problem["loc"] if part not in ("kernel", "nn"))
+            location = tuple(part for part in problem["loc"] if part not in backend_names())
             line = _line_of(text, location)
             where = ".".join(map(str, location)) or "(top level)"
             suffix = f" (line {line})" if line else ""
             reason = "unknown key (misspelt?)" if problem["type"] == "extra_forbidden" else problem["msg"]
             messages.append(f"{where}{suffix}: {reason}")
         raise ConfigurationError(f"{path}: invalid analysis config:\n  " + "\n  ".join(messages)) from None
+    try:
+        build_backend(config.backend)  # the backend's own checks (e.g. a negative penalty), before any work
+    except ConfigurationError as error:
+        named = [name for name in config.backend.model_fields_set if str(error).startswith(name)]
+        where = f"backend.{named[0]} (line {_line_of(text, ('backend', named[0]))})" if named else "backend"
+        raise ConfigurationError(f"{path}: invalid analysis config:\n  {where}: {error}") from None
     base = path.parent
     files = [("inputs.data.path", config.inputs.data.path), ("inputs.reference.path", config.inputs.reference.path)]
     if config.toys.pool is not None:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import ConfigurationError, InputError
-from .samples import as_events
+from ..exceptions import ConfigurationError, InputError
+from ..samples import as_events
 
 SUFFIXES = {".npy": "numpy", ".npz": "numpy", ".h5": "hdf5", ".hdf5": "hdf5", ".parquet": "parquet", ".root": "root"}
 

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from .calibration import fit_chi2
-from .exceptions import ConfigurationError
-from .samples import as_events, as_weights
+from ..inference.calibration import fit_chi2
+from ..exceptions import ConfigurationError
+from ..samples import as_events, as_weights
 
 
 def _pyplot():

@@ -20,15 +20,16 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from .analysis import build_backend, load_data, load_reference, run_analysis
-from .benchmarks import SIGNALS_1D, Exponential1D
-from .calibration import Chi2Fit, Significance, fit_chi2, significance
-from .campaign import CampaignResult, ReferencePoolToys, executor_from_setting, run_toys
-from .config import KernelBackend, NNBackend, ReferenceInput
-from .estimator import KernelNPLM
-from .exceptions import ConfigurationError, InputError, NPLMError
-from .hypothesis_test import NPLMTest
-from .store import check_store, repair_store
+from .analysis import load_data, load_reference, run_analysis
+from ..backends import Setting, backend_entry, backend_from_options, backend_names
+from ..benchmarks import SIGNALS_1D, Exponential1D
+from ..inference.calibration import Chi2Fit, Significance, fit_chi2, significance
+from ..inference.campaign import CampaignResult, ReferencePoolToys, executor_from_setting, run_toys
+from .config import ReferenceInput
+from ..kernel.estimator import KernelNPLM
+from ..exceptions import ConfigurationError, InputError, NPLMError
+from ..inference.hypothesis_test import NPLMTest
+from ..inference.store import check_store, repair_store
 
 
 def run_demo(
@@ -109,12 +110,14 @@ def _reference(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, R
 
 
 def _backend(arguments: argparse.Namespace):
-    if arguments.backend == "nn":
-        architecture = [int(width) for width in arguments.architecture.split(",")]
-        return build_backend(NNBackend(kind="nn", architecture=architecture, weight_clip=arguments.weight_clip,
-                                       epochs=arguments.epochs, seed=arguments.seed))
-    return build_backend(KernelBackend(kind="kernel", n_centers=arguments.n_centers, sigma=arguments.sigma,
-                                       penalty=arguments.penalty, seed=arguments.seed))
+    """The backend `--backend` names, built from the backend options given (the others keep the
+    backend's own defaults); --seed also seeds the backend."""
+    options = {name: value for name, value in vars(arguments).items()
+               if name.startswith(BACKEND_OPTION) and value is not None}
+    options = {name.removeprefix(BACKEND_OPTION): value for name, value in options.items()}
+    if "seed" in {setting.name for setting in backend_entry(arguments.backend).settings()}:
+        options.setdefault("seed", str(arguments.seed))
+    return backend_from_options(arguments.backend, options)
 
 
 def _command_test(arguments: argparse.Namespace) -> str:
@@ -172,14 +175,30 @@ def _add_sample_options(parser: argparse.ArgumentParser) -> None:
     pool = parser.add_mutually_exclusive_group()
     pool.add_argument("--pool", help="held-out reference events for null toys")
     pool.add_argument("--pool-fraction", type=float, help="hold out this fraction of the reference for null toys")
-    parser.add_argument("--backend", choices=["kernel", "nn"], default="kernel")
-    parser.add_argument("--n-centers", type=int, help="kernel: Nystrom centres M (default N_D / 4 in [100, 3000])")
-    parser.add_argument("--sigma", type=float, help="kernel: width in standardised units (default 90th percentile)")
-    parser.add_argument("--penalty", type=float, default=1e-6, help="kernel: lambda (default 1e-6)")
-    parser.add_argument("--architecture", default="1,4,1", help="nn: layer widths (default 1,4,1)")
-    parser.add_argument("--weight-clip", type=float, default=9.0, help="nn: weight clip (default 9)")
-    parser.add_argument("--epochs", type=int, default=100_000, help="nn: epochs (default 1e5)")
+    _add_backend_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the fit, the pool split and the toys")
+
+
+#: Namespace prefix of the generated backend options.
+BACKEND_OPTION = "backend_option_"
+
+
+def _add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """--backend and one option per setting of the registered backends (from their constructor
+    signatures and docstrings: backends.settings_of); unset options keep the backend's defaults."""
+    parser.add_argument("--backend", choices=backend_names(), default="kernel", help="the model of f (default kernel)")
+    owners: dict[str, list[str]] = {}
+    helps: dict[str, Setting] = {}
+    for name in backend_names():
+        for setting in backend_entry(name).settings():
+            if setting.configurable and setting.name != "seed":
+                owners.setdefault(setting.name, []).append(name)
+                helps.setdefault(setting.name, setting)
+    group = parser.add_argument_group("backend settings (each backend's own defaults unless given)")
+    for option, setting in helps.items():
+        text = setting.help.replace("%", "%%")
+        group.add_argument(f"--{option.replace('_', '-')}", dest=BACKEND_OPTION + option, metavar="VALUE",
+                           help=f"[{', '.join(owners[option])}] {text} (default: {setting.default!r})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,7 +272,7 @@ def _numbers(text: str, kind: type) -> list:
 
 def _command_scan(arguments: argparse.Namespace) -> str:
     from .plots import plot_scan
-    from .selection import scan_hyperparameters
+    from ..inference.selection import scan_hyperparameters
 
     x_ref, w_ref, toys = _reference(arguments)
     if toys is None:

@@ -1,8 +1,11 @@
-"""KernelNPLM: the kernel backend as a scikit-learn-style estimator.
+"""KernelNPLM: the kernel backend as a scikit-learn-style estimator (the backend contract of
+nplm_kernel.backends).
 
-f(x) = sum_m alpha_m k(x, c_m) is fitted by the Falkon solver (falkon.py) on the weighted logistic
-surrogate (data: label 1, weight 1; reference: label 0, weight w_R), whose minimiser is the NPLM
-log-ratio log n(x|D) / n(x|R). The estimator reports L[f] and t = -2 L[f] at the learned f.
+f(x) = sum_m alpha_m k(x, c_m) on Nystrom centres c_m is fitted by the Falkon-style solver
+(nplm_kernel.solver) on the NPLM loss itself (default) or on the weighted logistic surrogate of
+the published Falkon-NPLM; the estimator reports L[f] and t = -2 L[f] at the learned f. The
+Nystrom geometry (standardisation, centres, kernel width, pruning, factor) is drawn here, once per
+fit or once per reference (reuse_reference).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from .exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
-from .falkon import (
+from ..backends import finish_fit, require_fitted, resolve_device
+from ..exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
+from ..solver import (
     STOP_REASONS,
     NystromFactor,
     NystromKernelRows,
@@ -30,10 +34,9 @@ from .falkon import (
     select_centers,
     solve,
 )
-from .identity import describe, sample_digest
-from .kernel import gaussian_kernel, pairwise_distance_quantile
-from .persistence import require_fitted
-from .samples import (
+from ..identity import describe, sample_digest
+from ..solver.kernels import gaussian_kernel, pairwise_distance_quantile
+from ..samples import (
     as_events,
     check_positive_integer,
     check_positive_number,
@@ -42,7 +45,7 @@ from .samples import (
     standardized,
     validate_samples,
 )
-from .statistic import nplm_loss, t_from_loss
+from ..statistic import nplm_loss
 
 #: Default bound on the memory of the cached kernel matrix K_nM, in bytes (2 GiB).
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
@@ -63,14 +66,14 @@ LOSSES = {
     "nplm": "the NPLM loss itself, L = sum_R w (e^f - 1) - sum_D f: t = -2 L >= 0 by construction",
     "logistic": "the weighted logistic surrogate of the published Falkon-NPLM (same minimiser as n -> infinity)",
 }
-#: What a user can do about each way of stopping short (falkon.STOP_REASONS).
+#: What a user can do about each way of stopping short (solver.STOP_REASONS).
 _CONVERGENCE_ADVICE = {
     "max_newton_steps": "Raise max_newton_steps (max_newton_steps=1 is the published one-step schedule).",
     "cg_budget": "The Newton systems are ill-conditioned (a very narrow kernel or a tiny penalty for this many "
                  "centres): raise the penalty or sigma, or raise max_total_cg_iter to wait longer.",
     "no_descent": "Use dtype='float64' if float32 was asked for, or loosen newton_tol.",
 }
-#: Default centre-pruning tolerance per kernel dtype (see falkon.independent_centers).
+#: Default centre-pruning tolerance per kernel dtype (see solver.pivoted_centers).
 DEFAULT_CENTER_TOL = 1e-12
 
 
@@ -135,17 +138,6 @@ def default_n_centers(n_data: int, n_total: int) -> int:
     return int(min(n_total, np.clip(n_data // 4, 100, 3000)))
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """torch.device for `device`; ConfigurationError if it is malformed or CUDA is unavailable."""
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ConfigurationError(f"device {device!r} is not a valid torch device: {error}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigurationError(f"device {device!r} was asked for but CUDA is not available here; use device='cpu'.")
-    return resolved
-
-
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     """torch float dtype for 'float32' / 'float64' (or the torch dtypes themselves)."""
     if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
@@ -156,17 +148,23 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 class KernelNPLM(BaseEstimator):
-    """Kernel NPLM estimator (Nystrom Gaussian-kernel logistic regression solved Falkon-style).
+    """Kernel NPLM estimator: a Nystrom Gaussian-kernel model of f solved Falkon-style.
 
     Parameters
     ----------
-    n_centers : number M of Nystrom centres drawn uniformly from data + reference; None: N_D / 4
+    n_centers : number M of Nystrom centres (drawn, or the most chosen for coverage); None: N_D / 4
         clipped to [100, 3000]. Ignored when `centers` is given.
     sigma : Gaussian kernel width in the (standardised, if `standardize`) input units; None: the
         90th percentile of pairwise reference distances.
-    penalty : lambda of J(alpha) = (1/n) sum_i a_i l(y_i, f_i) + (lambda/2) alpha^T K_MM alpha,
-        n = N_D + N_R, l the binary cross-entropy on logits, a_i = 1 (data) or w_R (reference).
-    centers : fixed (M, d) centres in input units (standardised with the inputs); None: drawn.
+    penalty : lambda of J(alpha) = (1/n) sum_i l_i(f_i) + (lambda/2) alpha^T K_MM alpha, n = N_D + N_R.
+    loss : 'nplm' (l the NPLM loss: w_R (e^f - 1) on reference events, -f on data events; t >= 0 by
+        construction) or 'logistic' (the weighted binary cross-entropy of the published Falkon-NPLM:
+        labels 1 / 0, weights 1 / w_R).
+    centers : fixed (M, d) centres in input units (standardised with the inputs); None: chosen as
+        center_selection says.
+    center_selection : 'uniform' (M drawn uniformly from data + reference) or 'coverage' (up to M
+        chosen greedily by pivoted Cholesky from every data event and a reference subsample, so
+        that isolated events get a centre).
     center_tol : centres whose kernel function lies within sqrt(center_tol) (RKHS norm) of the span
         of the others are dropped (pivoted Cholesky of K_MM); None: 1e-12. They add nothing float
         arithmetic can resolve and make K_MM singular.
@@ -180,12 +178,13 @@ class KernelNPLM(BaseEstimator):
     max_total_cg_iter : cap on the CG iterations of the whole fit, so that an ill-conditioned
         problem (very narrow kernel, tiny lambda) stops in bounded time; it then reports
         converged_ = False with a ConvergenceWarning that names the cause.
-    device : 'cpu' or 'cuda'. dtype : storage of the cached kernel matrix, 'float64' (default) or
-        'float32' (half the memory and bandwidth; stores the whitened features K_nM T^-1, built in
-        float64, so that rounding is not amplified by the conditioning of K_MM). Kernel blocks
-        recomputed on the fly, the preconditioner, per-event vectors and predictions are float64.
+    device : 'cpu', 'cuda' (or 'cuda:N'), or 'auto' (CUDA when available).
+    dtype : storage of the cached kernel matrix, 'float64' (default) or 'float32' (half the memory
+        and bandwidth; stores the whitened features K_nM T^-1, built in float64, so that rounding is
+        not amplified by the conditioning of K_MM). Kernel blocks recomputed on the fly, the
+        preconditioner, per-event vectors and predictions are float64.
     memory_budget : bytes the fit may add, temporaries included: its per-point vectors and point
-        copies (falkon.fixed_fit_memory) plus K_nM, which is cached when it fits what remains and
+        copies (solver.fixed_fit_memory) plus K_nM, which is cached when it fits what remains and
         otherwise recomputed block by block in a buffer sized to the remainder. A budget that cannot
         hold even the per-point vectors is refused with the budget the fit needs.
     reuse_reference : for toy campaigns, where every fit uses the same reference sample: draw the
@@ -197,12 +196,15 @@ class KernelNPLM(BaseEstimator):
     seed : seed of the centre selection and the sigma subsample (None: fresh entropy).
 
     Fitted attributes: centers_ (M', d), the M' <= M centres kept, in the kernel's input space
-    (standardised when `standardize`), alpha_ (M',), sigma_, input_mean_, input_scale_ (d,), loss_ (L[f], offsets
-    included), t_ = -2 loss_, n_centers_, diagnostics_ (SolverDiagnostics).
+    (standardised when `standardize`), alpha_ (M',), sigma_, input_mean_, input_scale_ (d,), loss_
+    (L[f], offsets included), t_ = -2 loss_, n_centers_, diagnostics_ (SolverDiagnostics),
+    converged_, fit_ (backends.BackendFit: f on the training points), feature_names_in_.
     """
 
     #: Settings that change how t is computed, not its value (left out of a campaign's identity).
     execution_settings = ("device", "memory_budget")
+    #: Nuisances are fitted by NPLMTest's alternation (offsets), not jointly with f.
+    fits_nuisances_jointly = False
 
     def __init__(
         self,
@@ -247,9 +249,10 @@ class KernelNPLM(BaseEstimator):
         self.seed = seed
 
     def _penalties(self) -> list[float]:
+        check_positive_number(self.penalty, "penalty")
         penalties = [self.penalty] if self.penalty_list is None else [float(p) for p in self.penalty_list]
         if not penalties or any(not (np.isfinite(p) and p > 0) for p in penalties):
-            raise ConfigurationError(f"penalties must be positive and finite, got penalty_list={penalties}.")
+            raise ConfigurationError(f"penalty_list must hold positive finite penalties, got {penalties}.")
         if any(later > earlier for earlier, later in zip(penalties, penalties[1:])):
             raise ConfigurationError(f"penalty_list must be non-increasing, got {penalties}.")
         if not np.isclose(penalties[-1], self.penalty, rtol=1e-12, atol=0.0):
@@ -259,7 +262,8 @@ class KernelNPLM(BaseEstimator):
             )
         return penalties
 
-    def _check_settings(self) -> None:
+    def check_settings(self) -> None:
+        """ConfigurationError naming the first bad hyperparameter (the backend contract)."""
         if self.center_selection not in CENTER_SELECTIONS:
             raise ConfigurationError(f"center_selection must be one of {sorted(CENTER_SELECTIONS)}, got "
                                      f"{self.center_selection!r}.")
@@ -277,6 +281,8 @@ class KernelNPLM(BaseEstimator):
             check_positive_number(self.sigma, "sigma")
         if self.n_centers is not None:
             check_positive_integer(self.n_centers, "n_centers")
+        resolve_dtype(self.dtype)
+        self._penalties()
 
     def fit(
         self,
@@ -287,7 +293,7 @@ class KernelNPLM(BaseEstimator):
         offset_ref: np.ndarray | None = None,
     ) -> KernelNPLM:
         """Learn f ~ log n(x|D) / n(x|R) from data (N_D, d), reference (N_R, d) and weights w_R."""
-        self._check_settings()
+        self.check_settings()
         penalties = self._penalties()
         device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
         samples = validate_samples(
@@ -331,6 +337,7 @@ class KernelNPLM(BaseEstimator):
                 stacklevel=2,
             )
         fitted = solution.fitted.cpu().numpy()
+        finish_fit(self, samples, fitted[: samples.n_data], fitted[samples.n_data :], report.converged, report)
         self.input_mean_, self.input_scale_ = mean, scale
         self.centers_ = centers
         self.n_centers_ = centers.shape[0]
@@ -338,12 +345,6 @@ class KernelNPLM(BaseEstimator):
         self.alpha_ = solution.alpha.cpu().numpy()
         self.n_features_in_ = samples.n_features
         self.feature_names_in_ = None if samples.feature_names is None else list(samples.feature_names)
-        self.diagnostics_: SolverDiagnostics = solution.diagnostics
-        self.converged_ = solution.diagnostics.converged
-        self.loss_ = nplm_loss(
-            fitted[: samples.n_data], fitted[samples.n_data :], samples.w_ref, samples.offset_data, samples.offset_ref
-        )
-        self.t_ = t_from_loss(self.loss_)
         if self.loss == "logistic":
             self._check_surrogate(samples)
         return self

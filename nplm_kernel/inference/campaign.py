@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .exceptions import ConfigurationError, FitError, InputError
+from ..exceptions import ConfigurationError, FitError, InputError
 from .hypothesis_test import NPLMTest
-from .identity import describe
-from .samples import as_events
+from ..identity import describe
+from ..version import MAJOR
+from ..samples import as_events
 from .store import STATUS_OK, StoreContent, StoreWriter, read_store, t_values, verify_identity
 
 #: A worker that dies while running a toy alone is replaced and the toy retried this many times
@@ -286,11 +287,9 @@ def campaign_identity(test: NPLMTest, generator: ToyGenerator, x_ref: np.ndarray
     """What defines a campaign's distribution of t: the test (backend, hyperparameters, nuisances,
     reference sample), the generator (described, or the user's name for it), the campaign seed and
     the package's major version."""
-    from . import __version__
-
     return {"test": test.identity(x_ref, w_ref),
             "generator": {"name": generator_name} if generator_name is not None else describe(generator),
-            "seed": int(seed), "package_major": int(__version__.split(".")[0])}
+            "seed": int(seed), "package_major": MAJOR}
 
 
 def executor_from_setting(setting: str | int) -> str | int | None:

@@ -1,0 +1,259 @@
+"""Nystrom centres and the kernel matrix K_nM: centre selection (uniform draws, greedy pivoted
+Cholesky), the factor T = chol(K_MM), the rows of K_nM cached or streamed in blocks within a
+memory budget, and the accounting of a fit's memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from scipy.linalg import lapack
+
+from ..exceptions import ConfigurationError, FitError
+from .kernels import gaussian_kernel
+
+#: Rows per kernel block are at least this many, whatever the memory budget.
+MIN_BLOCK_ROWS = 64
+#: Up to this many kept centres the Hessian's Gram matrix Phi^T D Phi is formed once per Newton step
+#: (n M^2 flops at GEMM speed) instead of two passes over K_nM per CG iteration.
+EXPLICIT_GRAM_MAX_CENTERS = 128
+#: Up to this many centres, pivoted_centers prunes them by factorising their full kernel matrix (LAPACK).
+DENSE_PIVOTING_MAX = 4096
+#: Float64 vectors of one value per training point that a fit holds at its peak (the solver's
+#: f, its step and trial, curvatures, labels, weights, offsets and the loss's temporaries), and the
+#: copies of the (n, d) points (concatenated and standardised): the part of a fit's memory that
+#: does not depend on the kernel. Measured with benchmarks/memory_budget.py.
+PER_POINT_VECTORS = 18
+POINT_COPIES = 2
+#: Kernel-block copies alive at once in the blocked path when the rows are whitened for the
+#: explicit Gram matrix (the block, its whitened copy and the weighted copy); 1 otherwise.
+WHITENED_BLOCK_COPIES = 3
+
+
+def fixed_fit_memory(n_points: int, n_features: int) -> int:
+    """Bytes of a fit that do not depend on the kernel matrix (PER_POINT_VECTORS, POINT_COPIES)."""
+    return 8 * n_points * (PER_POINT_VECTORS + POINT_COPIES * n_features)
+
+
+def kernel_memory_budget(memory_budget: int, n_points: int, n_features: int, n_centers: int) -> int:
+    """What remains of `memory_budget` for K_nM (cached, or one row block at a time) once the
+    fixed part of the fit is counted; ConfigurationError if not even the smallest row block fits."""
+    remaining = memory_budget - fixed_fit_memory(n_points, n_features)
+    smallest = MIN_BLOCK_ROWS * n_centers * 8 * WHITENED_BLOCK_COPIES
+    if remaining < smallest:
+        needed = fixed_fit_memory(n_points, n_features) + smallest
+        raise ConfigurationError(
+            f"memory_budget = {memory_budget / 2**20:.1f} MiB cannot hold this fit: its per-point vectors for "
+            f"n = {n_points} points in {n_features} dimension(s) alone need {fixed_fit_memory(n_points, n_features) / 2**20:.1f} "
+            f"MiB; give memory_budget >= {needed} bytes ({needed / 2**20:.1f} MiB).")
+    return remaining
+
+
+def select_centers(n_points: int, n_centers: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of `n_centers` Nystrom centres drawn uniformly without replacement from n_points."""
+    if not 1 <= n_centers <= n_points:
+        raise FitError(f"cannot draw {n_centers} Nystrom centres from {n_points} points.")
+    return np.sort(rng.choice(n_points, size=n_centers, replace=False))
+
+
+def pivoted_centers(candidates: torch.Tensor, sigma: float, tol: float, max_centers: int | None = None) -> np.ndarray:
+    """Indices of the candidate points chosen, in order, by a greedy pivoted Cholesky
+    factorisation of their kernel matrix K_CC (float64).
+
+    Each step keeps the candidate whose kernel function k(., c) is farthest from the span of those
+    already kept (squared RKHS distance = the residual diagonal), until every residual is below
+    tol * max_c K_cc or max_centers are kept. Dropped candidates add nothing that float arithmetic
+    can resolve (their kernel functions lie within sqrt(tol) of the span of the kept ones), and the
+    order covers the candidates' span greedily: far-away candidates (an isolated event) come early.
+    Pruning a set of at most DENSE_PIVOTING_MAX centres (no max_centers) uses LAPACK's blocked
+    dpstrf on K_CC; otherwise K_CC is never formed and one kernel column is computed per kept centre
+    (time n_c r^2 and memory n_c r for r kept, far below n_c^2 when r is small).
+    """
+    n_candidates = candidates.shape[0]
+    limit = n_candidates if max_centers is None else min(int(max_centers), n_candidates)
+    if max_centers is None and n_candidates <= DENSE_PIVOTING_MAX:
+        matrix = gaussian_kernel(candidates, candidates, sigma).cpu().numpy()
+        threshold = max(tol * float(np.max(np.diag(matrix))), np.finfo(np.float64).tiny)
+        _, pivots, rank, info = lapack.dpstrf(matrix, tol=threshold, lower=0)
+        if info < 0:
+            raise FitError(f"pivoted Cholesky of the centres' kernel matrix failed (LAPACK dpstrf info = {info}).")
+        return pivots[: min(rank, limit)] - 1
+    residual = torch.ones(n_candidates, dtype=torch.float64, device=candidates.device)  # k(x, x) = 1
+    columns = torch.empty((limit, n_candidates), dtype=torch.float64, device=candidates.device)
+    chosen: list[int] = []
+    for step in range(limit):
+        pivot = int(torch.argmax(residual))
+        if float(residual[pivot]) <= tol:
+            break
+        column = gaussian_kernel(candidates, candidates[pivot : pivot + 1], sigma)[:, 0]
+        column -= columns[:step].T @ columns[:step, pivot]
+        columns[step] = column / torch.sqrt(residual[pivot])
+        residual -= columns[step].square()
+        residual[pivot] = 0.0
+        chosen.append(pivot)
+    return np.array(chosen, dtype=np.int64)
+
+
+class NystromKernelRows:
+    """The n x M kernel matrix K_nM = k(x_i, c_m) (float64 points and centres), cached when it fits
+    `memory_budget` bytes in `storage_dtype`, otherwise recomputed in float64 block by block on
+    every product, into one reused buffer whose size (with the copies a block needs) stays within
+    `memory_budget`.
+
+    A float32 cache stores the whitened features Phi = K_nM T^-1 (T from `factor`, computed
+    blockwise in float64) instead of K_nM: rounding K_nM to float32 and then applying T^-1 would
+    amplify the rounding by the conditioning of T, while Phi's rows have norm at most about 1, so
+    float32 costs only its own precision. A float64 cache stores Phi too when there are at most
+    EXPLICIT_GRAM_MAX_CENTERS centres (the whitening then costs little, and the solver forms
+    Phi^T D Phi from it directly). `whitened` says which one the products use, `explicit_gram`
+    whether the solver forms the Hessian's Gram matrix (at most EXPLICIT_GRAM_MAX_CENTERS centres). Products
+    take and return float64 tensors and are accumulated in float64 across row blocks of about
+    CACHED_BLOCK_BYTES; the Hessian product is one pass over the blocks."""
+
+    CACHED_BLOCK_BYTES = 4 * 1024**2
+
+    def __init__(self, points: torch.Tensor, centers: torch.Tensor, sigma: float, memory_budget: int,
+                 storage_dtype: torch.dtype = torch.float64, factor: NystromFactor | None = None,
+                 cached_tail: torch.Tensor | None = None):
+        """memory_budget: bytes for K_nM (a fit's other memory is counted by kernel_memory_budget).
+        cached_tail: the stored rows (K_nM, or Phi when whitened) of the last len(cached_tail)
+        points, computed earlier with the same centres, sigma, dtype and factor (a reference sample
+        reused across toys); when the matrix is cached, only the other rows are computed (when it
+        is recomputed block by block, the tail is not needed and is ignored)."""
+        self.points = points
+        self.centers = centers
+        self.sigma = sigma
+        n_rows, n_cols = points.shape[0], centers.shape[0]
+        self.explicit_gram = n_cols <= EXPLICIT_GRAM_MAX_CENTERS
+        bytes_per_row = n_cols * torch.empty((), dtype=storage_dtype).element_size()
+        self.cached = n_rows * bytes_per_row + 2 * self.CACHED_BLOCK_BYTES <= memory_budget
+        if self.cached and storage_dtype != torch.float64 and factor is None:
+            raise FitError("a float32 kernel cache needs the Nystrom factor T to store whitened features.")
+        self.whitened = self.cached and factor is not None and (
+            storage_dtype != torch.float64 or self.explicit_gram)
+        if not self.cached:
+            cached_tail = None
+        if cached_tail is not None and not (cached_tail.dtype == storage_dtype and cached_tail.shape[1] == n_cols
+                                            and len(cached_tail) <= n_rows):
+            raise FitError("cached kernel rows do not match this kernel matrix (size or dtype).")
+        self.dtype = storage_dtype if self.cached else torch.float64
+        self._parts: list[torch.Tensor] = []
+        if self.cached:
+            self.block_rows = max(MIN_BLOCK_ROWS, self.CACHED_BLOCK_BYTES // bytes_per_row)
+            n_computed = n_rows - (0 if cached_tail is None else len(cached_tail))
+            computed = torch.empty((n_computed, n_cols), dtype=storage_dtype, device=points.device)
+            for start in range(0, n_computed, self.block_rows):
+                rows = slice(start, min(start + self.block_rows, n_computed))
+                block = gaussian_kernel(points[rows], centers, sigma)
+                if self.whitened:
+                    block = torch.linalg.solve_triangular(factor.upper, block, upper=True, left=False)
+                computed[rows] = block
+            self._parts = [computed] if cached_tail is None else [computed, cached_tail]
+        else:
+            copies = WHITENED_BLOCK_COPIES if self.explicit_gram else 1
+            self.block_rows = int(min(n_rows, max(MIN_BLOCK_ROWS, memory_budget // (n_cols * 8 * copies))))
+
+    @property
+    def n_rows(self) -> int:
+        return self.points.shape[0]
+
+    def stored_rows(self) -> torch.Tensor | None:
+        """The cached rows (K_nM, or Phi when whitened), to be passed as cached_tail later; None
+        when K_nM is recomputed block by block."""
+        if not self._parts:
+            return None
+        return self._parts[0] if len(self._parts) == 1 else torch.cat(self._parts)
+
+    def _blocks(self) -> Iterator[tuple[slice, torch.Tensor]]:
+        if self.cached:
+            offset = 0
+            for part in self._parts:
+                for start in range(0, len(part), self.block_rows):
+                    block = part[start : start + self.block_rows]
+                    yield slice(offset + start, offset + start + len(block)), block
+                offset += len(part)
+            return
+        buffer = torch.empty((self.block_rows, self.centers.shape[0]), dtype=torch.float64, device=self.points.device)
+        for start in range(0, self.n_rows, self.block_rows):
+            rows = slice(start, min(start + self.block_rows, self.n_rows))
+            yield rows, gaussian_kernel(self.points[rows], self.centers, self.sigma, out=buffer[: rows.stop - start])
+
+    def matvec(self, vector: torch.Tensor) -> torch.Tensor:
+        """K_nM v for v of shape (M,), as float64 (n,)."""
+        v = vector.to(self.dtype)
+        if self.cached:
+            return torch.cat([part @ v for part in self._parts]).to(torch.float64)
+        out = torch.empty(self.n_rows, dtype=torch.float64, device=vector.device)
+        for rows, block in self._blocks():
+            out[rows] = block @ v
+        return out
+
+    def rmatvec(self, values: torch.Tensor) -> torch.Tensor:
+        """K_nM^T u for u of shape (n,) or (n, k), as float64 (M,) or (M, k).
+
+        With k columns it is computed as (u^T K_nM)^T: one streaming pass over K_nM, where
+        K_nM^T @ u is several times slower on CPU BLAS."""
+        out = torch.zeros((self.centers.shape[0],) + values.shape[1:], dtype=torch.float64, device=values.device)
+        u = values.to(self.dtype)
+        for rows, block in self._blocks():
+            out += block.T @ u[rows] if u.ndim == 1 else (u[rows].T @ block).T
+        return out
+
+    def whitened_weighted_gram(self, weights: torch.Tensor, factor: NystromFactor) -> torch.Tensor:
+        """Phi^T diag(weights) Phi with Phi = K_nM T^-1 (the stored rows when whitened), one pass
+        over row blocks, as float64 (M, M). Formed in whitened coordinates, where Phi's rows have
+        norm at most about 1: K_nM^T D K_nM itself would carry the conditioning of K_MM."""
+        out = torch.zeros((self.centers.shape[0],) * 2, dtype=torch.float64, device=weights.device)
+        for rows, block in self._blocks():
+            features = block.to(torch.float64)
+            if not self.whitened:
+                features = torch.linalg.solve_triangular(factor.upper, features, upper=True, left=False)
+            out += (features * weights[rows, None]).T @ features
+        return out
+
+    def weighted_gram_matvec(self, weights: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+        """K_nM^T diag(weights) K_nM v, one pass over row blocks, as float64 (M,)."""
+        out = torch.zeros(self.centers.shape[0], dtype=torch.float64, device=vector.device)
+        v = vector.to(self.dtype)
+        w = weights.to(self.dtype)
+        for rows, block in self._blocks():
+            out += block.T @ (w[rows] * (block @ v))
+        return out
+
+
+def stable_cholesky(matrix: torch.Tensor, stage: str, max_attempts: int = 12) -> torch.Tensor:
+    """Upper Cholesky factor U (U^T U = matrix + jitter I) in float64, escalating jitter by 10x
+    from 1e-14 * mean(diag) until the factorisation succeeds; FitError names `stage` if it never does."""
+    matrix = matrix.to(torch.float64)
+    identity = torch.eye(matrix.shape[0], dtype=torch.float64, device=matrix.device)
+    scale = float(matrix.diagonal().abs().mean())
+    if not np.isfinite(scale):
+        raise FitError(f"{stage}: matrix has non-finite entries, cannot factorise.")
+    jitter = 0.0
+    for _ in range(max_attempts):
+        factor, info = torch.linalg.cholesky_ex(matrix + jitter * identity)
+        if int(info) == 0:
+            return factor.mT
+        jitter = max(10.0 * jitter, 1e-14 * max(scale, 1e-300))
+    raise FitError(f"{stage}: Cholesky factorisation failed even with jitter {jitter:.3g}.")
+
+
+class NystromFactor:
+    """T upper-triangular with T^T T = K_MM (float64). The solver works in whitened coordinates
+    gamma = T alpha, where the penalty alpha^T K_MM alpha = |gamma|^2 is an exact sum of squares.
+    Falkon adds a jitter eps M I to make K_MM factorisable; after pruning redundant centres
+    (pivoted_centers) K_MM is positive definite to float64 resolution, so no jitter is added
+    (stable_cholesky's escalating jitter remains the fallback) and the solver minimises exactly
+    the documented J."""
+
+    def __init__(self, kmm: torch.Tensor):
+        self.upper = stable_cholesky(kmm, "Nystrom factor T = chol(K_MM)")
+
+    def to_alpha(self, gamma: torch.Tensor) -> torch.Tensor:
+        """alpha = T^-1 gamma."""
+        return torch.linalg.solve_triangular(self.upper, gamma[:, None], upper=True)[:, 0]
+
+    def transpose_solve(self, vector: torch.Tensor) -> torch.Tensor:
+        """T^-T v (maps a gradient in alpha to one in gamma)."""
+        return torch.linalg.solve_triangular(self.upper.mT, vector[:, None], upper=False)[:, 0]
