@@ -22,13 +22,13 @@ def main(quick: bool, out: Path) -> dict:
 
     from nn_baseline import NNNPLM
     from nplm_kernel import KernelNPLM
+    from nplm_kernel.app.io import load_events
+    from nplm_kernel.app.persistence import save_model
+    from nplm_kernel.app.plots import plot_learned_f, plot_null_distribution
     from nplm_kernel.benchmarks import NP2, Exponential1D
     from nplm_kernel.inference.calibration import significance
     from nplm_kernel.inference.campaign import ReferencePoolToys, run_toys
     from nplm_kernel.inference.hypothesis_test import NPLMTest
-    from nplm_kernel.app.io import load_events
-    from nplm_kernel.app.persistence import save_model
-    from nplm_kernel.app.plots import plot_learned_f, plot_null_distribution
 
     out.mkdir(parents=True, exist_ok=True)
     # quick mode: fewer toys, a smaller reference, and a short NN run with a larger learning rate

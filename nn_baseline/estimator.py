@@ -20,6 +20,7 @@ from nplm_kernel.backends import finish_fit, require_fitted, resolve_device
 from nplm_kernel.exceptions import ConfigurationError, FitError
 from nplm_kernel.inference.nuisance import NuisanceTerms, TrainableNuisances
 from nplm_kernel.samples import (
+    check_choice,
     check_positive_integer,
     check_positive_number,
     fitted_inputs,
@@ -47,7 +48,7 @@ def _keras_adam(parameters: list[torch.nn.Parameter], learning_rate: float) -> t
 
 class NNNPLM(BaseEstimator):
     """Weight-clipped NN NPLM estimator (same contract as KernelNPLM); trains nuisance parameters
-    jointly with f when the shared layer passes nuisance_terms (DESIGN.md section 4).
+    jointly with f when the shared layer passes nuisance_terms (the backend contract's optional capability).
 
     Parameters
     ----------
@@ -117,10 +118,8 @@ class NNNPLM(BaseEstimator):
         check_positive_number(self.learning_rate, "learning_rate")
         check_positive_integer(self.epochs, "epochs")
         check_positive_integer(self.checkpoint_every, "checkpoint_every")
-        if self.bias_init not in BIAS_INITIALISATIONS:
-            raise ConfigurationError(f"bias_init must be one of {sorted(BIAS_INITIALISATIONS)}, got {self.bias_init!r}.")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigurationError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}.")
+        check_choice(self.bias_init, BIAS_INITIALISATIONS, "bias_init")
+        check_choice(self.activation, ACTIVATIONS, "activation")
 
     def fit(
         self,

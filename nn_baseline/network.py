@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from nplm_kernel.exceptions import ConfigurationError
+from nplm_kernel.samples import check_choice
 from nplm_kernel.statistic import extended_likelihood, extended_likelihood_slope
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
@@ -31,7 +32,10 @@ def _multiply_by_derivative_(delta: torch.Tensor, activation: str, output: torch
 
 def check_architecture(architecture: Sequence[int], n_features: int | None = None) -> tuple[int, ...]:
     """Layer widths (inputs, hidden..., 1) as a tuple; ConfigurationError if malformed."""
-    widths = tuple(int(width) for width in architecture)
+    try:
+        widths = tuple(int(width) for width in architecture)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"architecture must list integer layer widths, got {architecture!r}.") from None
     if len(widths) < 2 or any(width < 1 for width in widths):
         raise ConfigurationError(f"architecture must list at least 2 positive layer widths, got {architecture!r}.")
     if widths[-1] != 1:
@@ -69,10 +73,8 @@ class ClippedMLP(nn.Module):
                  bias_init: str = "zeros"):
         super().__init__()
         widths = check_architecture(architecture)
-        if activation not in ACTIVATIONS:
-            raise ConfigurationError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}.")
-        if bias_init not in BIAS_INITIALISATIONS:
-            raise ConfigurationError(f"bias_init must be one of {sorted(BIAS_INITIALISATIONS)}, got {bias_init!r}.")
+        check_choice(activation, ACTIVATIONS, "activation")
+        check_choice(bias_init, BIAS_INITIALISATIONS, "bias_init")
         self.activation_name = activation
         self.activation = ACTIVATIONS[activation]
         self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(widths, widths[1:]))

@@ -18,8 +18,8 @@ from torch.nn import functional
 
 from nplm_kernel.backends import require_fitted
 from nplm_kernel.exceptions import FitError
-from nplm_kernel.inference.nuisance import taylor_training_set
 from nplm_kernel.samples import as_events, check_positive_integer, check_positive_number
+from nplm_kernel.taylor_training import taylor_training_set
 
 from .network import ClippedMLP, check_architecture
 

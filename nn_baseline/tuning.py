@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nplm_kernel.exceptions import ConfigurationError
 from nplm_kernel.inference.calibration import chi2_ks_test
 from nplm_kernel.inference.campaign import run_toys
-from nplm_kernel.exceptions import ConfigurationError
 from nplm_kernel.inference.hypothesis_test import NPLMTest
 
 from .estimator import NNNPLM

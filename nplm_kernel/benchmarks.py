@@ -1,4 +1,4 @@
-"""Data generators for the paper benchmarks (DESIGN.md section 7).
+"""Data generators for the paper benchmarks (described in docs/benchmarks.md).
 
 1D exponential benchmark: reference x ~ Exp(1) with expected yield N(R) = 2000 and a reference
 sample of N_R = 200,000 events (w_R = N(R) / N_R); data = Poisson(N(R)) background events plus
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from .inference.campaign import AuxiliaryToys, ToyGenerator
 from .exceptions import ConfigurationError
+from .inference.campaign import AuxiliaryToys, ToyGenerator
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class NonResonantSignal:
         return stats.gamma.logpdf(x, 3.0)
 
 
-#: The 1D benchmark's signals: far tail, bulk, non-resonant (DESIGN.md section 7).
+#: The 1D benchmark's signals: far tail, bulk, non-resonant.
 NP1 = GaussianSignal(location=6.4, width=0.16, n_expected=10.0)
 NP2 = GaussianSignal(location=1.6, width=0.16, n_expected=90.0)
 NP3 = NonResonantSignal(n_expected=90.0)
@@ -111,7 +111,7 @@ class ScaleCoefficients1D:
 @dataclass(frozen=True)
 class Exponential1DSystematics:
     """The 1D exponential benchmark with a scale nuisance (x -> x e^nu_scale, width sigma_scale) and
-    a normalisation nuisance (N(R) -> N(R) e^nu_norm, width sigma_norm), DESIGN.md section 7.
+    a normalisation nuisance (N(R) -> N(R) e^nu_norm, width sigma_norm).
     True values nu* generate the data; r(x; nu) is known exactly:
     log r = nu_norm - nu_scale + x (1 - e^-nu_scale)."""
 
@@ -273,7 +273,7 @@ DQM_EFFECTS = ("resolution", "dead_region", "gain_drift")
 
 @dataclass(frozen=True)
 class DQMStream:
-    """Data-quality monitoring stream (DESIGN.md section 7): batches of a 2D detector observable,
+    """Data-quality monitoring stream: batches of a 2D detector observable,
     (energy, position). Good run: energy = a Gaussian peak (mean 1, width `resolution`, fraction
     `peak_fraction`) on an Exp(1) background, position ~ Uniform(-1, 1); N(R) events per batch.
     Effects: 'resolution' widens the peak by `resolution_factor`; 'dead_region' loses the events

@@ -269,6 +269,12 @@ def check_positive_integer(value: object, name: str, minimum: int = 1) -> None:
         raise ConfigurationError(f"{name} must be a {adjective} integer, got {value!r}.")
 
 
+def check_choice(value: object, choices, name: str) -> None:
+    """ConfigurationError naming `name` unless value is one of `choices` (a collection of names)."""
+    if value not in choices:
+        raise ConfigurationError(f"{name} must be one of {sorted(choices)}, got {value!r}.")
+
+
 def check_positive_number(value: object, name: str) -> None:
     """ConfigurationError naming `name` unless value is a finite number > 0."""
     if not (isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value) and value > 0):

@@ -24,11 +24,11 @@ import numpy as np
 from scipy import stats
 
 from nplm_kernel import KernelNPLM
+from nplm_kernel.app.plots import plot_monitoring
 from nplm_kernel.benchmarks import DQM_EFFECTS, DQMStream
 from nplm_kernel.inference.calibration import significance
 from nplm_kernel.inference.campaign import executor_from_setting, run_toys
 from nplm_kernel.inference.hypothesis_test import NPLMTest
-from nplm_kernel.app.plots import plot_monitoring
 
 MODES = {
     "smoke": dict(n_reference=10_000, n_expected=300.0, n_null=20, n_effect=4, block=2, n_centers=50),

@@ -27,11 +27,11 @@ from scipy import stats
 
 from nn_baseline import NNNPLM
 from nplm_kernel import KernelNPLM
+from nplm_kernel.app.plots import plot_learned_f, plot_null_distribution
 from nplm_kernel.benchmarks import SIGNALS_1D, ContactInteractionSignal, Dimuon5D, Exponential1D, ZPrimeSignal
 from nplm_kernel.inference.calibration import fit_chi2, significance
 from nplm_kernel.inference.campaign import executor_from_setting, run_toys, toy_seed
 from nplm_kernel.inference.hypothesis_test import NPLMTest
-from nplm_kernel.app.plots import plot_learned_f, plot_null_distribution
 
 SIGNALS_5D = {"Zprime300": ZPrimeSignal(n_expected=60.0), "contact": ContactInteractionSignal(n_expected=200.0)}
 

@@ -51,8 +51,7 @@ from nplm_kernel.benchmarks import NP1, NP2, NP3, Exponential1D
 from nplm_kernel.inference.calibration import fit_chi2, significance
 from nplm_kernel.inference.campaign import executor_from_setting, run_toys
 from nplm_kernel.inference.hypothesis_test import NPLMTest
-from nplm_kernel.solver.kernels import pairwise_distance_quantile
-from nplm_kernel.samples import reference_standardization
+from nplm_kernel.kernel.geometry import reference_widths
 
 MODES = {
     "smoke": dict(n_reference=20_000, n_expected=200.0, n_null=12, n_validation=8, n_signal=4, scale_signal=0.1),
@@ -69,8 +68,7 @@ PUBLISHED = {
 
 def variants(x_ref: np.ndarray, w_ref: np.ndarray, smoke: bool) -> dict[str, NPLMTest]:
     """The tests compared, by name (module docstring)."""
-    mean, scale = reference_standardization(x_ref, w_ref)
-    quantile_widths = [pairwise_distance_quantile((x_ref - mean) / scale, quantile) for quantile in (0.5, 0.9)]
+    quantile_widths = reference_widths(x_ref, w_ref, (0.5, 0.9))
     paper = dict(penalty=1e-6, n_centers=100 if smoke else 1000, standardize=False, loss="logistic",
                  max_newton_steps=1)
     return {

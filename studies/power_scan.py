@@ -23,11 +23,11 @@ import numpy as np
 from scipy import stats
 
 from nplm_kernel import KernelNPLM
+from nplm_kernel.app.plots import plot_power_curves
 from nplm_kernel.benchmarks import Exponential1D, GaussianSignal
 from nplm_kernel.inference.calibration import significance
 from nplm_kernel.inference.campaign import executor_from_setting, run_toys
 from nplm_kernel.inference.hypothesis_test import NPLMTest
-from nplm_kernel.app.plots import plot_power_curves
 
 MODES = {
     "smoke": dict(n_reference=20_000, n_expected=200.0, n_null=10, n_signal=3, n_centers=100,

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from nplm_kernel import ConfigurationError
-from nplm_kernel.inference.calibration import MIN_P, MIN_P_EXTRAPOLATION
 from nplm_kernel.app.cli import main
 from nplm_kernel.app.config import load_config
 from nplm_kernel.app.persistence import load_model
+from nplm_kernel.inference.calibration import MIN_P, MIN_P_EXTRAPOLATION
 from nplm_kernel.inference.store import read_store
 
 CONFIG = """\
@@ -58,6 +58,7 @@ def test_a_missing_input_file_is_named(analysis):
         load_config(analysis / "missing.yaml")
 
 
+@pytest.mark.slow
 def test_nplm_run_does_the_study_records_provenance_and_resumes(analysis, capsys):
     assert main(["run", str(analysis / "analysis.yaml"), "--no-progress"]) == 0
     assert "Z =" in capsys.readouterr().out
@@ -97,9 +98,10 @@ def test_config_errors_through_the_cli_are_one_clear_message(analysis, capsys):
     assert "toyz (line 7): unknown key" in err and "toys: Field required" in err
 
 
+@pytest.mark.slow
 def test_nplm_run_with_nuisances_from_the_config(analysis, rng):
-    from nplm_kernel.benchmarks import Exponential1DSystematics
     from nplm_kernel.app.persistence import save_model
+    from nplm_kernel.benchmarks import Exponential1DSystematics
     from nplm_kernel.kernel.taylor import KernelTaylorLearner
 
     systematics = Exponential1DSystematics()

@@ -42,6 +42,7 @@ def test_same_seed_same_toys_and_t(inputs):
     assert first.rows[2]["n_data"] == len(x_data) and first.rows[2]["converged"] is True
 
 
+@pytest.mark.slow
 def test_process_pool_and_other_executors_give_the_serial_rows(inputs):
     test, x_ref, w_ref = inputs
     serial = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=4, seed=3, executor=None, progress=False)
@@ -96,6 +97,7 @@ def test_a_torn_last_line_is_discarded_and_rewritten(inputs, tmp_path):
     assert len(result.t) == 3
 
 
+@pytest.mark.slow
 def test_a_campaign_killed_with_sigkill_resumes_to_exactly_n_toys(inputs, tmp_path):
     test, x_ref, w_ref = inputs
     store = tmp_path / "toys.jsonl"
@@ -160,6 +162,7 @@ def test_reference_pool_toys_draw_without_replacement(rng):
         ReferencePoolToys(pool, n_expected=6000.0)(rng)
 
 
+@pytest.mark.slow
 def test_a_dask_local_cluster_gives_the_serial_rows(inputs):
     distributed = pytest.importorskip("distributed")
     test, x_ref, w_ref = inputs
@@ -174,6 +177,7 @@ def test_a_dask_local_cluster_gives_the_serial_rows(inputs):
     np.testing.assert_allclose(via_executor.t, serial.t, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_permutation_nulls_of_two_samples_from_one_distribution_give_uniform_p_values():
     """Data and reference from the same distribution: the permutation p-value of the observed t is
     uniform (KS), so resampling nulls are valid where no generator exists."""

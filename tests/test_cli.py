@@ -1,6 +1,7 @@
 import re
 
 import numpy as np
+import pytest
 
 from nplm_kernel.app.cli import main
 from nplm_kernel.inference.store import read_store
@@ -68,6 +69,7 @@ def test_cli_errors_are_one_clear_line(tmp_path, rng, capsys):
     assert "--pool FILE or --pool-fraction" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_scan_command_writes_table_and_plot(tmp_path, rng, capsys):
     _write_samples(tmp_path, rng)
     assert main(["scan", "--reference", str(tmp_path / "reference.parquet"), "--columns", "x", "--expected-yield",

@@ -1,4 +1,4 @@
-"""The sklearn-style estimator contract of KernelNPLM (DESIGN.md sections 3 and 8)."""
+"""The sklearn-style estimator contract of KernelNPLM (scikit-learn conventions)."""
 
 import numpy as np
 import pytest

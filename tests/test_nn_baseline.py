@@ -46,6 +46,7 @@ def small_benchmark(rng):
     return benchmark, x_ref, w_ref
 
 
+@pytest.mark.slow
 def test_fit_contract_clipping_and_history(small_benchmark, rng):
     benchmark, x_ref, w_ref = small_benchmark
     x_data = benchmark.data(rng, GaussianSignal(1.6, 0.16, 100.0))
@@ -65,6 +66,7 @@ def test_fit_contract_clipping_and_history(small_benchmark, rng):
     assert other.fit(x_data, x_ref, w_ref).t_ != estimator.t_
 
 
+@pytest.mark.slow
 def test_both_backends_see_a_strong_signal_and_agree_on_its_sign(small_benchmark, rng):
     benchmark, x_ref, w_ref = small_benchmark
     signal = GaussianSignal(1.6, 0.16, 100.0)
@@ -96,6 +98,7 @@ def test_bad_settings_and_unfitted_use(small_benchmark, rng):
         NNNPLM().decision_function(x_data)
 
 
+@pytest.mark.slow
 def test_weight_clip_scan_picks_the_closest_to_chi2(small_benchmark):
     benchmark, x_ref, w_ref = small_benchmark
     scan = tune_weight_clip([0.1, 5.0], x_ref, w_ref, benchmark.data, n_toys=4, seed=3,

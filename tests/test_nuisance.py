@@ -8,11 +8,11 @@ from scipy import optimize, stats
 from nn_baseline import NNNPLM
 from nn_baseline.taylor import NNTaylorLearner
 from nplm_kernel import ConfigurationError, InputError, KernelNPLM
+from nplm_kernel.app.persistence import load_model, save_model
 from nplm_kernel.benchmarks import Exponential1D, Exponential1DSystematics, ScaleCoefficients1D
 from nplm_kernel.inference.campaign import run_toys
 from nplm_kernel.inference.hypothesis_test import NPLMTest
 from nplm_kernel.inference.nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
-from nplm_kernel.app.persistence import load_model, save_model
 from nplm_kernel.kernel.taylor import KernelTaylorLearner
 
 SIGMA = 0.05
@@ -86,6 +86,7 @@ def test_kernel_taylor_learner_recovers_the_analytic_delta_1(shifted_samples, de
     np.testing.assert_array_equal(load_model(tmp_path / "delta.npz").coefficients(bulk), learned)
 
 
+@pytest.mark.slow
 def test_nn_taylor_learner_recovers_the_analytic_delta_1(shifted_samples, tmp_path):
     (x_nominal, w_nominal), shifted = shifted_samples
     subset = [(nu, x[:8000], w[:8000] * 5) for nu, x, w in shifted]
@@ -97,6 +98,7 @@ def test_nn_taylor_learner_recovers_the_analytic_delta_1(shifted_samples, tmp_pa
     np.testing.assert_array_equal(load_model(tmp_path / "delta_nn.npz").coefficients(bulk)[:, 0], learned)
 
 
+@pytest.mark.slow
 def test_tau_at_least_delta_at_least_zero_on_every_toy_with_the_kernel():
     systematics = Exponential1DSystematics(Exponential1D(n_reference=50_000))
     x_ref, w_ref = systematics.benchmark.reference(np.random.default_rng(1))
@@ -112,6 +114,7 @@ def test_tau_at_least_delta_at_least_zero_on_every_toy_with_the_kernel():
         assert result.nu_hat_tau.shape == result.nu_hat_delta.shape == (2,)
 
 
+@pytest.mark.slow
 def test_with_a_shifted_reference_t_stays_near_the_null_while_the_plain_t_grows():
     """nu* = +1 sigma (scale and yield), no signal: the plain t grows with N, t = tau - Delta does not."""
     plain, profiled = {}, {}
@@ -130,6 +133,7 @@ def test_with_a_shifted_reference_t_stays_near_the_null_while_the_plain_t_grows(
     assert max(profiled.values()) < stats.chi2.ppf(0.99, 6)
 
 
+@pytest.mark.slow
 def test_nn_trains_nuisances_jointly_and_tau_at_least_delta():
     systematics = Exponential1DSystematics(Exponential1D(n_reference=20_000))
     x_ref, w_ref = systematics.benchmark.reference(np.random.default_rng(3))

@@ -7,10 +7,11 @@ import pytest
 from nplm_kernel import ConfigurationError
 from nplm_kernel.benchmarks import Exponential1D
 from nplm_kernel.inference.campaign import LocalExcessToys
-from nplm_kernel.solver.kernels import pairwise_distance_quantile
 from nplm_kernel.inference.selection import ScanRow, _recommend, scan_hyperparameters
+from nplm_kernel.solver.kernels import pairwise_distance_quantile
 
 
+@pytest.mark.slow
 def test_scan_on_a_tiny_grid(rng):
     benchmark = Exponential1D(n_expected=100.0, n_reference=3000)
     x_ref, w_ref = benchmark.reference(rng)

@@ -15,9 +15,9 @@ import pytest
 from campaign_helpers import BENCHMARK, DyingGenerator, RaisingGenerator, small_campaign_inputs
 
 from nplm_kernel import KernelNPLM
+from nplm_kernel.app.cli import main
 from nplm_kernel.benchmarks import NP2
 from nplm_kernel.inference.campaign import CampaignResult, run_toys
-from nplm_kernel.app.cli import main
 from nplm_kernel.inference.hypothesis_test import NPLMTest
 from nplm_kernel.inference.store import (
     CampaignMismatchError,
@@ -79,6 +79,7 @@ def test_readers_check_what_the_store_is_a_null_of(inputs, filled_store, capsys)
     assert "toy store not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_with_the_holders_pid(inputs, tmp_path):
     test, x_ref, w_ref = inputs
     store = tmp_path / "shared.jsonl"
@@ -150,6 +151,7 @@ def test_a_generator_raising_valueerror_gives_failed_rows_and_the_campaign_goes_
     assert len(read_store(tmp_path / "s.jsonl").rows) == 8
 
 
+@pytest.mark.slow
 def test_a_dying_worker_is_replaced_and_its_toy_recorded_as_failed(inputs):
     test, x_ref, w_ref = inputs
     generator = DyingGenerator(0.25)
@@ -182,6 +184,7 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to list child processes")
 def test_killing_the_parent_of_a_pool_campaign_leaves_no_orphans(tmp_path):
     store = tmp_path / "pool.jsonl"

@@ -19,6 +19,7 @@ def _load(path: Path):
     return module
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("benchmark", ["1d", "5d"])
 def test_nn_vs_kernel_study_smoke(tmp_path, benchmark):
     study = _load(ROOT / "studies" / "nn_vs_kernel.py")
@@ -34,6 +35,7 @@ def test_nn_vs_kernel_study_smoke(tmp_path, benchmark):
     assert [row["n_data"] for row in kernel_null] == [row["n_data"] for row in nn_null]
 
 
+@pytest.mark.slow
 def test_benchmark_scripts_run(monkeypatch, capsys):
     for script, arguments in [
         ("kernel_vs_sklearn.py", ["--n-reference", "20000", "--n-centers", "50", "--repeats", "1"]),
@@ -53,6 +55,7 @@ def test_null_calibration_study_smoke(tmp_path):
     assert len(read_store(tmp_path / "toys.jsonl").rows) == 6
 
 
+@pytest.mark.slow
 def test_kernel_performance_benchmark_runs(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["kernel_performance.py", "--repeats", "1", "--nn-epochs", "5",
                                       "--n-reference-1d", "20000", "--n-reference-5d", "5000", "--n-centers-5d", "100"])
@@ -61,6 +64,7 @@ def test_kernel_performance_benchmark_runs(monkeypatch, capsys):
     assert out.count("| float32, K_nM cached |") == 2 and "one pass / bandwidth bound" in out
 
 
+@pytest.mark.slow
 def test_nuisance_study_smoke(tmp_path):
     study = _load(ROOT / "studies" / "nuisances_1d.py")
     table = study.run("smoke", tmp_path, progress=False)
@@ -71,6 +75,7 @@ def test_nuisance_study_smoke(tmp_path):
     assert rerun.splitlines()[4:11] == table.splitlines()[4:11]
 
 
+@pytest.mark.slow
 def test_dqm_stream_study_smoke(tmp_path):
     study = _load(ROOT / "studies" / "dqm_stream.py")
     table = study.run("smoke", tmp_path, progress=False)
@@ -88,6 +93,7 @@ def test_power_scan_study_smoke(tmp_path):
     assert len((tmp_path / "scan.csv").read_text().splitlines()) == 1 + 4
 
 
+@pytest.mark.slow
 def test_paper_tables_study_smoke(tmp_path):
     study = _load(ROOT / "studies" / "paper_tables.py")
     table = study.run("smoke", tmp_path, executor=None, progress=False)

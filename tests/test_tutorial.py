@@ -3,7 +3,10 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
 def test_tutorial_quick_mode(tmp_path):
     path = Path(__file__).resolve().parents[1] / "examples" / "tutorial.py"
     spec = importlib.util.spec_from_file_location("tutorial", path)

@@ -1,4 +1,4 @@
-"""Every listed bad input gets a clear error naming the argument (DESIGN.md section 6)."""
+"""Every listed bad input gets a clear error naming the argument."""
 
 import numpy as np
 import pytest

@@ -21,19 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from ..inference.calibration import significance
-from ..inference.campaign import AuxiliaryToys, ReferencePoolToys, campaign_identity, executor_from_setting, run_toys
-from .config import NuisanceEntry, ReferenceInput, load_config
 from ..backends import build_backend
 from ..exceptions import ConfigurationError, InputError
-from ..version import __version__
+from ..inference.calibration import significance
+from ..inference.campaign import AuxiliaryToys, ReferencePoolToys, campaign_identity, executor_from_setting, run_toys
 from ..inference.hypothesis_test import NPLMTest
-from .io import load_events
-from ..solver.kernels import pairwise_distance_quantile
-from ..samples import reference_standardization
 from ..inference.nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
-from .persistence import load_model, save_model
 from ..inference.store import read_store, verify_identity
+from ..kernel.geometry import reference_widths
+from ..version import __version__
+from .config import NuisanceEntry, ReferenceInput, load_config
+from .io import load_events
+from .persistence import load_model, save_model
 
 
 def _selected(path: Path, columns: list[str] | None, key: str | None, cuts: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -109,8 +108,7 @@ def multi_scale_widths(backend, x_ref: np.ndarray, w_ref: np.ndarray,
     parameters = backend.get_params(deep=False)
     if not quantiles or "sigma" not in parameters or parameters["sigma"] is not None:
         return None
-    mean, scale = reference_standardization(x_ref, w_ref, parameters.get("standardize", True))
-    return [pairwise_distance_quantile((x_ref - mean) / scale, quantile) for quantile in quantiles]
+    return reference_widths(x_ref, w_ref, quantiles, parameters.get("standardize", True))
 
 
 def _provenance(config_path: Path) -> dict[str, Any]:

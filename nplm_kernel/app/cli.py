@@ -20,16 +20,16 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from .analysis import load_data, load_reference, run_analysis
 from ..backends import Setting, backend_entry, backend_from_options, backend_names
 from ..benchmarks import SIGNALS_1D, Exponential1D
+from ..exceptions import ConfigurationError, InputError, NPLMError
 from ..inference.calibration import Chi2Fit, Significance, fit_chi2, significance
 from ..inference.campaign import CampaignResult, ReferencePoolToys, executor_from_setting, run_toys
-from .config import ReferenceInput
-from ..kernel.estimator import KernelNPLM
-from ..exceptions import ConfigurationError, InputError, NPLMError
 from ..inference.hypothesis_test import NPLMTest
 from ..inference.store import check_store, repair_store
+from ..kernel.estimator import KernelNPLM
+from .analysis import load_data, load_reference, run_analysis
+from .config import ReferenceInput
 
 
 def run_demo(
@@ -271,8 +271,8 @@ def _numbers(text: str, kind: type) -> list:
 
 
 def _command_scan(arguments: argparse.Namespace) -> str:
-    from .plots import plot_scan
     from ..inference.selection import scan_hyperparameters
+    from .plots import plot_scan
 
     x_ref, w_ref, toys = _reference(arguments)
     if toys is None:

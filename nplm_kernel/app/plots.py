@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from ..inference.calibration import fit_chi2
 from ..exceptions import ConfigurationError
+from ..inference.calibration import fit_chi2
 from ..samples import as_events, as_weights
 
 

@@ -34,10 +34,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ..exceptions import ConfigurationError, FitError, InputError
-from .hypothesis_test import NPLMTest
 from ..identity import describe
-from ..version import MAJOR
 from ..samples import as_events
+from ..version import MAJOR
+from .hypothesis_test import NPLMTest
 from .store import STATUS_OK, StoreContent, StoreWriter, read_store, t_values, verify_identity
 
 #: A worker that dies while running a toy alone is replaced and the toy retried this many times

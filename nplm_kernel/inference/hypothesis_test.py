@@ -26,8 +26,8 @@ from sklearn.base import BaseEstimator, clone
 from ..backends import contract_gaps
 from ..exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
 from ..identity import describe, sample_digest
-from .nuisance import NuisanceFit, NuisanceModel, NuisanceTerms
 from ..samples import as_events, as_weights, check_positive_integer, check_positive_number, validate_samples
+from .nuisance import NuisanceFit, NuisanceModel, NuisanceTerms
 
 #: Number of past iterates in the Anderson-accelerated alternation.
 ANDERSON_DEPTH = 3

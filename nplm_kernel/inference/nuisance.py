@@ -1,4 +1,4 @@
-"""Nuisance model: how systematic uncertainties deform the reference (DESIGN.md section 4).
+"""Nuisance model: how systematic uncertainties deform the reference (docs/statistics.md).
 
 A nuisance parameter nu_j changes the reference density by r(x; nu) = n(x|R_nu) / n(x|R_0) with
     log r(x; nu) = sum_{normalisation j} nu_j + sum_{shape j} sum_{k=1..K_j} delta_{j,k}(x) nu_j^k,
@@ -16,21 +16,21 @@ nn_baseline.taylor.NNTaylorLearner, or an analytic model) with `degree` and `coe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from scipy import optimize
 
 from ..exceptions import ConfigurationError, FitError, InputError
-from ..samples import as_events, as_weights, check_finite, check_positive_number, reference_standardization
+from ..samples import as_events, as_weights, check_finite, check_positive_number
+from ..solver.trust_region import LastEvaluation
 from ..statistic import extended_likelihood, extended_likelihood_slope
+from ..taylor_training import MAX_TAYLOR_DEGREE
 
 #: Gradient tolerance of the nuisance minimisation, in loss units per sigma of each nuisance.
 NUISANCE_GTOL = 1e-8
-MAX_TAYLOR_DEGREE = 2
 
 
 @runtime_checkable
@@ -182,26 +182,6 @@ class NuisanceModel:
                              as_weights(w_ref, len(ref)), central)
 
 
-class LastEvaluation:
-    """Wraps derivatives(x) -> (value, gradient, Hessian) so that scipy's separate requests for
-    the value, the gradient and the Hessian at one point evaluate it once."""
-
-    def __init__(self, derivatives: Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray]]):
-        self.derivatives = derivatives
-        self._key: bytes | None = None
-        self._value: tuple[float, np.ndarray, np.ndarray] | None = None
-
-    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        if x.tobytes() != self._key:
-            self._key, self._value = x.tobytes(), self.derivatives(x)
-        return self._value
-
-    def minimize(self, start: np.ndarray, gtol: float, max_iter: int) -> optimize.OptimizeResult:
-        """scipy's exact trust-region Newton from `start`."""
-        return optimize.minimize(lambda x: self(x)[:2], start, jac=True, hess=lambda x: self(x)[2],
-                                 method="trust-exact", options={"gtol": gtol, "maxiter": max_iter})
-
-
 @dataclass(frozen=True)
 class NuisanceTerms:
     """What a nuisance fit of one test needs: the model, the designs B(x_data) (N_D, P) and
@@ -313,62 +293,3 @@ class TrainableNuisances:
     def nu(self) -> np.ndarray:
         """The current nu, float64."""
         return self._nu().cpu().numpy().astype(np.float64)
-
-
-@dataclass(frozen=True)
-class TaylorTrainingSet:
-    """The training samples of a Taylor learner, standardised by the nominal reference's weighted
-    mean and scale (input_mean, input_scale), weights divided by the total weight W of all samples,
-    and for each shifted sample (monomials, points, weights) with monomials (nu_i / s)^k,
-    k = 1..degree, s = nu_scale = max_i |nu_i|."""
-
-    nominal: np.ndarray
-    nominal_weights: np.ndarray
-    shifted: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
-    input_mean: np.ndarray
-    input_scale: np.ndarray
-    nu_scale: float
-
-    @property
-    def powers(self) -> np.ndarray:
-        """k = 1..degree."""
-        return np.arange(1, len(self.shifted[0][0]) + 1)
-
-
-def taylor_training_set(
-    x_nominal: np.ndarray,
-    w_nominal: float | np.ndarray,
-    shifted: Sequence[tuple[float, np.ndarray, float | np.ndarray]],
-    degree: int,
-) -> TaylorTrainingSet:
-    """Validate and prepare the training samples of a Taylor learner: the nominal reference
-    (x, weights) and (nu_i, x_i, w_i) simulated at shifted nuisance values; weights sum to each
-    sample's expected yield. Needs at least `degree` distinct non-zero nu_i."""
-    nominal = as_events(x_nominal, "x_nominal")
-    nominal_weights = as_weights(w_nominal, len(nominal), "w_nominal", owner="the Taylor learner")
-    if not 1 <= degree <= MAX_TAYLOR_DEGREE:
-        raise ConfigurationError(f"degree must be 1 or 2, got {degree!r}.")
-    checked = []
-    for index, item in enumerate(shifted):
-        try:
-            nu, x, w = item
-        except (TypeError, ValueError):
-            raise InputError(f"shifted[{index}] must be a (nu, x, w) triple.") from None
-        if not (np.isfinite(nu) and nu != 0):
-            raise InputError(f"shifted[{index}]: nu must be finite and non-zero, got {nu!r}.")
-        events = as_events(x, f"shifted[{index}] x", nominal.shape[1])
-        checked.append((float(nu), events, as_weights(w, len(events), f"shifted[{index}] w", owner="the Taylor learner")))
-    if len({nu for nu, _, _ in checked}) < degree:
-        raise InputError(f"a degree-{degree} Taylor expansion needs samples at {degree} or more distinct shifted nu values.")
-    mean, scale = reference_standardization(nominal, nominal_weights)
-    nu_scale = max(abs(nu) for nu, _, _ in checked)
-    total_weight = nominal_weights.sum() * len(checked) + sum(w.sum() for _, _, w in checked)
-    powers = np.arange(1, degree + 1)
-    return TaylorTrainingSet(
-        nominal=(nominal - mean) / scale,
-        nominal_weights=nominal_weights / total_weight,
-        shifted=[((nu / nu_scale) ** powers, (x - mean) / scale, w / total_weight) for nu, x, w in checked],
-        input_mean=mean,
-        input_scale=scale,
-        nu_scale=float(nu_scale),
-    )

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..exceptions import ConfigurationError, FitError
+from ..kernel.estimator import KernelNPLM
+from ..kernel.geometry import reference_widths
+from ..samples import as_events, as_weights, check_positive_integer
 from .calibration import fit_chi2, significance
 from .campaign import LocalExcessToys, ToyGenerator, run_toys
-from ..kernel.estimator import KernelNPLM
-from ..exceptions import ConfigurationError, FitError
 from .hypothesis_test import NPLMTest
-from ..solver.kernels import pairwise_distance_quantile
-from ..samples import as_events, as_weights, check_positive_integer, reference_standardization
 
 
 @dataclass(frozen=True)
@@ -130,9 +130,7 @@ def scan_hyperparameters(
         raise ConfigurationError("sigma_quantiles must list at least one quantile.")
     n_events = probe_events or max(5, int(round(0.03 * weights.sum())))
     probe = LocalExcessToys(generator, reference, n_events, min(len(reference), 4 * n_events))
-    mean, scale = reference_standardization(reference, weights)
-    sigmas = {quantile: pairwise_distance_quantile((reference - mean) / scale, quantile, seed=seed)
-              for quantile in sigma_quantiles}
+    sigmas = dict(zip(sigma_quantiles, reference_widths(reference, weights, sigma_quantiles, seed=seed)))
     rng = np.random.default_rng(seed)
     rows = []
     for quantile, centers, penalty in itertools.product(sigma_quantiles, n_centers, penalties):

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import ConfigurationError, InputError
-from ..version import __version__
 from ..identity import format_differences, identity_differences
+from ..version import __version__
 
 FORMAT = "nplm-toys/2"
 STATUS_OK = "ok"

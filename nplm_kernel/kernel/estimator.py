@@ -21,23 +21,10 @@ from sklearn.base import BaseEstimator
 
 from ..backends import finish_fit, require_fitted, resolve_device
 from ..exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
-from ..solver import (
-    STOP_REASONS,
-    NystromFactor,
-    NystromKernelRows,
-    ExtendedLikelihoodLoss,
-    LogisticLoss,
-    PointLoss,
-    SolverDiagnostics,
-    kernel_memory_budget,
-    pivoted_centers,
-    select_centers,
-    solve,
-)
 from ..identity import describe, sample_digest
-from ..solver.kernels import gaussian_kernel, pairwise_distance_quantile
 from ..samples import (
     as_events,
+    check_choice,
     check_positive_integer,
     check_positive_number,
     fitted_inputs,
@@ -45,12 +32,23 @@ from ..samples import (
     standardized,
     validate_samples,
 )
+from ..solver import (
+    STOP_REASONS,
+    ExtendedLikelihoodLoss,
+    LogisticLoss,
+    NystromFactor,
+    NystromKernelRows,
+    PointLoss,
+    SolverDiagnostics,
+    kernel_memory_budget,
+    solve,
+)
+from ..solver.kernels import gaussian_kernel
 from ..statistic import nplm_loss
+from .geometry import default_n_centers, kernel_width, nystrom_centers, uniform_candidates
 
 #: Default bound on the memory of the cached kernel matrix K_nM, in bytes (2 GiB).
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
-#: Default kernel width: this quantile of pairwise reference distances.
-SIGMA_QUANTILE = 0.9
 #: Rows per block when evaluating f on new points.
 PREDICT_BLOCK_ROWS = 65536
 
@@ -73,8 +71,6 @@ _CONVERGENCE_ADVICE = {
                  "centres): raise the penalty or sigma, or raise max_total_cg_iter to wait longer.",
     "no_descent": "Use dtype='float64' if float32 was asked for, or loosen newton_tol.",
 }
-#: Default centre-pruning tolerance per kernel dtype (see solver.pivoted_centers).
-DEFAULT_CENTER_TOL = 1e-12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,22 +116,6 @@ def _cache_reference(prepared: PreparedReference, memory_budget: int) -> None:
 def clear_reference_cache() -> None:
     """Forget the reference kept by KernelNPLM(reuse_reference=True) (frees its kernel rows)."""
     _REFERENCE_CACHE.clear()
-
-
-def nystrom_centers(candidates: np.ndarray, sigma: float, center_tol: float | None, device: torch.device,
-                    max_centers: int | None = None) -> tuple[np.ndarray, NystromFactor]:
-    """The candidates kept by pivoted_centers (at most max_centers, numerically independent ones),
-    in their original order, and the Nystrom factor T = chol(K_MM) of the kept centres."""
-    tol = DEFAULT_CENTER_TOL if center_tol is None else float(center_tol)
-    candidates_t = torch.as_tensor(candidates, dtype=torch.float64, device=device)
-    kept = np.sort(pivoted_centers(candidates_t, sigma, tol, max_centers))
-    centers = candidates_t[torch.as_tensor(kept, device=device)]
-    return candidates[kept], NystromFactor(gaussian_kernel(centers, centers, sigma))
-
-
-def default_n_centers(n_data: int, n_total: int) -> int:
-    """M grows with N_D: N_D / 4, clipped to [100, 3000] and to the number of points."""
-    return int(min(n_total, np.clip(n_data // 4, 100, 3000)))
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -264,11 +244,8 @@ class KernelNPLM(BaseEstimator):
 
     def check_settings(self) -> None:
         """ConfigurationError naming the first bad hyperparameter (the backend contract)."""
-        if self.center_selection not in CENTER_SELECTIONS:
-            raise ConfigurationError(f"center_selection must be one of {sorted(CENTER_SELECTIONS)}, got "
-                                     f"{self.center_selection!r}.")
-        if self.loss not in LOSSES:
-            raise ConfigurationError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}.")
+        check_choice(self.center_selection, CENTER_SELECTIONS, "center_selection")
+        check_choice(self.loss, LOSSES, "loss")
         check_positive_integer(self.max_newton_steps, "max_newton_steps")
         check_positive_integer(self.max_cg_iter, "max_cg_iter")
         check_positive_integer(self.max_total_cg_iter, "max_total_cg_iter")
@@ -380,7 +357,7 @@ class KernelNPLM(BaseEstimator):
         (center_selection='uniform') M drawn uniformly from data + reference (the reference only, when
         not from_data), or ('coverage') up to M chosen greedily for coverage from every data event and
         a reference subsample as large as the data (or M); numerically dependent centres are dropped
-        in every case. sigma: given, or the SIGMA_QUANTILE of pairwise reference distances."""
+        in every case. sigma: given, or geometry.kernel_width's default."""
         mean, scale = reference_standardization(samples.x_ref, samples.w_ref, self.standardize)
         reference = (samples.x_ref - mean) / scale
         n_data = samples.n_data if from_data else int(round(samples.expected_yield))
@@ -390,14 +367,12 @@ class KernelNPLM(BaseEstimator):
             candidates = (as_events(self.centers, "centers", samples.n_features) - mean) / scale
         elif self.center_selection == "uniform":
             pool = np.concatenate([(samples.x_data - mean) / scale, reference]) if from_data else reference
-            candidates = pool[select_centers(pool.shape[0], min(n_centers, pool.shape[0]), rng)]
+            candidates = uniform_candidates(pool, n_centers, rng)
         else:
-            n_reference = min(samples.n_ref, max(n_data, n_centers))
-            subsample = reference[select_centers(samples.n_ref, n_reference, rng)]
+            subsample = uniform_candidates(reference, max(n_data, n_centers), rng)
             candidates = np.concatenate([(samples.x_data - mean) / scale, subsample]) if from_data else subsample
             max_centers = n_centers
-        sigma = float(self.sigma) if self.sigma is not None else pairwise_distance_quantile(
-            reference, SIGMA_QUANTILE, seed=int(rng.integers(2**63)))
+        sigma = kernel_width(self.sigma, reference, rng)
         centers, factor = nystrom_centers(candidates, sigma, self.center_tol, device, max_centers)
         return mean, scale, centers, sigma, factor
 

@@ -1,4 +1,4 @@
-"""Kernel learning of shape-nuisance Taylor coefficients delta_k(x) (DESIGN.md section 4).
+"""Kernel learning of shape-nuisance Taylor coefficients delta_k(x) (docs/statistics.md, systematic uncertainties).
 
 From a nominal reference R_0 and samples R_i simulated at shifted values nu_i, learn
     log r(x; nu) = sum_{k=1..K} delta_k(x) nu^k
@@ -22,13 +22,13 @@ import torch
 from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator
 
-from .estimator import SIGMA_QUANTILE, nystrom_centers
 from ..backends import require_fitted
 from ..exceptions import FitError
-from ..solver import select_centers
-from ..solver.kernels import gaussian_kernel, pairwise_distance_quantile
-from ..inference.nuisance import LastEvaluation, taylor_training_set
 from ..samples import as_events, check_positive_integer, check_positive_number
+from ..solver.kernels import gaussian_kernel
+from ..solver.trust_region import LastEvaluation
+from ..taylor_training import taylor_training_set
+from .geometry import kernel_width, nystrom_centers, uniform_candidates
 
 
 class KernelTaylorLearner(BaseEstimator):
@@ -63,14 +63,12 @@ class KernelTaylorLearner(BaseEstimator):
         training = taylor_training_set(x_nominal, w_nominal, shifted, self.degree)
         rng = np.random.default_rng(self.seed)
         pooled = np.concatenate([training.nominal] + [points for _, points, _ in training.shifted])
-        centers = pooled[select_centers(len(pooled), min(self.n_centers, len(pooled)), rng)]
-        sigma = float(self.sigma) if self.sigma is not None else pairwise_distance_quantile(
-            training.nominal, SIGMA_QUANTILE, seed=int(rng.integers(2**63)))
-        centers, factor = nystrom_centers(centers, sigma, None, torch.device("cpu"))
+        candidates = uniform_candidates(pooled, self.n_centers, rng)
+        sigma = kernel_width(self.sigma, training.nominal, rng)
+        centers, factor = nystrom_centers(candidates, sigma, None, torch.device("cpu"))
 
         def features(points: np.ndarray) -> np.ndarray:
-            block = gaussian_kernel(torch.as_tensor(points), torch.as_tensor(centers), sigma)
-            return torch.linalg.solve_triangular(factor.upper, block, upper=True, left=False).numpy()
+            return factor.whiten(gaussian_kernel(torch.as_tensor(points), torch.as_tensor(centers), sigma)).numpy()
 
         nominal_features, nominal_weights = features(training.nominal), training.nominal_weights
         pairs = [(features(points), weights, monomials) for monomials, points, weights in training.shifted]
@@ -97,7 +95,7 @@ class KernelTaylorLearner(BaseEstimator):
         if not np.isfinite(result.fun) or not result.success and np.max(np.abs(result.jac)) > 1e-6:
             raise FitError(f"KernelTaylorLearner: the Newton minimisation failed ({result.message}).")
         whitened = result.x.reshape(n_kept, self.degree)
-        alpha = torch.linalg.solve_triangular(factor.upper, torch.as_tensor(whitened), upper=True).numpy()
+        alpha = factor.to_alpha(torch.as_tensor(whitened)).numpy()
         self.coefficient_alpha_ = alpha / training.nu_scale**training.powers
         self.centers_, self.sigma_ = centers, sigma
         self.input_mean_, self.input_scale_ = training.input_mean, training.input_scale

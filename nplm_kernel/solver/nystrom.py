@@ -147,7 +147,7 @@ class NystromKernelRows:
                 rows = slice(start, min(start + self.block_rows, n_computed))
                 block = gaussian_kernel(points[rows], centers, sigma)
                 if self.whitened:
-                    block = torch.linalg.solve_triangular(factor.upper, block, upper=True, left=False)
+                    block = factor.whiten(block)
                 computed[rows] = block
             self._parts = [computed] if cached_tail is None else [computed, cached_tail]
         else:
@@ -208,7 +208,7 @@ class NystromKernelRows:
         for rows, block in self._blocks():
             features = block.to(torch.float64)
             if not self.whitened:
-                features = torch.linalg.solve_triangular(factor.upper, features, upper=True, left=False)
+                features = factor.whiten(features)
             out += (features * weights[rows, None]).T @ features
         return out
 
@@ -251,8 +251,14 @@ class NystromFactor:
         self.upper = stable_cholesky(kmm, "Nystrom factor T = chol(K_MM)")
 
     def to_alpha(self, gamma: torch.Tensor) -> torch.Tensor:
-        """alpha = T^-1 gamma."""
+        """alpha = T^-1 gamma, for gamma of shape (M,) or (M, k)."""
+        if gamma.ndim == 2:
+            return torch.linalg.solve_triangular(self.upper, gamma, upper=True)
         return torch.linalg.solve_triangular(self.upper, gamma[:, None], upper=True)[:, 0]
+
+    def whiten(self, block: torch.Tensor) -> torch.Tensor:
+        """Phi = K T^-1 for kernel rows K (n, M): the whitened features, rows of norm at most about 1."""
+        return torch.linalg.solve_triangular(self.upper, block, upper=True, left=False)
 
     def transpose_solve(self, vector: torch.Tensor) -> torch.Tensor:
         """T^-T v (maps a gradient in alpha to one in gamma)."""
