@@ -16,7 +16,7 @@ import torch
 from sklearn.base import BaseEstimator
 from torch.nn import functional
 
-from nplm_kernel.backends import require_fitted
+from nplm_kernel.backends import require_fitted, resolve_device
 from nplm_kernel.exceptions import FitError
 from nplm_kernel.samples import as_events, check_positive_integer, check_positive_number
 from nplm_kernel.taylor_training import taylor_training_set
@@ -28,7 +28,8 @@ class NNTaylorLearner(BaseEstimator):
     """Learns delta_k(x), k = 1..degree, with one ClippedMLP per coefficient.
 
     Parameters: degree (1 or 2); hidden (hidden-layer widths); activation; weight_clip (None: no
-    clipping); epochs and learning_rate (full-batch Adam); seed (initialisation).
+    clipping); epochs and learning_rate (full-batch Adam); seed (initialisation); device ('cpu',
+    'cuda' or 'auto': where the networks train and predict).
 
     Fitted attributes: networks_ (one per coefficient), input_mean_, input_scale_, nu_scale_ (s),
     loss_ (final loss per unit weight), n_features_in_.
@@ -36,7 +37,7 @@ class NNTaylorLearner(BaseEstimator):
 
     def __init__(self, degree: int = 2, hidden: tuple[int, ...] = (16, 16), activation: str = "sigmoid",
                  weight_clip: float | None = None, epochs: int = 3000, learning_rate: float = 1e-2,
-                 seed: int | None = 0):
+                 seed: int | None = 0, device: str = "cpu"):
         self.degree = degree
         self.hidden = hidden
         self.activation = activation
@@ -44,6 +45,7 @@ class NNTaylorLearner(BaseEstimator):
         self.epochs = epochs
         self.learning_rate = learning_rate
         self.seed = seed
+        self.device = device
 
     def _architecture(self, n_features: int) -> tuple[int, ...]:
         return check_architecture((n_features, *self.hidden, 1), n_features)
@@ -58,8 +60,10 @@ class NNTaylorLearner(BaseEstimator):
         training = taylor_training_set(x_nominal, w_nominal, shifted, self.degree)
         architecture = self._architecture(training.nominal.shape[1])
 
+        device = resolve_device(self.device)
+
         def tensor(values: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(values, dtype=torch.float32)
+            return torch.as_tensor(values, dtype=torch.float32, device=device)
 
         powers = training.powers
         points = tensor(np.concatenate([training.nominal] + [sample for _, sample, _ in training.shifted]))
@@ -69,14 +73,14 @@ class NNTaylorLearner(BaseEstimator):
         nominal_w = tensor(training.nominal_weights)
         shifted_w = [tensor(weights) for _, _, weights in training.shifted]
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence(self.seed).generate_state(1)[0]))
-        networks = [ClippedMLP(architecture, self.activation, generator) for _ in powers]
+        networks = [ClippedMLP(architecture, self.activation, generator).to(device) for _ in powers]
         parameters = [parameter for network in networks for parameter in network.parameters()]
         optimizer = torch.optim.Adam(parameters, lr=self.learning_rate, eps=1e-7)
 
         def loss_value() -> torch.Tensor:
             outputs = torch.stack([network(points) for network in networks], dim=1)
             nominal_outputs = outputs[:n_nominal]
-            loss = torch.zeros(())
+            loss = torch.zeros((), device=device)
             for index, power_values in enumerate(monomials):
                 shifted_outputs = outputs[bounds[index] : bounds[index + 1]]
                 loss = loss + nominal_w @ functional.softplus(nominal_outputs @ power_values)
@@ -106,9 +110,10 @@ class NNTaylorLearner(BaseEstimator):
         """delta_k(x), k = 1..degree, for x (n, d) in input units: float64 (n, degree)."""
         require_fitted(self, "networks_")
         points = torch.as_tensor((as_events(x, "x", self.n_features_in_) - self.input_mean_) / self.input_scale_,
-                                 dtype=torch.float32)
+                                 dtype=torch.float32, device=next(self.networks_[0].parameters()).device)
         with torch.no_grad():
-            outputs = torch.stack([network(points) for network in self.networks_], dim=1).numpy().astype(np.float64)
+            outputs = torch.stack([network(points) for network in self.networks_], dim=1).cpu().numpy()
+        outputs = outputs.astype(np.float64)
         return outputs / self.nu_scale_ ** np.arange(1, self.degree + 1)
 
     def fitted_state(self) -> dict:
@@ -138,7 +143,7 @@ class NNTaylorLearner(BaseEstimator):
             prefix = f"network{index}."
             network.load_state_dict({name.removeprefix(prefix): torch.as_tensor(value)
                                      for name, value in state.items() if name.startswith(prefix)})
-            self.networks_.append(network.eval())
+            self.networks_.append(network.to(resolve_device(self.device)).eval())
         for name, value in state.items():
             if not name.startswith("network"):
                 setattr(self, name, value)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nn_baseline import NNNPLM
-from nplm_kernel import InputError, KernelNPLM, NotFittedError
+from nplm_kernel import ConfigurationError, InputError, KernelNPLM, NotFittedError
 from nplm_kernel.app.persistence import load_model, save_model
 
 
@@ -117,3 +117,20 @@ def test_a_damaged_nn_file_is_refused(tmp_path, gaussian_samples):
     with pytest.raises(InputError, match=r"bigger.npz: damaged model file: fitted attribute network.layers.0.weight "
                                          r"has shape \(4, 2\)"):
         load_model(path)
+
+
+def test_a_model_saved_for_another_device_loads_where_it_is_told(tmp_path, gaussian_samples):
+    """A model whose device is unavailable here (a GPU model on a CPU machine) is refused with the
+    cause, and loads with device='cpu' to the same f."""
+    import torch
+
+    fitted = KernelNPLM(n_centers=20).fit(*gaussian_samples)
+    fitted.set_params(device="cuda:0")
+    save_model(fitted, tmp_path / "gpu.npz")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigurationError, match=r"gpu.npz: saved to compute on 'cuda:0': .* device='cpu'"):
+            load_model(tmp_path / "gpu.npz")
+    moved = load_model(tmp_path / "gpu.npz", device="cpu")
+    assert moved.device == "cpu"
+    np.testing.assert_array_equal(moved.decision_function(gaussian_samples[0]), fitted.set_params(device="cpu")
+                                  .decision_function(gaussian_samples[0]))

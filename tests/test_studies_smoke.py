@@ -41,6 +41,8 @@ def test_benchmark_scripts_run(monkeypatch, capsys):
         ("kernel_vs_sklearn.py", ["--n-reference", "20000", "--n-centers", "50", "--repeats", "1"]),
         ("nn_vs_kernel_speed.py", ["--n-reference", "20000", "--n-centers", "50", "--nn-epochs", "20", "--repeats", "1"]),
         ("kernel_scaling.py", ["--sizes", "20000", "40000", "--n-centers-1d", "50", "--n-centers-5d", "50"]),
+        ("gpu.py", ["--quick", "--repeats", "1"]),
+        ("memory_budget.py", ["--n-reference", "30000", "--n-centers", "200", "--budgets", "100000000"]),
     ]:
         monkeypatch.setattr(sys, "argv", [script, *arguments])
         _load(ROOT / "benchmarks" / script).main()

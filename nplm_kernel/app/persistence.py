@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import loadable_class, loadable_paths
+from ..backends import loadable_class, loadable_paths, resolve_device
 from ..exceptions import ConfigurationError, InputError
 from ..version import __version__
 
@@ -100,11 +100,12 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return metadata, arrays
 
 
-def load_model(path: str | os.PathLike) -> Any:
+def load_model(path: str | os.PathLike, device: str | None = None) -> Any:
     """Read a model written by save_model. InputError, naming the file and the problem, for a
     missing, truncated, foreign or damaged file: unknown class, unknown hyperparameters, missing or
     unexpected fitted attributes, wrong shapes. Only the class's declared fitted attributes
-    (fitted_state_spec) are set, and nothing is imported but the declared classes."""
+    (fitted_state_spec) are set, and nothing is imported but the declared classes. device: where
+    the loaded model computes (e.g. 'cpu' for a model saved on a GPU machine); None: as saved."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found.")
@@ -118,6 +119,16 @@ def load_model(path: str | os.PathLike) -> Any:
             raise InputError(f"{path}: damaged model file: unexpected array {name!r}.")
         (parameters if kind == "parameter" else state)[attribute] = value
     accepted = set(inspect.signature(cls).parameters)
+    if device is not None:
+        if "device" not in accepted:
+            raise ConfigurationError(f"{cls.__name__} has no device setting; load it without device=.")
+        parameters["device"] = device
+    elif "device" in parameters:
+        try:
+            resolve_device(parameters["device"])
+        except ConfigurationError as error:
+            raise ConfigurationError(f"{path}: saved to compute on {parameters['device']!r}: {error} Load it "
+                                     "with load_model(path, device='cpu').") from None
     unknown = sorted(set(parameters) - accepted)
     if unknown:
         raise InputError(f"{path}: unknown hyperparameter(s) {unknown} for {cls.__name__} (accepted: "

@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
+from ..backends import resolve_device
 from ..exceptions import ConfigurationError, FitError, InputError
 from ..identity import describe
 from ..samples import as_events
@@ -232,15 +234,27 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _initialise_worker(task: ToyTask, parent: int) -> None:
+def _initialise_worker(task: ToyTask, parent: int, counter: Any) -> None:
     """Process-pool initialiser: keep the task (reference included) once per worker, one torch
-    thread, and a watchdog that ends the worker when the campaign's process dies."""
+    thread, and a watchdog that ends the worker when the campaign's process dies. On a CUDA
+    campaign each worker takes the next GPU (worker k: device k mod the number of GPUs), so that
+    'cuda' in the backend means one GPU per process."""
     import torch
 
     global _WORKER_TASK
     _WORKER_TASK = task
     torch.set_num_threads(1)
+    if _uses_cuda(task.test):
+        with counter.get_lock():
+            index, counter.value = counter.value, counter.value + 1
+        torch.cuda.set_device(index % torch.cuda.device_count())
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _uses_cuda(test: NPLMTest) -> bool:
+    """Whether the test's backend computes on CUDA ('cuda', 'cuda:N', or 'auto' with a GPU)."""
+    device = test.backend.get_params(deep=False).get("device", "cpu")
+    return str(resolve_device(device)).startswith("cuda")
 
 
 def _run_in_worker(toy_index: int) -> dict[str, Any]:
@@ -313,9 +327,12 @@ def _check_picklable(task: ToyTask) -> None:
         ) from None
 
 
-def _process_count(executor: Any) -> int | None:
-    """The number of pool processes for 'local' or an int (None for other executors)."""
+def _process_count(executor: Any, test: NPLMTest | None = None) -> int | None:
+    """The number of pool processes for 'local' (every core, or one per GPU when the backend
+    computes on CUDA) or an int (None for other executors)."""
     if executor == "local":
+        if test is not None and _uses_cuda(test):
+            return torch.cuda.device_count()
         return os.cpu_count() or 1
     if isinstance(executor, (int, np.integer)) and not isinstance(executor, bool) and executor >= 1:
         return int(executor)
@@ -336,9 +353,11 @@ def _pool_results(task: ToyTask, pending: list[int], n_processes: int) -> Iterat
     """Rows of `pending` toys from our own spawned process pool. When a worker dies, the pool is
     replaced and the toys that were in flight are re-run one at a time in fresh workers: the one
     that kills its worker again is retried up to WORKER_DEATH_ATTEMPTS times, then recorded."""
+    context = get_context("spawn")
+
     def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(n_processes, mp_context=get_context("spawn"), initializer=_initialise_worker,
-                                   initargs=(task, os.getpid()))
+        return ProcessPoolExecutor(n_processes, mp_context=context, initializer=_initialise_worker,
+                                   initargs=(task, os.getpid(), context.Value("i", 0)))
 
     queue, suspects, attempts = deque(pending), deque(), {}
     in_flight: dict[Future, int] = {}
@@ -412,7 +431,7 @@ def _results(executor: Any, task: ToyTask, pending: list[int]) -> Iterator[dict[
             yield run_one_toy(task, index)
         return
     _check_picklable(task)
-    n_processes = _process_count(executor)
+    n_processes = _process_count(executor, task.test)
     if n_processes is not None:
         yield from _pool_results(task, pending, n_processes)
     else:

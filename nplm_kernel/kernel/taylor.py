@@ -22,7 +22,7 @@ import torch
 from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator
 
-from ..backends import require_fitted
+from ..backends import require_fitted, resolve_device
 from ..exceptions import FitError
 from ..samples import as_events, check_positive_integer, check_positive_number
 from ..solver.kernels import gaussian_kernel
@@ -36,7 +36,9 @@ class KernelTaylorLearner(BaseEstimator):
 
     Parameters: degree (1 or 2); n_centers (drawn from all training samples); sigma (kernel
     width in standardised units; None: 90th percentile of pairwise nominal distances); penalty
-    (lambda above); max_iter (Newton iterations); seed (centres and sigma subsample).
+    (lambda above); max_iter (Newton iterations); seed (centres and sigma subsample); device
+    (where the kernel features are computed: 'cpu', 'cuda' or 'auto'; the small dense Newton
+    solve runs on the host).
 
     Fitted attributes: centers_ (M', d, standardised), coefficient_alpha_ (M', degree) such that
     delta_k(x) = K(x, centers_) @ coefficient_alpha_[:, k-1], sigma_, input_mean_, input_scale_,
@@ -44,13 +46,14 @@ class KernelTaylorLearner(BaseEstimator):
     """
 
     def __init__(self, degree: int = 2, n_centers: int = 200, sigma: float | None = None, penalty: float = 1e-7,
-                 max_iter: int = 200, seed: int | None = 0):
+                 max_iter: int = 200, seed: int | None = 0, device: str = "cpu"):
         self.degree = degree
         self.n_centers = n_centers
         self.sigma = sigma
         self.penalty = penalty
         self.max_iter = max_iter
         self.seed = seed
+        self.device = device
 
     def fit(self, x_nominal: np.ndarray, w_nominal: float | np.ndarray,
             shifted: Sequence[tuple[float, np.ndarray, float | np.ndarray]]) -> KernelTaylorLearner:
@@ -65,10 +68,12 @@ class KernelTaylorLearner(BaseEstimator):
         pooled = np.concatenate([training.nominal] + [points for _, points, _ in training.shifted])
         candidates = uniform_candidates(pooled, self.n_centers, rng)
         sigma = kernel_width(self.sigma, training.nominal, rng)
-        centers, factor = nystrom_centers(candidates, sigma, None, torch.device("cpu"))
+        device = resolve_device(self.device)
+        centers, factor = nystrom_centers(candidates, sigma, None, device)
+        centers_t = torch.as_tensor(centers, device=device)
 
         def features(points: np.ndarray) -> np.ndarray:
-            return factor.whiten(gaussian_kernel(torch.as_tensor(points), torch.as_tensor(centers), sigma)).numpy()
+            return factor.whiten(gaussian_kernel(torch.as_tensor(points, device=device), centers_t, sigma)).cpu().numpy()
 
         nominal_features, nominal_weights = features(training.nominal), training.nominal_weights
         pairs = [(features(points), weights, monomials) for monomials, points, weights in training.shifted]
@@ -95,7 +100,7 @@ class KernelTaylorLearner(BaseEstimator):
         if not np.isfinite(result.fun) or not result.success and np.max(np.abs(result.jac)) > 1e-6:
             raise FitError(f"KernelTaylorLearner: the Newton minimisation failed ({result.message}).")
         whitened = result.x.reshape(n_kept, self.degree)
-        alpha = factor.to_alpha(torch.as_tensor(whitened)).numpy()
+        alpha = factor.to_alpha(torch.as_tensor(whitened, device=device)).cpu().numpy()
         self.coefficient_alpha_ = alpha / training.nu_scale**training.powers
         self.centers_, self.sigma_ = centers, sigma
         self.input_mean_, self.input_scale_ = training.input_mean, training.input_scale
@@ -107,9 +112,11 @@ class KernelTaylorLearner(BaseEstimator):
     def coefficients(self, x: np.ndarray) -> np.ndarray:
         """delta_k(x), k = 1..degree, for x (n, d) in input units: float64 (n, degree)."""
         require_fitted(self, "coefficient_alpha_")
+        device = resolve_device(self.device)
         points = (as_events(x, "x", self.n_features_in_) - self.input_mean_) / self.input_scale_
-        block = gaussian_kernel(torch.as_tensor(points), torch.as_tensor(self.centers_), self.sigma_)
-        return block.numpy() @ self.coefficient_alpha_
+        block = gaussian_kernel(torch.as_tensor(points, device=device), torch.as_tensor(self.centers_, device=device),
+                                self.sigma_)
+        return block.cpu().numpy() @ self.coefficient_alpha_
 
     def fitted_state(self) -> dict:
         """The fitted attributes, for nplm_kernel.persistence.save_model."""
