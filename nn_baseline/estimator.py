@@ -105,6 +105,8 @@ class NNNPLM(BaseEstimator):
 
     #: NPLMTest lets this backend train nu jointly with f (the original NPLM procedure).
     fits_nuisances_jointly = True
+    #: Each toy trains its own network: no batched fits.
+    fits_batches = False
 
     def layer_widths(self, n_features: int) -> tuple[int, ...]:
         """The layer widths for d = n_features inputs (the default: (d, 4, 1))."""

@@ -18,7 +18,11 @@ through this contract:
 - class attributes: execution_settings, the hyperparameters that change how but not what is
   computed (left out of a campaign's identity); fits_nuisances_jointly, the optional capability
   of training nuisance parameters together with f: such a backend's fit also accepts
-  nuisance_terms (a nuisance.NuisanceTerms) and nuisance_start, and sets nuisance_values_.
+  nuisance_terms (a nuisance.NuisanceTerms) and nuisance_start, and sets nuisance_values_;
+  fits_batches, the optional capability (a class attribute, or a property when it depends on the
+  settings) of fitting several data samples on one reference together: such a backend has
+  fit_batch(list of x_data, x_ref, w_ref) returning one fitted clone per sample, each with the t
+  of its own fit to solver tolerance (campaigns use it for throughput).
 
 The registry maps a backend's name (the `kind` of a config's backend section, `--backend` on the
 command line) to its class; each backend's settings schema (config and CLI) is derived from its
@@ -64,6 +68,7 @@ class Backend(Protocol):
 
     execution_settings: ClassVar[tuple[str, ...]]
     fits_nuisances_jointly: ClassVar[bool]
+    fits_batches: bool
 
     def get_params(self, deep: bool = True) -> dict[str, Any]: ...
 
@@ -85,7 +90,8 @@ class Backend(Protocol):
 
 #: What a backend must provide (Backend), checked by contract_gaps.
 CONTRACT_MEMBERS = ("get_params", "set_params", "check_settings", "fit", "decision_function", "fitted_state",
-                    "fitted_state_spec", "restore_fitted_state", "execution_settings", "fits_nuisances_jointly")
+                    "fitted_state_spec", "restore_fitted_state", "execution_settings", "fits_nuisances_jointly",
+                    "fits_batches")
 
 
 def contract_gaps(backend: Any) -> list[str]:

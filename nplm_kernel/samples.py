@@ -188,14 +188,26 @@ def validate_samples(
     MAX_YIELD_RATIO (weights that do not sum to the expected yield).
     """
     names = column_names(x_ref)
-    data = as_events(in_column_order(x_data, names, "x_data"), "x_data")
     ref = as_events(x_ref, "x_ref")
+    reference = Samples(x_data=ref[:0], x_ref=ref, w_ref=as_weights(w_ref, ref.shape[0], owner=owner, reason=weights_reason),
+                        offset_data=np.zeros(0), offset_ref=as_offsets(offset_ref, ref.shape[0], "offset_ref"),
+                        feature_names=names)
+    return with_data(reference, x_data, offset_data, warn_sample_size)
+
+
+def with_data(reference: Samples, x_data: object, offset_data: object = None, warn_sample_size: bool = True) -> Samples:
+    """`reference` (validated: its x_ref, w_ref, offset_ref and, for a data frame, feature_names)
+    with the data sample `x_data` checked against it: the same variables (data frames matched by
+    column name), finite values, and the size and normalisation warnings of validate_samples. Toys
+    fitted on one reference validate it once and their data with this."""
+    names = reference.feature_names
+    data = as_events(in_column_order(x_data, names, "x_data"), "x_data")
+    ref, weights = reference.x_ref, reference.w_ref
     if ref.shape[1] != data.shape[1]:
         raise InputError(
             f"x_data has {data.shape[1]} feature(s) but x_ref has {ref.shape[1]}; both samples must "
             "describe the same input variables."
         )
-    weights = as_weights(w_ref, ref.shape[0], owner=owner, reason=weights_reason)
     if warn_sample_size and ref.shape[0] < MIN_REFERENCE_TO_DATA_RATIO * data.shape[0]:
         warnings.warn(
             f"the reference sample (N_R = {ref.shape[0]}) is less than {MIN_REFERENCE_TO_DATA_RATIO:g} "
@@ -217,7 +229,7 @@ def validate_samples(
         x_ref=ref,
         w_ref=weights,
         offset_data=as_offsets(offset_data, data.shape[0], "offset_data"),
-        offset_ref=as_offsets(offset_ref, ref.shape[0], "offset_ref"),
+        offset_ref=reference.offset_ref,
         feature_names=names if column_names(x_data) is not None else None,
     )
 

@@ -78,6 +78,7 @@ class HistogramNPLM(BaseEstimator):
 
     execution_settings = ()
     fits_nuisances_jointly = False
+    fits_batches = False
 
     def __init__(self, bins: int = 10):
         self.bins = bins

@@ -5,7 +5,7 @@ import pytest
 from reference_solver import PointLoss, dense_newton, gaussian_gram, objective
 
 from nplm_kernel import KernelNPLM, nplm_loss
-from nplm_kernel.solver import nystrom
+from nplm_kernel.solver import newton, nystrom
 
 
 def _reference_problem(x_data, x_ref, w_ref, centers, sigma, loss):
@@ -22,8 +22,9 @@ def test_objective_and_t_match_dense_newton(gaussian_samples, rng, penalty, with
                                             monkeypatch):
     """Both losses and both Hessian paths: the Gram matrix formed once per Newton step (few
     centres), and one pass over K_nM per CG iteration (forced here by lowering the threshold)."""
-    if not explicit_gram:
+    if not explicit_gram:  # one pass over K_nM per CG iteration, whatever the cost model prefers
         monkeypatch.setattr(nystrom, "EXPLICIT_GRAM_MAX_CENTERS", 0)
+        monkeypatch.setattr(newton, "prefers_explicit_gram", lambda rows, iterations: False)
     x_data, x_ref, w_ref = gaussian_samples
     centers = rng.normal(0.0, 1.2, size=(40, 2))
     sigma = 1.0

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from ..backends import resolve_device
 from ..exceptions import ConfigurationError, FitError, InputError
 from ..identity import describe
-from ..samples import as_events
+from ..samples import as_events, check_positive_integer
 from ..version import MAJOR
 from .hypothesis_test import NPLMTest
 from .store import STATUS_OK, StoreContent, StoreWriter, read_store, t_values, verify_identity
@@ -193,29 +193,78 @@ def _failed_row(row: dict[str, Any], status: str, error_type: str, message: str,
     return row
 
 
+def _draw(task: ToyTask, toy_index: int) -> ToySample:
+    """Toy `toy_index`'s sample, drawn from SeedSequence(seed, spawn_key=(toy_index,))."""
+    drawn = task.generator(np.random.default_rng(toy_seed(task.seed, toy_index)))
+    return drawn if isinstance(drawn, ToySample) else ToySample(drawn)
+
+
+def _ok_row(row: dict[str, Any], drawn: ToySample, result: Any, caught: list) -> dict[str, Any]:
+    row.update(status=STATUS_OK, **result.row_fields(),
+               central_values=None if drawn.central_values is None else np.asarray(drawn.central_values).tolist(),
+               n_data=int(len(drawn.x_data)), warnings=[f"{type(w.message).__name__}: {w.message}" for w in caught])
+    return row
+
+
+def _failure(row: dict[str, Any], error: Exception) -> dict[str, Any]:
+    return _failed_row(row, f"{type(error).__name__}: {error}", type(error).__name__, str(error),
+                       traceback.format_exc(limit=-3))
+
+
 def run_one_toy(task: ToyTask, toy_index: int) -> dict[str, Any]:
     """Draw toy `toy_index`, run the test on it and return its store row. Any exception becomes a
     failed row (KeyboardInterrupt and SystemExit still stop the campaign)."""
     start = time.perf_counter()
     row: dict[str, Any] = {"record": "toy", "toy": toy_index, "seed": task.seed}
     try:
-        drawn = task.generator(np.random.default_rng(toy_seed(task.seed, toy_index)))
-        if not isinstance(drawn, ToySample):
-            drawn = ToySample(drawn)
+        drawn = _draw(task, toy_index)
         x_ref, w_ref = (task.x_ref, task.w_ref) if drawn.x_ref is None else (drawn.x_ref, drawn.w_ref)
         if x_ref is None:
             raise InputError("the generator returned data only but run_toys got no reference (x_ref=None).")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = task.test.run(drawn.x_data, x_ref, w_ref, central_values=drawn.central_values)
-        row.update(status=STATUS_OK, **result.row_fields(),
-                   central_values=None if drawn.central_values is None else np.asarray(drawn.central_values).tolist(),
-                   n_data=int(len(drawn.x_data)), warnings=[f"{type(w.message).__name__}: {w.message}" for w in caught])
+        _ok_row(row, drawn, result, caught)
     except Exception as error:  # noqa: BLE001 - one toy's failure of any kind is recorded, not fatal
-        _failed_row(row, f"{type(error).__name__}: {error}", type(error).__name__, str(error),
-                    traceback.format_exc(limit=-3))
+        _failure(row, error)
     row["wall_time"] = time.perf_counter() - start
     return row
+
+
+def run_toy_batch(task: ToyTask, toy_indices: tuple[int, ...]) -> list[dict[str, Any]]:
+    """The rows of several toys, fitted together where the test can (NPLMTest.run_batch: toys on
+    the campaign's reference, without auxiliary measurements); each toy keeps its own seed, and its
+    row is the one run_one_toy gives (t to solver tolerance). A batch that raises or warns is run
+    again toy by toy, so that every failure and warning is recorded with the toy it belongs to."""
+    if len(toy_indices) == 1 or not task.test.batchable or task.x_ref is None:
+        return [run_one_toy(task, index) for index in toy_indices]
+    start = time.perf_counter()
+    rows: dict[int, dict[str, Any]] = {}
+    drawn: dict[int, ToySample] = {}
+    for index in toy_indices:
+        try:
+            sample = _draw(task, index)
+        except Exception:  # noqa: BLE001 - recorded by the one-toy run below
+            rows[index] = run_one_toy(task, index)
+            continue
+        if sample.x_ref is not None or sample.central_values is not None:
+            rows[index] = run_one_toy(task, index)
+        else:
+            drawn[index] = sample
+    if drawn:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                results = task.test.run_batch([sample.x_data for sample in drawn.values()], task.x_ref, task.w_ref)
+            if caught:
+                raise RuntimeError("warnings to attribute")
+            share = (time.perf_counter() - start) / len(drawn)
+            for (index, sample), result in zip(drawn.items(), results):
+                rows[index] = _ok_row({"record": "toy", "toy": index, "seed": task.seed}, sample, result, [])
+                rows[index]["wall_time"] = share
+        except Exception:  # noqa: BLE001 - one toy at a time: each failure and warning goes to its own row
+            rows.update({index: run_one_toy(task, index) for index in drawn})
+    return [rows[index] for index in toy_indices]
 
 
 def _worker_died_row(task_seed: int, toy_index: int, attempts: int) -> dict[str, Any]:
@@ -257,8 +306,8 @@ def _uses_cuda(test: NPLMTest) -> bool:
     return str(resolve_device(device)).startswith("cuda")
 
 
-def _run_in_worker(toy_index: int) -> dict[str, Any]:
-    return run_one_toy(_WORKER_TASK, toy_index)
+def _run_in_worker(toy_indices: tuple[int, ...]) -> list[dict[str, Any]]:
+    return run_toy_batch(_WORKER_TASK, toy_indices)
 
 
 @dataclass(frozen=True)
@@ -349,39 +398,40 @@ def _check_executor(executor: Any) -> None:
     )
 
 
-def _pool_results(task: ToyTask, pending: list[int], n_processes: int) -> Iterator[dict[str, Any]]:
-    """Rows of `pending` toys from our own spawned process pool. When a worker dies, the pool is
-    replaced and the toys that were in flight are re-run one at a time in fresh workers: the one
-    that kills its worker again is retried up to WORKER_DEATH_ATTEMPTS times, then recorded."""
+def _pool_results(task: ToyTask, units: list[tuple[int, ...]], n_processes: int) -> Iterator[dict[str, Any]]:
+    """Rows of the toys in `units` (tuples of toy indices fitted together) from our own spawned
+    process pool. When a worker dies, the pool is replaced and the toys that were in flight are
+    re-run one at a time in fresh workers: the one that kills its worker again is retried up to
+    WORKER_DEATH_ATTEMPTS times, then recorded."""
     context = get_context("spawn")
 
     def new_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(n_processes, mp_context=context, initializer=_initialise_worker,
                                    initargs=(task, os.getpid(), context.Value("i", 0)))
 
-    queue, suspects, attempts = deque(pending), deque(), {}
-    in_flight: dict[Future, int] = {}
+    queue, suspects, attempts = deque(units), deque(), {}
+    in_flight: dict[Future, tuple[int, ...]] = {}
     alone = None  # the suspect toy running alone in the pool, if any
     pool = new_pool()
     try:
         while queue or suspects or in_flight:
             if alone is None and suspects and not in_flight:
                 alone = suspects.popleft()
-                in_flight[pool.submit(_run_in_worker, alone)] = alone
+                in_flight[pool.submit(_run_in_worker, (alone,))] = (alone,)
             while alone is None and not suspects and queue and len(in_flight) < IN_FLIGHT_PER_WORKER * n_processes:
-                index = queue.popleft()
-                in_flight[pool.submit(_run_in_worker, index)] = index
+                unit = queue.popleft()
+                in_flight[pool.submit(_run_in_worker, unit)] = unit
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             broken = []
             for future in finished:
-                index = in_flight.pop(future)
+                unit = in_flight.pop(future)
                 try:
-                    row = future.result()
+                    rows = future.result()
                 except BrokenProcessPool:
-                    broken.append(index)
+                    broken.extend(unit)
                     continue
-                alone = None if index == alone else alone
-                yield row
+                alone = None if unit == (alone,) else alone
+                yield from rows
             if not broken:
                 continue
             if alone is not None:  # it ran alone in its worker, and killed it
@@ -392,7 +442,7 @@ def _pool_results(task: ToyTask, pending: list[int], n_processes: int) -> Iterat
                     suspects.appendleft(alone)
                 alone = None
             else:
-                suspects.extend(broken + list(in_flight.values()))
+                suspects.extend(broken + [index for unit in in_flight.values() for index in unit])
             in_flight.clear()
             pool.shutdown(wait=True, cancel_futures=True)
             pool = new_pool()
@@ -400,42 +450,51 @@ def _pool_results(task: ToyTask, pending: list[int], n_processes: int) -> Iterat
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _external_results(executor: Any, task: ToyTask, pending: list[int]) -> Iterator[dict[str, Any]]:
+def _external_results(executor: Any, task: ToyTask, units: list[tuple[int, ...]]) -> Iterator[dict[str, Any]]:
     """Rows from a dask Client (task scattered once) or any concurrent.futures.Executor (task sent
-    with each toy). An exception from the executor itself (a killed dask worker, ...) becomes a
-    failed row for that toy."""
+    with each unit of toys). An exception from the executor itself (a killed dask worker, ...)
+    becomes a failed row for each toy of that unit."""
     if hasattr(executor, "scatter") and hasattr(executor, "get_executor"):
         task_reference, executor = executor.scatter(task, broadcast=True), executor.get_executor()
     else:
         task_reference = task
-    queue = deque(pending)
-    in_flight: dict[Future, int] = {}
+    queue = deque(units)
+    in_flight: dict[Future, tuple[int, ...]] = {}
     while queue or in_flight:
         while queue and len(in_flight) < EXTERNAL_IN_FLIGHT:
-            index = queue.popleft()
-            in_flight[executor.submit(run_one_toy, task_reference, index)] = index
+            unit = queue.popleft()
+            in_flight[executor.submit(run_toy_batch, task_reference, unit)] = unit
         finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
         for future in finished:
-            index = in_flight.pop(future)
+            unit = in_flight.pop(future)
             try:
-                yield future.result()
-            except Exception as error:  # noqa: BLE001 - the executor lost this toy: record it
-                row = {"record": "toy", "toy": index, "seed": task.seed, "wall_time": None}
-                yield _failed_row(row, f"worker error: {type(error).__name__}: {error}", type(error).__name__,
-                                  str(error), None)
+                yield from future.result()
+            except Exception as error:  # noqa: BLE001 - the executor lost these toys: record them
+                for index in unit:
+                    row = {"record": "toy", "toy": index, "seed": task.seed, "wall_time": None}
+                    yield _failed_row(row, f"worker error: {type(error).__name__}: {error}", type(error).__name__,
+                                      str(error), None)
 
 
-def _results(executor: Any, task: ToyTask, pending: list[int]) -> Iterator[dict[str, Any]]:
+def _units(task: ToyTask, pending: list[int], batch_size: int, n_workers: int) -> list[tuple[int, ...]]:
+    """The toys grouped into units fitted together: batches of up to batch_size (fewer when that
+    keeps every worker busy) for a test that fits batches, single toys otherwise."""
+    size = batch_size if task.test.batchable else 1
+    size = max(1, min(size, -(-len(pending) // max(1, n_workers))))
+    return [tuple(pending[start : start + size]) for start in range(0, len(pending), size)]
+
+
+def _results(executor: Any, task: ToyTask, pending: list[int], batch_size: int) -> Iterator[dict[str, Any]]:
     if executor is None or not pending:
-        for index in pending:
-            yield run_one_toy(task, index)
+        for unit in _units(task, pending, batch_size, 1):
+            yield from run_toy_batch(task, unit)
         return
     _check_picklable(task)
     n_processes = _process_count(executor, task.test)
     if n_processes is not None:
-        yield from _pool_results(task, pending, n_processes)
+        yield from _pool_results(task, _units(task, pending, batch_size, n_processes), n_processes)
     else:
-        yield from _external_results(executor, task, pending)
+        yield from _external_results(executor, task, _units(task, pending, batch_size, EXTERNAL_IN_FLIGHT // 64))
 
 
 def run_toys(
@@ -450,6 +509,7 @@ def run_toys(
     progress: bool = True,
     max_failure_fraction: float = 0.1,
     generator_name: str | None = None,
+    batch_size: int = 64,
 ) -> CampaignResult:
     """Run (or resume) a campaign of `n_toys` toys: data from `generator(rng)` against the fixed
     reference (x_ref, w_ref), or, when the generator returns ToySample (PermutationToys), against
@@ -464,12 +524,16 @@ def run_toys(
     generator_name: a name that identifies the generator in the store instead of its automatic
     description (class, function and parameters): give one when the generator is a function whose
     behaviour may change under the same name, or to resume with an equivalent generator object.
+    batch_size: toys a worker fits together when the test can (NPLMTest.batchable: a backend that
+    fits batches, no nuisances; KernelNPLM with reuse_reference=True); each toy keeps its own seed
+    and gets the t of its own fit to solver tolerance. 1: one toy at a time.
     Raises FitError once more than max_failure_fraction of the toys have failed."""
     if not (isinstance(n_toys, (int, np.integer)) and not isinstance(n_toys, bool) and n_toys >= 1):
         raise ConfigurationError(f"n_toys must be a positive integer, got {n_toys!r}.")
     if not 0.0 <= max_failure_fraction <= 1.0:
         raise ConfigurationError(f"max_failure_fraction must lie in [0, 1], got {max_failure_fraction!r}.")
     _check_executor(executor)
+    check_positive_integer(batch_size, "batch_size")
     writer = None
     content = StoreContent(None, (), ())
     if store is not None:
@@ -483,7 +547,7 @@ def run_toys(
         failures = sum(row["status"] != STATUS_OK for row in content.rows if row["toy"] < n_toys)
         bar = tqdm(total=n_toys, initial=len(done), desc="toys", unit="toy", disable=not progress, file=sys.stderr)
         try:
-            for row in _results(executor, task, pending):
+            for row in _results(executor, task, pending, batch_size):
                 new_rows[row["toy"]] = row
                 if writer:
                     writer.append(row)

@@ -218,6 +218,30 @@ class NPLMTest:
             self._run(clone(self.backend).set_params(sigma=width), x_data, x_ref, w_ref, central_values)
             for width in self.widths))
 
+    @property
+    def batchable(self) -> bool:
+        """Whether run_batch fits its samples together (a backend that fits batches, no nuisances)."""
+        return bool(self.backend.fits_batches) and self.nuisances is None
+
+    def run_batch(self, x_data: Sequence[np.ndarray], x_ref: np.ndarray,
+                  w_ref: float | np.ndarray) -> list[NPLMResult | MultiScaleResult]:
+        """run() on several data samples against one reference: the same results, computed together
+        where the backend fits batches (per width for a multi-scale test), one by one otherwise."""
+        if not self.batchable:
+            return [self.run(sample, x_ref, w_ref) for sample in x_data]
+        backends = [self.backend] if self.widths is None else [clone(self.backend).set_params(sigma=width)
+                                                                for width in self.widths]
+        per_backend = []
+        for backend in backends:
+            start = time.perf_counter()
+            estimators = backend.fit_batch(list(x_data), x_ref, w_ref)
+            share = (time.perf_counter() - start) / max(1, len(estimators))
+            per_backend.append([self._result(estimator, estimator.t_, 0.0, time.perf_counter() - share)
+                                for estimator in estimators])
+        if self.widths is None:
+            return per_backend[0]
+        return [MultiScaleResult(self.widths, tuple(results)) for results in zip(*per_backend)]
+
     def _run(self, backend: BaseEstimator, x_data, x_ref, w_ref, central_values) -> NPLMResult:
         start = time.perf_counter()
         if self.nuisances is None:

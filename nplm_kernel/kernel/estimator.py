@@ -14,10 +14,11 @@ import dataclasses
 import json
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 
 from ..backends import finish_fit, require_fitted, resolve_device
 from ..exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
@@ -31,6 +32,7 @@ from ..samples import (
     reference_standardization,
     standardized,
     validate_samples,
+    with_data,
 )
 from ..solver import (
     STOP_REASONS,
@@ -43,7 +45,9 @@ from ..solver import (
     kernel_memory_budget,
     solve,
 )
+from ..solver.batch import SharedReference, solve_extended_likelihood_batch
 from ..solver.kernels import gaussian_kernel
+from ..solver.nystrom import EXPLICIT_GRAM_MAX_CENTERS
 from ..statistic import nplm_loss
 from .geometry import default_n_centers, kernel_width, nystrom_centers, uniform_candidates
 
@@ -73,11 +77,12 @@ _CONVERGENCE_ADVICE = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class PreparedReference:
     """What KernelNPLM(reuse_reference=True) keeps of a reference sample between fits: its
-    standardisation, the kept centres (standardised), sigma, the Nystrom factor and its kernel rows
-    (None when they do not fit the memory budget)."""
+    standardisation, the kept centres (standardised), sigma, the Nystrom factor, its kernel rows
+    (None when they do not fit the memory budget) and, once a batch of toys has been fitted on it,
+    the reference side of batched fits (solver.batch.SharedReference)."""
 
     key: str
     mean: np.ndarray
@@ -86,6 +91,13 @@ class PreparedReference:
     sigma: float
     factor: NystromFactor
     reference_rows: torch.Tensor | None
+    shared: SharedReference | None = None
+
+    def stored_bytes(self) -> int:
+        """Memory the entry keeps: kernel rows and batch pair products."""
+        rows = 0 if self.reference_rows is None else self.reference_rows.numel() * self.reference_rows.element_size()
+        pairs = 0 if self.shared is None or self.shared._pairs is None else self.shared._pairs.numel() * 4
+        return rows + pairs
 
 
 #: Hyperparameters that do not enter the reference's geometry and kernel rows (a change of any
@@ -102,14 +114,10 @@ REFERENCE_CACHE_ENTRIES = 8
 def _cache_reference(prepared: PreparedReference, memory_budget: int) -> None:
     """Keep `prepared`, evicting the least recently used entries beyond REFERENCE_CACHE_ENTRIES or
     beyond memory_budget bytes of stored kernel rows in all."""
-    def stored_bytes(entry: PreparedReference) -> int:
-        rows = entry.reference_rows
-        return 0 if rows is None else rows.numel() * rows.element_size()
-
     _REFERENCE_CACHE[prepared.key] = prepared
     _REFERENCE_CACHE.move_to_end(prepared.key)
     while len(_REFERENCE_CACHE) > 1 and (len(_REFERENCE_CACHE) > REFERENCE_CACHE_ENTRIES or sum(
-            stored_bytes(entry) for entry in _REFERENCE_CACHE.values()) > memory_budget):
+            entry.stored_bytes() for entry in _REFERENCE_CACHE.values()) > memory_budget):
         _REFERENCE_CACHE.popitem(last=False)
 
 
@@ -304,27 +312,93 @@ class KernelNPLM(BaseEstimator):
             cg_tol=float(self.cg_tol),
             max_total_cg_iter=int(self.max_total_cg_iter),
         )
-        report = solution.diagnostics
+        fitted = solution.fitted.cpu().numpy()
+        return self._finish(samples, (mean, scale, centers, sigma), solution.alpha.cpu().numpy(),
+                            fitted[: samples.n_data], fitted[samples.n_data :], solution.diagnostics)
+
+    def _finish(self, samples, geometry: tuple, alpha: np.ndarray, f_data: np.ndarray, f_ref: np.ndarray,
+                report: SolverDiagnostics) -> KernelNPLM:
+        """Set the fitted attributes from a solution (one fit or one toy of a batch), warning when
+        the solver stopped short or the logistic surrogate's f raises L."""
         if not report.converged:
             warnings.warn(
                 f"KernelNPLM: the Newton solver stopped before its tolerance (newton_tol={self.newton_tol:g}) after "
                 f"{report.newton_steps} steps and {sum(report.cg_iterations)} CG iterations: "
                 f"{STOP_REASONS[report.stop_reason]}; t may be inaccurate. {_CONVERGENCE_ADVICE[report.stop_reason]}",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        fitted = solution.fitted.cpu().numpy()
-        finish_fit(self, samples, fitted[: samples.n_data], fitted[samples.n_data :], report.converged, report)
-        self.input_mean_, self.input_scale_ = mean, scale
-        self.centers_ = centers
-        self.n_centers_ = centers.shape[0]
-        self.sigma_ = sigma
-        self.alpha_ = solution.alpha.cpu().numpy()
+        finish_fit(self, samples, f_data, f_ref, report.converged, report)
+        self.input_mean_, self.input_scale_, self.centers_, self.sigma_ = geometry
+        self.n_centers_ = self.centers_.shape[0]
+        self.alpha_ = alpha
         self.n_features_in_ = samples.n_features
         self.feature_names_in_ = None if samples.feature_names is None else list(samples.feature_names)
         if self.loss == "logistic":
             self._check_surrogate(samples)
         return self
+
+    @property
+    def fits_batches(self) -> bool:
+        """Whether fit_batch solves samples together with these settings: the NPLM loss, one penalty,
+        centres from the reference (reuse_reference=True) and float64 (the contract's capability)."""
+        return self.loss == "nplm" and self.penalty_list is None and bool(self.reuse_reference) and \
+            self.dtype == "float64"
+
+    def fit_batch(self, x_data: Sequence[np.ndarray], x_ref: np.ndarray, w_ref: float | np.ndarray) -> list[KernelNPLM]:
+        """Fit several data samples against one reference: one fitted clone per sample, each with
+        the t its own fit gives (to solver tolerance). With the NPLM loss, one penalty, centres from
+        the reference (reuse_reference=True), float64 and at most EXPLICIT_GRAM_MAX_CENTERS kept
+        centres, the samples are solved together (solver.batch: one pass over the reference per
+        Newton step for all of them, in groups within memory_budget); otherwise one by one."""
+        self.check_settings()
+        device = resolve_device(self.device)
+        if not self.fits_batches:
+            return [clone(self).fit(sample, x_ref, w_ref) for sample in x_data]
+        reference = validate_samples(x_data[0], x_ref, w_ref, owner="KernelNPLM", warn_sample_size=False)
+        prepared = self._prepare_reference(reference, device, torch.float64)
+        shared = self._shared_reference(prepared, reference)
+        if shared is None:
+            return [clone(self).fit(sample, x_ref, w_ref) for sample in x_data]
+        n_ref = reference.n_ref
+        group = max(1, kernel_memory_budget(int(self.memory_budget), n_ref, reference.n_features, 1) // (6 * 8 * n_ref))
+        fitted: list[KernelNPLM] = []
+        for first in range(0, len(x_data), group):
+            fitted += self._fit_group(x_data[first : first + group], reference, prepared, shared, device)
+        return fitted
+
+    def _shared_reference(self, prepared: PreparedReference, reference) -> SharedReference | None:
+        """The reference side of batched fits (kept with the prepared reference), or None when its
+        kernel rows are not whitened float64 (too many centres) or its pair products do not fit
+        half the memory budget."""
+        rows = prepared.reference_rows
+        n_kept = len(prepared.centers)
+        if rows is None or rows.dtype != torch.float64 or n_kept > EXPLICIT_GRAM_MAX_CENTERS or (
+                SharedReference.pair_bytes(reference.n_ref, n_kept) > int(self.memory_budget) // 2):
+            return None
+        if prepared.shared is None:
+            prepared.shared = SharedReference(rows, torch.as_tensor(reference.w_ref, device=rows.device))
+        return prepared.shared
+
+    def _fit_group(self, x_data, reference, prepared: PreparedReference, shared: SharedReference,
+                   device: torch.device) -> list[KernelNPLM]:
+        samples, features = [], []
+        centers = torch.as_tensor(prepared.centers, device=device)
+        for sample in x_data:
+            checked = with_data(reference, sample)
+            points = standardized(checked.x_data, prepared.mean, prepared.scale, "x_data")
+            samples.append(checked)
+            features.append(prepared.factor.whiten(gaussian_kernel(torch.as_tensor(points, device=device), centers,
+                                                                   prepared.sigma)))
+        solution = solve_extended_likelihood_batch(
+            shared, torch.stack([block.sum(dim=0) for block in features]),
+            torch.as_tensor([len(block) for block in features], device=device), float(self.penalty),
+            max_newton_steps=int(self.max_newton_steps), newton_tol=float(self.newton_tol))
+        alphas = prepared.factor.to_alpha(solution.gamma.T).T.cpu().numpy()
+        geometry = (prepared.mean, prepared.scale, prepared.centers, prepared.sigma)
+        return [clone(self)._finish(checked, geometry, alphas[index], (block @ solution.gamma[index]).cpu().numpy(),
+                                    solution.fitted_ref[index].cpu().numpy(), solution.diagnostics[index])
+                for index, (checked, block) in enumerate(zip(samples, features))]
 
     def _point_loss(self, samples, device: torch.device) -> PointLoss:
         """The per-point loss the solver minimises (`loss`), on data + reference points in that order."""

@@ -13,7 +13,7 @@ import torch
 from ..exceptions import FitError
 from .cg import conjugate_gradient
 from .losses import PointLoss
-from .nystrom import NystromFactor, NystromKernelRows
+from .nystrom import EXPECTED_CG_ITERATIONS, NystromFactor, NystromKernelRows, prefers_explicit_gram
 from .preconditioner import FalkonPreconditioner
 
 #: Loosest CG tolerance of an early Newton step (inexact Newton forcing term, Eisenstat-Walker).
@@ -101,13 +101,14 @@ class _Problem:
         gradient = self.gamma_gradient(self.kernel_rows.rmatvec(slope)) / self.n_points + penalty * gamma
         return float(torch.linalg.vector_norm(gradient))
 
-    def hessian_operator(self, curvature: torch.Tensor, penalty: float):
-        """v -> n H_gamma v = T^-T K_nM^T diag(a l'') K_nM T^-1 v + lambda n v. With at most
-        EXPLICIT_GRAM_MAX_CENTERS centres, Phi^T diag(a l'') Phi (M x M, Phi = K_nM T^-1) is formed
-        once, in one pass, and every product is then a small matrix product; otherwise each
-        product is one pass over the rows of K_nM."""
+    def hessian_operator(self, curvature: torch.Tensor, penalty: float, expected_iterations: int):
+        """v -> n H_gamma v = T^-T K_nM^T diag(l'') K_nM T^-1 v + lambda n v. Where the cost model
+        says so (nystrom.prefers_explicit_gram: few centres, or K_nM streamed in blocks and many CG
+        iterations expected), Phi^T diag(l'') Phi (M x M, Phi = K_nM T^-1) is formed once, in one
+        pass, and every product is then a small matrix product; otherwise each product is one pass
+        over the rows of K_nM."""
         ridge = penalty * self.n_points
-        if self.kernel_rows.explicit_gram:
+        if prefers_explicit_gram(self.kernel_rows, expected_iterations):
             gram = self.kernel_rows.whitened_weighted_gram(curvature, self.factor)
             return lambda vector: gram @ vector + ridge * vector
 
@@ -166,7 +167,8 @@ def solve(
             gradient_norm = float(torch.linalg.vector_norm(rhs))
             first_gradient_norm = first_gradient_norm or gradient_norm
             forcing = min(MAX_FORCING, max(cg_tol, gradient_norm / first_gradient_norm))
-            operator = _preconditioned_hessian(problem, curvature, penalty, preconditioner)
+            expected = cg_iterations[-1] if cg_iterations else EXPECTED_CG_ITERATIONS
+            operator = _preconditioned_hessian(problem, curvature, penalty, preconditioner, expected)
             beta, iterations = conjugate_gradient(operator, rhs, min(max_cg_iter, cg_budget), forcing)
             cg_iterations.append(iterations)
             step = preconditioner.apply(beta)
@@ -196,9 +198,10 @@ def solve(
     return Solution(alpha=factor.to_alpha(gamma), fitted=fitted, diagnostics=diagnostics)
 
 
-def _preconditioned_hessian(problem: _Problem, curvature, penalty: float, preconditioner: FalkonPreconditioner):
+def _preconditioned_hessian(problem: _Problem, curvature, penalty: float, preconditioner: FalkonPreconditioner,
+                            expected_iterations: int):
     """v -> B^T (n H_gamma) B v, the operator CG inverts at one Newton step."""
-    hessian = problem.hessian_operator(curvature, penalty)
+    hessian = problem.hessian_operator(curvature, penalty, expected_iterations)
 
     def apply(beta: torch.Tensor) -> torch.Tensor:
         return preconditioner.apply_transpose(hessian(preconditioner.apply(beta)))

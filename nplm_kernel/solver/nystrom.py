@@ -27,8 +27,30 @@ DENSE_PIVOTING_MAX = 4096
 PER_POINT_VECTORS = 18
 POINT_COPIES = 2
 #: Kernel-block copies alive at once in the blocked path when the rows are whitened for the
-#: explicit Gram matrix (the block, its whitened copy and the weighted copy); 1 otherwise.
+#: explicit Gram matrix (the block, its whitened copy and the weighted copy).
 WHITENED_BLOCK_COPIES = 3
+
+
+#: Cost-model constants (seconds, measured on a 2-core x86 CPU; only their ratios matter): one
+#: kernel entry recomputed (distance, exp) per input variable and fixed, one multiply-add of a
+#: matrix-vector product (memory-bound), one multiply-add of a matrix-matrix product.
+KERNEL_ENTRY_SECONDS = (2e-10, 3e-9)
+GEMV_SECONDS = 1e-9
+GEMM_SECONDS = 6e-11
+#: CG iterations expected of a Newton step before one has run.
+EXPECTED_CG_ITERATIONS = 30
+
+
+def prefers_explicit_gram(rows: NystromKernelRows, expected_iterations: int) -> bool:
+    """Whether forming Phi^T D Phi once (one pass over K_nM, n M^2 multiply-adds, plus whitening
+    when the stored rows are not whitened) costs less than `expected_iterations` Hessian products
+    by CG (each one pass with two matrix-vector products, plus the kernel recomputed when K_nM is
+    streamed): the cost model of the Newton step."""
+    n, m, d = rows.points.shape[0], rows.centers.shape[0], rows.points.shape[1]
+    kernel = 0.0 if rows.cached else n * m * (KERNEL_ENTRY_SECONDS[0] * d + KERNEL_ENTRY_SECONDS[1])
+    gram = kernel + n * m * m * GEMM_SECONDS * (1 if rows.whitened else 2)
+    passes = expected_iterations * (kernel + 2 * n * m * GEMV_SECONDS)
+    return rows.explicit_gram or gram < passes
 
 
 def fixed_fit_memory(n_points: int, n_features: int) -> int:
@@ -151,7 +173,7 @@ class NystromKernelRows:
                 computed[rows] = block
             self._parts = [computed] if cached_tail is None else [computed, cached_tail]
         else:
-            copies = WHITENED_BLOCK_COPIES if self.explicit_gram else 1
+            copies = WHITENED_BLOCK_COPIES  # the Newton step may form the Gram matrix (prefers_explicit_gram)
             self.block_rows = int(min(n_rows, max(MIN_BLOCK_ROWS, memory_budget // (n_cols * 8 * copies))))
 
     @property

@@ -1,0 +1,100 @@
+"""Toy throughput: toys per second of a null campaign on the 1D benchmark for the one-toy path,
+the reused reference, and batched fits of several sizes, all on the same toys; and the 5D
+blocked / cached time ratio with the Hessian formed by CG passes (the old rule) and by the cost
+model. One run, ratios within the run (markdown tables).
+
+1D: N(R) = 2000, N_R = 200,000, M = 500, lambda 1e-6, --n-toys null toys on --executor.
+5D: the dimuon benchmark at N_R = 1e5, M = 2000 drawn; "cached" keeps K_nM in memory, "blocked"
+streams it (memory budget a tenth of K_nM above the fit's fixed memory).
+
+    python benchmarks/toy_throughput.py --n-toys 2000 --executor 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+
+from nplm_kernel import ConvergenceWarning, KernelNPLM, NPLMTest, run_toys
+from nplm_kernel.benchmarks import Dimuon5D, Exponential1D
+from nplm_kernel.inference.campaign import executor_from_setting
+from nplm_kernel.solver import newton, nystrom
+from nplm_kernel.solver.nystrom import fixed_fit_memory
+
+
+def one_d(n_toys: int, executor, batch_sizes: list[int]) -> list[str]:
+    bench = Exponential1D()
+    x_ref, w_ref = bench.reference(np.random.default_rng(0))
+    variants = [("one toy per fit, centres from data + reference (reuse_reference=False)", False, 1)]
+    variants += [("reuse_reference, one toy per fit", True, 1)]
+    variants += [(f"reuse_reference, batches of {size}", True, size) for size in batch_sizes]
+    rows, baseline, reused = [], None, None
+    for name, reuse, batch in variants:
+        test = NPLMTest(KernelNPLM(n_centers=500, reuse_reference=reuse))
+        start = time.perf_counter()
+        campaign = run_toys(test, bench.data, x_ref, w_ref, n_toys=n_toys, seed=1, executor=executor,
+                            progress=False, batch_size=batch)
+        rate = n_toys / (time.perf_counter() - start)
+        baseline = baseline or rate
+        difference = "-"
+        if reuse and batch == 1:
+            reused = campaign.t
+        elif reuse:
+            difference = f"{np.max(np.abs(campaign.t - reused) / reused):.1e}"
+        rows.append(f"| {name} | {rate:.1f} | {rate / baseline:.1f} | {difference} |")
+    return [f"1D benchmark, {n_toys} null toys, executor {executor}:", "",
+            "| path | toys / s | ratio to the one-toy path | max abs(t - t_one_toy) / t |", "|---|---|---|---|", *rows]
+
+
+def five_d(repeats: int) -> list[str]:
+    bench = Dimuon5D(n_reference=100_000)
+    rng = np.random.default_rng(0)
+    x_ref, w_ref = bench.reference(rng)
+    x_data = bench.data(rng)
+    kept = KernelNPLM(n_centers=2000).fit(x_data, x_ref, w_ref).n_centers_
+    n_points = len(x_data) + len(x_ref)
+    blocked = fixed_fit_memory(n_points, 5) + n_points * kept * 8 // 10
+    rules = {"CG passes (the old rule: Gram matrix only up to 128 centres)": lambda rows, iterations: rows.explicit_gram,
+             "cost model (nystrom.prefers_explicit_gram)": nystrom.prefers_explicit_gram}
+    lines = [f"5D benchmark, N_R = 1e5, M = 2000 drawn ({kept} kept), median of {repeats} fits:", "",
+             "| Hessian products | cached (s) | blocked (s) | blocked / cached |", "|---|---|---|---|"]
+    for name, rule in rules.items():
+        original = newton.prefers_explicit_gram
+        newton.prefers_explicit_gram = rule
+        try:
+            times = {}
+            for label, budget in (("cached", 2 * 1024**3), ("blocked", blocked)):
+                samples = []
+                for _ in range(repeats):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", ConvergenceWarning)
+                        start = time.perf_counter()
+                        KernelNPLM(n_centers=2000, memory_budget=budget).fit(x_data, x_ref, w_ref)
+                        samples.append(time.perf_counter() - start)
+                times[label] = float(np.median(samples))
+        finally:
+            newton.prefers_explicit_gram = original
+        lines.append(f"| {name} | {times['cached']:.2f} | {times['blocked']:.2f} | "
+                     f"{times['blocked'] / times['cached']:.2f} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n-toys", type=int, default=1000)
+    parser.add_argument("--executor", default="2", help="'serial', 'local' or a number of processes")
+    parser.add_argument("--batch-sizes", default="16,64,256")
+    parser.add_argument("--repeats", type=int, default=3, help="5D fits per cell")
+    parser.add_argument("--skip-5d", action="store_true")
+    arguments = parser.parse_args()
+    sizes = [int(size) for size in arguments.batch_sizes.split(",")]
+    print("\n".join(one_d(arguments.n_toys, executor_from_setting(arguments.executor), sizes)))
+    if not arguments.skip_5d:
+        print("\n" + "\n".join(five_d(arguments.repeats)))
+
+
+if __name__ == "__main__":
+    main()
