@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from nplm_kernel.backends import finish_fit, require_fitted, resolve_device
 from nplm_kernel.exceptions import ConfigurationError, FitError

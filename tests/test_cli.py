@@ -63,7 +63,7 @@ def test_cli_errors_are_one_clear_line(tmp_path, rng, capsys):
                  "--columns", "mass", "--expected-yield", "100"]) == 2
     assert "no column 'mass'; available: x, w" in capsys.readouterr().err
     assert main(["test", "--data", str(tmp_path / "data.parquet"), "--reference", reference, "--columns", "x"]) == 2
-    assert "--expected-yield N(R) or --weight-column" in capsys.readouterr().err
+    assert "give exactly one reference normalisation, --expected-yield N(R)" in capsys.readouterr().err
     assert main(["toys", "--reference", reference, "--columns", "x", "--expected-yield", "100",
                  "--store", str(tmp_path / "s.jsonl"), "--n-toys", "2"]) == 2
     assert "--pool FILE or --pool-fraction" in capsys.readouterr().err
@@ -78,3 +78,20 @@ def test_scan_command_writes_table_and_plot(tmp_path, rng, capsys):
     out = capsys.readouterr().out
     assert out.count("| 0.9 |") == 2 and "Recommendation:" in out
     assert (tmp_path / "scan" / "scan.png").stat().st_size > 5000
+
+
+def test_version_logging_and_precise_normalisation_errors(tmp_path, rng, capsys):
+    import pytest
+
+    from nplm_kernel import __version__
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"nplm {__version__}"
+    _write_samples(tmp_path, rng)
+    reference = str(tmp_path / "reference.parquet")
+    assert main(["test", "--data", str(tmp_path / "data.parquet"), "--reference", reference, "--columns", "x",
+                 "--expected-yield", "100", "--weight-column", "w"]) == 2
+    assert "both --expected-yield and --weight-column were given" in capsys.readouterr().err
+    assert main(["calibrate", "--store", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl: toy store not found" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import platform
 import shutil
 import sys
@@ -33,6 +34,8 @@ from ..version import __version__
 from .config import NuisanceEntry, ReferenceInput, load_config
 from .io import load_events
 from .persistence import load_model, save_model
+
+logger = logging.getLogger(__name__)
 
 
 def _selected(path: Path, columns: list[str] | None, key: str | None, cuts: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -120,11 +123,11 @@ def _provenance(config_path: Path) -> dict[str, Any]:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def _plot(kind: str, *arguments) -> bool:
+def _plot(kind: str, *arguments, **options) -> bool:
     try:
         from . import plots
 
-        getattr(plots, kind)(*arguments)
+        getattr(plots, kind)(*arguments, **options)
     except ConfigurationError:
         return False
     return True
@@ -154,7 +157,10 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(config_path, out / "config.yaml")
     (out / "provenance.json").write_text(json.dumps(_provenance(config_path), indent=2) + "\n")
+    logger.info("%s: N_D = %d, N_R = %d, N(R) = %.6g; test %s", config_path, len(x_data), len(x_ref), w_ref.sum(),
+                test.identity(x_ref, w_ref)["backend"])
     observed = test.run(x_data, x_ref, w_ref)
+    logger.info("observed t = %s", observed.t)
     executor = executor_from_setting(toys_config.executor)
     campaign = run_toys(test, toys, x_ref, w_ref, n_toys=toys_config.n_toys, seed=toys_config.seed,
                         executor=executor, store=store, progress=progress)
@@ -175,7 +181,8 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
         "n_toys": calibrated.n_toys, "n_failed_toys": campaign.n_failed, "n_unconverged_toys": campaign.n_unconverged,
         "null_chi2_fit": None if calibrated.chi2_fit is None else dataclasses.asdict(calibrated.chi2_fit),
         "plots": [name for name, made in [
-            ("f.png", _plot("plot_learned_f", shown.estimator, x_data, x_ref, w_ref, out / "f.png", inputs.columns)),
+            ("f.png", _plot("plot_learned_f", shown.estimator, x_data, x_ref, w_ref, out / "f.png", inputs.columns,
+                            result=calibrated)),
             ("null.png", _plot("plot_null_distribution", null_t, out / "null.png", shown.t)),
         ] if made],
     }

@@ -12,13 +12,13 @@ nplm demo       the kernel test on the built-in 1D benchmark
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from pydantic import ValidationError
 
 from ..backends import Setting, backend_entry, backend_from_options, backend_names
 from ..benchmarks import SIGNALS_1D, Exponential1D
@@ -28,6 +28,7 @@ from ..inference.campaign import CampaignResult, ReferencePoolToys, executor_fro
 from ..inference.hypothesis_test import NPLMTest
 from ..inference.store import check_store, repair_store
 from ..kernel.estimator import KernelNPLM
+from ..version import __version__
 from .analysis import load_data, load_reference, run_analysis
 from .config import ReferenceInput
 
@@ -79,10 +80,15 @@ def _chi2_text(fit: Chi2Fit | None) -> str:
 
 
 def _p_value_lines(result: Significance) -> list[str]:
-    """The p-value line (with its Clopper-Pearson interval, method and toy count) and the Z line."""
+    """The p-value line (with its Clopper-Pearson interval, method and toy count) and the Z line;
+    an extrapolated or bounded p-value says so on both."""
+    flag = "  [EXTRAPOLATED beyond every null toy]" if result.is_extrapolated else (
+        "  [UPPER BOUND: the true p is smaller]" if result.is_bound else "")
+    z_text = f"{result.z:.3f}" if np.isfinite(result.z) else ("-inf (p = 1: no toy is below t)" if result.z < 0 else
+                                                                "inf")
     return [f"p-value:   {result.p_value:.4g}  (68.27% Clopper-Pearson [{result.p_low:.4g}, {result.p_high:.4g}]; "
-            f"method: {result.method}; {result.n_toys} toys)",
-            f"Z:         {result.z:.3f}"]
+            f"method: {result.method}; {result.n_toys} toys){flag}",
+            f"Z:         {z_text}{flag}"]
 
 
 def _null_summary(campaign: CampaignResult) -> list[str]:
@@ -100,11 +106,13 @@ def _columns(text: str | None) -> list[str] | None:
 
 def _reference(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, ReferencePoolToys | None]:
     """(x_ref, w_ref, pool toys or None) from the reference options."""
-    try:
-        reference = ReferenceInput(path=arguments.reference, expected_yield=arguments.expected_yield,
-                                   weight_column=arguments.weight_column)
-    except ValidationError:
-        raise ConfigurationError("give the reference normalisation: --expected-yield N(R) or --weight-column.") from None
+    if (arguments.expected_yield is None) == (arguments.weight_column is None):
+        given = "both --expected-yield and --weight-column were given" if arguments.expected_yield is not None else \
+            "neither was given"
+        raise ConfigurationError(f"give exactly one reference normalisation, --expected-yield N(R) (every event weighs "
+                                 f"N(R) / N_R) or --weight-column (per-event weights summing to N(R)); {given}.")
+    reference = ReferenceInput(path=arguments.reference, expected_yield=arguments.expected_yield,
+                               weight_column=arguments.weight_column)
     return load_reference(reference, _columns(arguments.columns), arguments.key, pool=arguments.pool,
                           pool_fraction=arguments.pool_fraction, seed=arguments.seed)
 
@@ -115,8 +123,11 @@ def _backend(arguments: argparse.Namespace):
     options = {name: value for name, value in vars(arguments).items()
                if name.startswith(BACKEND_OPTION) and value is not None}
     options = {name.removeprefix(BACKEND_OPTION): value for name, value in options.items()}
-    if "seed" in {setting.name for setting in backend_entry(arguments.backend).settings()}:
+    settings = {setting.name for setting in backend_entry(arguments.backend).settings()}
+    if "seed" in settings:
         options.setdefault("seed", str(arguments.seed))
+    if "progress" in settings:  # long fits (the NN's epochs) show a bar unless asked not to
+        options.setdefault("progress", str(not getattr(arguments, "no_progress", False)))
     return backend_from_options(arguments.backend, options)
 
 
@@ -128,13 +139,16 @@ def _command_test(arguments: argparse.Namespace) -> str:
     lines = [f"backend:   {result.backend} {result.hyperparameters}",
              f"samples:   N_D = {len(x_data)}, N_R = {len(x_ref)}, N(R) = {w_ref.sum():.6g}",
              f"t:         {result.t:.4f}  (fit {result.wall_time:.2f} s)"]
+    calibrated = None
     if arguments.null:
         null = CampaignResult.from_store(arguments.null, test, x_ref, w_ref)
-        lines += _null_summary(null) + _p_value_lines(significance(result.t, null.t))
+        calibrated = significance(result.t, null.t)
+        lines += _null_summary(null) + _p_value_lines(calibrated)
     if arguments.plot:
         from .plots import plot_learned_f
 
-        plot_learned_f(result.estimator, x_data, x_ref, w_ref, arguments.plot, names=_columns(arguments.columns))
+        plot_learned_f(result.estimator, x_data, x_ref, w_ref, arguments.plot, names=_columns(arguments.columns),
+                       result=calibrated)
         lines.append(f"plot:      {arguments.plot}")
     return "\n".join(lines)
 
@@ -161,7 +175,7 @@ def _command_calibrate(arguments: argparse.Namespace) -> str:
     if arguments.plot:
         from .plots import plot_null_distribution
 
-        plot_null_distribution(t_null, arguments.plot, arguments.t_observed, arguments.dof)
+        plot_null_distribution(t_null, arguments.plot, arguments.t_observed, arguments.dof, log_y=arguments.log_y)
         lines.append(f"plot:      {arguments.plot}")
     return "\n".join(lines)
 
@@ -203,13 +217,17 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nplm", description="New Physics Learning Machine tests with kernel methods.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log what happens (-v: info, -vv: debug)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (overrides -v)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     test = commands.add_parser("test", help="run the NPLM test on a data file against a reference file")
     test.add_argument("--data", required=True, help="data events (same formats and columns as the reference)")
     _add_sample_options(test)
     test.add_argument("--null", help="campaign store (from nplm toys) to calibrate t against")
-    test.add_argument("--plot", help="PNG of data, reference and reference x e^f per variable")
+    test.add_argument("--plot", help="figure of data, reference and reference x e^f per variable (.png, .pdf, ...)")
+    test.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     toys = commands.add_parser("toys", help="run or resume a null toy campaign")
     _add_sample_options(toys)
@@ -222,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--store", required=True)
     calibrate.add_argument("--t-observed", type=float, help="observed t to turn into a p-value and Z")
     calibrate.add_argument("--dof", type=float, help="nominal chi2 dof to draw beside the fit")
-    calibrate.add_argument("--plot", help="PNG of the null distribution")
+    calibrate.add_argument("--plot", help="figure of the null distribution (.png, .pdf, ...)")
+    calibrate.add_argument("--log-y", action="store_true", help="log scale for the null's density (its tail)")
 
     store = commands.add_parser("store", help="check a toy store, or repair a damaged one")
     store.add_argument("action", choices=["check", "repair"],
@@ -309,6 +328,8 @@ def _command_run(arguments: argparse.Namespace) -> str:
                       f"null chi2 fit: {_chi2_text(None if fit is None else Chi2Fit(**fit))}"])
 
 
+logger = logging.getLogger(__name__)
+
 COMMANDS = {"scan": _command_scan, "run": _command_run, "test": _command_test, "toys": _command_toys,
             "calibrate": _command_calibrate, "store": _command_store, "demo": _command_demo}
 
@@ -316,9 +337,12 @@ COMMANDS = {"scan": _command_scan, "run": _command_run, "test": _command_test, "
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `nplm`; errors of the package print as one line and exit with status 2."""
     arguments = build_parser().parse_args(argv)
+    level = arguments.log_level or ("DEBUG" if arguments.verbose > 1 else "INFO" if arguments.verbose else "WARNING")
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     try:
         print(COMMANDS[arguments.command](arguments))
     except (NPLMError, ValueError) as error:
+        logger.debug("nplm %s failed", arguments.command, exc_info=True)
         print(f"nplm {arguments.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -14,6 +14,7 @@ their parent process dies, so a killed campaign leaves no orphans.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import sys
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from ..backends import resolve_device
 from ..exceptions import ConfigurationError, FitError, InputError
@@ -41,6 +42,8 @@ from ..samples import as_events, check_positive_integer
 from ..version import MAJOR
 from .hypothesis_test import NPLMTest
 from .store import STATUS_OK, StoreContent, StoreWriter, read_store, t_values, verify_identity
+
+logger = logging.getLogger(__name__)
 
 #: A worker that dies while running a toy alone is replaced and the toy retried this many times
 #: in all before it is recorded as failed.
@@ -542,6 +545,9 @@ def run_toys(
     try:
         done = {row["toy"] for row in content.rows if row["toy"] < n_toys}
         pending = [index for index in range(n_toys) if index not in done]
+        logger.info("campaign of %d toys (seed %d): %d stored, %d to run on %s, batches of up to %d%s", n_toys, seed,
+                    len(done), len(pending), "serial" if executor is None else executor, batch_size,
+                    f", store {store}" if store is not None else "")
         task = ToyTask(test=test, generator=generator, x_ref=x_ref, w_ref=w_ref, seed=seed)
         new_rows: dict[int, dict[str, Any]] = {}
         failures = sum(row["status"] != STATUS_OK for row in content.rows if row["toy"] < n_toys)
@@ -553,6 +559,7 @@ def run_toys(
                     writer.append(row)
                 if row["status"] != STATUS_OK:
                     failures += 1
+                    logger.warning("toy %d failed: %s", row["toy"], row["status"])
                     bar.set_postfix(failed=failures, refresh=False)
                 bar.update(1)
                 if failures > max_failure_fraction * n_toys:

@@ -65,14 +65,14 @@ class ScanResult:
     def table(self) -> str:
         """Markdown table of the scan, one row per setting, then the recommendation."""
         lines = ["| sigma quantile | sigma | M | lambda | toys | mean null t | fitted dof | KS p | failures | "
-                 "probe median Z | probe power Z >= 2 |",
-                 "|---|---|---|---|---|---|---|---|---|---|---|"]
+                 "probe median Z | probe power Z >= 2 | choice |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in self.rows:
-            mark = " **(recommended)**" if row == self.recommended else ""
+            mark = "**recommended**" if row == self.recommended else ""
             lines.append(f"| {row.sigma_quantile:g} | {row.sigma:.3f} | {row.n_centers} | {row.penalty:g} | "
                          f"{row.n_toys} | {row.mean_t:.2f} ± {row.t_error:.2f} | {row.dof:.2f} | "
                          f"{row.ks_p_value:.3f} | {row.failures} | {row.probe_median_z:.2f} ± {row.probe_z_error:.2f} | "
-                         f"{row.probe_power:.2f} |{mark}")
+                         f"{row.probe_power:.2f} | {mark} |")
         return "\n".join(lines + ["", f"Recommendation: {self.reason}"])
 
 

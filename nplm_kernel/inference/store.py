@@ -20,6 +20,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -34,6 +35,8 @@ import orjson
 from ..exceptions import ConfigurationError, InputError
 from ..identity import format_differences, identity_differences
 from ..version import __version__
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "nplm-toys/2"
 STATUS_OK = "ok"
@@ -347,6 +350,8 @@ class StoreWriter:
         try:
             self.content = read_store(self.path) if self.path.exists() else StoreContent(None, (), ())
             verify_identity(self.path, self.content, self.identity)
+            if self.path.exists() and self.path.stat().st_size > self.content.complete_bytes:
+                logger.info("%s: cutting a line torn by a kill", self.path)
             self._cut_torn_tail()
             if self.content.header is None:
                 self._write([_dumps(campaign_header(self.identity))])

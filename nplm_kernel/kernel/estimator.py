@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -53,6 +54,8 @@ from .geometry import default_n_centers, kernel_width, nystrom_centers, uniform_
 
 #: Default bound on the memory of the cached kernel matrix K_nM, in bytes (2 GiB).
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
+logger = logging.getLogger(__name__)
+
 #: Rows per block when evaluating f on new points.
 PREDICT_BLOCK_ROWS = 65536
 
@@ -329,6 +332,8 @@ class KernelNPLM(BaseEstimator):
                 stacklevel=3,
             )
         finish_fit(self, samples, f_data, f_ref, report.converged, report)
+        logger.debug("KernelNPLM fit: t = %.6g, %d Newton steps, %d CG iterations, %s, %.3f s", self.t_,
+                     report.newton_steps, sum(report.cg_iterations), report.stop_reason, report.fit_time)
         self.input_mean_, self.input_scale_, self.centers_, self.sigma_ = geometry
         self.n_centers_ = self.centers_.shape[0]
         self.alpha_ = alpha
