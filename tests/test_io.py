@@ -84,3 +84,31 @@ def test_unknown_format_and_unreadable_and_non_finite_files(tmp_path, events):
     np.save(tmp_path / "bad.npy", events)
     with pytest.raises(InputError, match="bad.npy contains 1 non-finite value.*row 4"):
         load_events(tmp_path / "bad.npy")
+
+
+def test_root_jagged_branches_expressions_and_selections(tmp_path):
+    import awkward as ak
+    import uproot
+
+    muons = ak.Array([[30.0, 20.0], [50.0], [], [25.0, 22.0, 10.0]])
+    with uproot.recreate(tmp_path / "muons.root") as handle:
+        tree = handle.mktree("Events", {"Muon_pt": "var * float64", "met": "f8"})
+        tree.extend({"Muon_pt": muons, "met": np.array([10.0, 20.0, 30.0, 40.0])})
+    path = tmp_path / "muons.root"
+    with pytest.raises(InputError, match=r"branch 'Muon_pt' is jagged .* 'Muon_pt\[:, 0\]'"):
+        load_events(path, columns=["Muon_pt", "met"])
+    leading = load_events(path, columns=["Muon_pt[:, 0]", "met"], selection="nMuon_pt >= 1")
+    np.testing.assert_array_equal(leading, [[30.0, 10.0], [50.0, 20.0], [25.0, 40.0]])
+    second = load_events(path, columns=["Muon_pt[:, 1]"], selection="(nMuon_pt >= 2) & (met > 15)")
+    np.testing.assert_array_equal(second, [[22.0]])
+    with pytest.raises(InputError, match=r"needs every selected event to hold k \+ 1 values"):
+        load_events(path, columns=["Muon_pt[:, 0]"])  # the third event has no muon
+    np.save(tmp_path / "plain.npy", np.zeros((3, 1)))
+    with pytest.raises(InputError, match="a selection string needs ROOT input"):
+        load_events(tmp_path / "plain.npy", selection="x > 0")
+
+
+def test_columns_with_expressions_split_on_the_cli():
+    from nplm_kernel.app.cli import _columns
+
+    assert _columns("Muon_pt[:, 0], met,Muon_eta[:,1]") == ["Muon_pt[:, 0]", "met", "Muon_eta[:,1]"]

@@ -38,22 +38,30 @@ from .persistence import load_model, save_model
 logger = logging.getLogger(__name__)
 
 
-def _selected(path: Path, columns: list[str] | None, key: str | None, cuts: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(events, mask of events passing the cuts low <= value < high)."""
-    events = load_events(path, columns, key)
-    mask = np.ones(len(events), dtype=bool)
+def _selected(path: Path, columns: list[str] | None, key: str | None, cuts: dict, selection: str | None = None,
+              extra: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(events, extra columns) of the events passing the selection and the range cuts
+    low <= value < high, read from `path` in one pass."""
+    if columns is None and (cuts or extra):
+        raise ConfigurationError(f"{path}: cuts and weight columns need explicit input columns.")
+    extra = list(extra or [])
+    wanted = None if columns is None else list(dict.fromkeys(list(columns) + list(cuts) + extra))
+    table = load_events(path, wanted, key, selection)
+    position = {name: index for index, name in enumerate(wanted or [])}
+    mask = np.ones(len(table), dtype=bool)
     for name, (low, high) in cuts.items():
-        values = load_events(path, [name], key)[:, 0]
+        values = table[:, position[name]]
         mask &= (values >= (-np.inf if low is None else low)) & (values < (np.inf if high is None else high))
     if not mask.any():
-        raise InputError(f"{path}: no event passes the cuts {cuts}.")
-    return events, mask
+        raise InputError(f"{path}: no event passes the selection {selection!r} and the cuts {cuts}.")
+    events = table[mask] if columns is None else table[mask][:, [position[name] for name in columns]]
+    return events, table[mask][:, [position[name] for name in extra]]
 
 
-def load_data(path: Path, columns: list[str] | None, key: str | None, cuts: dict | None = None) -> np.ndarray:
-    """Data events after the cuts."""
-    events, mask = _selected(path, columns, key, cuts or {})
-    return events[mask]
+def load_data(path: Path, columns: list[str] | None, key: str | None, cuts: dict | None = None,
+              selection: str | None = None) -> np.ndarray:
+    """Data events after the selection and the cuts."""
+    return _selected(path, columns, key, cuts or {}, selection)[0]
 
 
 def load_reference(
@@ -64,22 +72,22 @@ def load_reference(
     pool: Path | None = None,
     pool_fraction: float | None = None,
     seed: int = 0,
+    selection: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, ReferencePoolToys | None]:
-    """(x_ref, w_ref, null toys or None) after the cuts. Weights: the weight column, or
-    expected_yield / N_R (N(R) after the cuts). Toys: from a held-out pool file, or a seeded split
-    of the reference (the same for the observed test and its toys)."""
+    """(x_ref, w_ref, null toys or None) after the selection and the cuts, read in one pass.
+    Weights: the weight column, or expected_yield / N_R (N(R) after the cuts). Toys: from a
+    held-out pool file, or a seeded split of the reference (the same for the observed test and its
+    toys)."""
     cuts = cuts or {}
-    if reference.weight_column and columns is None:
-        raise ConfigurationError("a reference weight column needs explicit input columns.")
-    x_ref, mask = _selected(reference.path, columns, key, cuts)
-    x_ref = x_ref[mask]
+    extra = [reference.weight_column] if reference.weight_column else []
+    x_ref, weights = _selected(reference.path, columns, key, cuts, selection, extra)
     if reference.weight_column:
-        w_ref = load_events(reference.path, [reference.weight_column], key)[mask, 0]
+        w_ref = weights[:, 0]
     else:
         w_ref = np.full(len(x_ref), reference.expected_yield / len(x_ref))
     toys = None
     if pool is not None:
-        toys = ReferencePoolToys(load_data(pool, columns, key, cuts), float(w_ref.sum()))
+        toys = ReferencePoolToys(load_data(pool, columns, key, cuts, selection), float(w_ref.sum()))
     elif pool_fraction is not None:
         toys, x_ref, w_ref = ReferencePoolToys.split(x_ref, w_ref, pool_fraction, seed)
     return x_ref, w_ref, toys
@@ -143,8 +151,9 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
     reference = inputs.reference.model_copy(update={"path": base / inputs.reference.path})
     x_ref, w_ref, toys = load_reference(reference, inputs.columns, inputs.key, inputs.cuts,
                                         pool=None if toys_config.pool is None else base / toys_config.pool,
-                                        pool_fraction=toys_config.pool_fraction, seed=toys_config.seed)
-    x_data = load_data(base / inputs.data.path, inputs.columns, inputs.key, inputs.cuts)
+                                        pool_fraction=toys_config.pool_fraction, seed=toys_config.seed,
+                                        selection=inputs.selection)
+    x_data = load_data(base / inputs.data.path, inputs.columns, inputs.key, inputs.cuts, inputs.selection)
     nuisances = build_nuisances(config.nuisances, base)
     backend = build_backend(config.backend)
     test = NPLMTest(backend, nuisances=nuisances, widths=multi_scale_widths(backend, x_ref, w_ref,

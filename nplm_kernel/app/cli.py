@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -101,7 +102,10 @@ def _null_summary(campaign: CampaignResult) -> list[str]:
 
 
 def _columns(text: str | None) -> list[str] | None:
-    return None if text is None else [column.strip() for column in text.split(",") if column.strip()]
+    """Comma-separated columns; a comma inside brackets belongs to an expression ('Muon_pt[:, 0]')."""
+    if text is None:
+        return None
+    return [column.strip() for column in re.split(r",(?![^\[]*\])", text) if column.strip()]
 
 
 def _reference(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, ReferencePoolToys | None]:
@@ -114,7 +118,7 @@ def _reference(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, R
     reference = ReferenceInput(path=arguments.reference, expected_yield=arguments.expected_yield,
                                weight_column=arguments.weight_column)
     return load_reference(reference, _columns(arguments.columns), arguments.key, pool=arguments.pool,
-                          pool_fraction=arguments.pool_fraction, seed=arguments.seed)
+                          pool_fraction=arguments.pool_fraction, seed=arguments.seed, selection=arguments.selection)
 
 
 def _backend(arguments: argparse.Namespace):
@@ -133,7 +137,7 @@ def _backend(arguments: argparse.Namespace):
 
 def _command_test(arguments: argparse.Namespace) -> str:
     x_ref, w_ref, _ = _reference(arguments)
-    x_data = load_data(arguments.data, _columns(arguments.columns), arguments.key)
+    x_data = load_data(arguments.data, _columns(arguments.columns), arguments.key, selection=arguments.selection)
     test = NPLMTest(_backend(arguments))
     result = test.run(x_data, x_ref, w_ref)
     lines = [f"backend:   {result.backend} {result.hyperparameters}",
@@ -184,6 +188,8 @@ def _add_sample_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", required=True, help="reference events (.npy .npz .h5 .parquet .root)")
     parser.add_argument("--columns", help="comma-separated input variables (columns, branches, datasets)")
     parser.add_argument("--key", help="array in .npz, dataset or group in HDF5, tree in ROOT")
+    parser.add_argument("--selection", help="ROOT TTrees: an uproot cut, e.g. 'nMuon >= 2' (columns may be "
+                                            "expressions such as 'Muon_pt[:, 0]')")
     parser.add_argument("--weight-column", help="per-event reference weights (sum = N(R)) from this column")
     parser.add_argument("--expected-yield", type=float, help="N(R): every reference event weighs N(R) / N_R")
     pool = parser.add_mutually_exclusive_group()

@@ -9,6 +9,7 @@ key path and its line in the file. Relative paths are relative to the config fil
       columns: [x]                  # input variables (columns, branches, HDF5 datasets)
       key: null                     # .npz array, HDF5 dataset/group, ROOT tree
       cuts: {x: [0.0, null]}        # keep low <= value < high (null = open)
+      selection: "nMuon >= 2"       # ROOT TTrees: an uproot cut; columns may be expressions ('Muon_pt[:, 0]')
     backend: {kind: kernel, n_centers: 500, penalty: 1.0e-6}   # any KernelNPLM setting (device: cuda, dtype:
                                     # float32, ...); or kind: nn with any NNNPLM setting; or a registered backend
     toys: {n_toys: 300, seed: 0, executor: local, pool_fraction: 0.5}   # or pool: heldout.parquet
@@ -58,6 +59,7 @@ class Inputs(_Strict):
     columns: list[str] | None = None
     key: str | None = None
     cuts: dict[str, tuple[float | None, float | None]] = {}
+    selection: str | None = None
 
 
 class Toys(_Strict):

@@ -1,16 +1,20 @@
 """Reading event samples from files: .npy, .npz, HDF5 (.h5/.hdf5), parquet and ROOT (uproot).
 
-load_events(path, columns=..., key=...) returns a float64 (n_events, n_features) array: `columns`
-selects variables (names for parquet, ROOT branches, HDF5 datasets in a group, structured-array
-fields; integer indices for plain arrays), `key` names the array in an .npz, the dataset or group
-in an HDF5 file, or the TTree (or RNTuple) in a ROOT file. Optional readers import lazily and say which extra
-to install.
+load_events(path, columns=..., key=..., selection=...) returns a float64 (n_events, n_features)
+array: `columns` selects variables (names for parquet, ROOT branches, HDF5 datasets in a group,
+structured-array fields; integer indices for plain arrays), `key` names the array in an .npz, the
+dataset or group in an HDF5 file, or the TTree (or RNTuple) in a ROOT file. In a TTree a column
+may be an uproot expression, e.g. 'Muon_pt[:, 0]' for the first value of a jagged branch, and
+`selection` an uproot cut, e.g. 'nMuon >= 2'; the tree is read once, in chunks of `step_size`
+(uproot.iterate), keeping only the selected events. A jagged branch asked for as a plain column is
+refused with a hint. Optional readers import lazily and say which extra to install.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,8 @@ import numpy as np
 from ..exceptions import ConfigurationError, InputError
 from ..samples import as_events
 
+#: A column that takes the k-th value of a jagged branch, after the selection: 'Muon_pt[:, 0]'.
+ELEMENT = re.compile(r"^(\w+)\[\s*:\s*,\s*(-?\d+)\s*\]$")
 SUFFIXES = {".npy": "numpy", ".npz": "numpy", ".h5": "hdf5", ".hdf5": "hdf5", ".parquet": "parquet", ".root": "root"}
 
 
@@ -94,39 +100,72 @@ def _read_parquet(path: Path, columns, key) -> np.ndarray:
     return np.column_stack([table.column(name).to_numpy() for name in names])
 
 
-def _read_root(path: Path, columns, key) -> np.ndarray:
+def _flat_column(values: Any, name: str, path: Path) -> np.ndarray:
+    """One value per event as float64; InputError with a hint for a jagged branch."""
+    awkward = importlib.import_module("awkward")
+    try:
+        return np.asarray(awkward.to_numpy(values), dtype=np.float64)
+    except ValueError:
+        raise InputError(
+            f"{path}: branch {name!r} is jagged (a varying number of values per event); choose one value per event "
+            f"with an expression such as '{name}[:, 0]' (the first one) and a selection that guarantees it exists, "
+            f"e.g. selection='n{name.split('_')[0]} >= 1'."
+        ) from None
+
+
+def _read_root(path: Path, columns, key, selection: str | None = None, step_size: str = "100 MB") -> np.ndarray:
     uproot = _optional("uproot", "io")
     with uproot.open(path) as handle:
-        trees = [name.split(";")[0] for name, classname in handle.classnames().items()
-                 if classname.startswith("TTree") or classname == "ROOT::RNTuple"]
+        classes = {name.split(";")[0]: classname for name, classname in handle.classnames().items()
+                   if classname.startswith("TTree") or classname == "ROOT::RNTuple"}
         if key is None:
-            if len(set(trees)) != 1:
-                raise InputError(f"{path}: holds trees {sorted(set(trees))}; say which one with key=.")
-            key = trees[0]
-        _missing([key], trees, path, "tree")
+            if len(classes) != 1:
+                raise InputError(f"{path}: holds trees {sorted(classes)}; say which one with key=.")
+            key = next(iter(classes))
+        _missing([key], list(classes), path, "tree")
         tree = handle[key]
         names = list(columns) if columns is not None else list(tree.keys())
-        _missing(names, list(tree.keys()), path, f"branch in tree {key!r}:")
-        arrays = tree.arrays(names, library="np")
-        return np.column_stack([np.asarray(arrays[name], dtype=np.float64) for name in names])
+        indexed = {name: match.groups() for name in names if (match := ELEMENT.match(name))}
+        reads = list(dict.fromkeys(indexed[name][0] if name in indexed else name for name in names))
+        plain = [name for name in reads if name.isidentifier()]
+        _missing(plain, list(tree.keys()), path, f"branch in tree {key!r}:")
+        if classes[key] == "ROOT::RNTuple" and (selection or len(plain) < len(reads)):
+            raise InputError(f"{path}: {key!r} is an RNTuple; expressions and selections need a TTree here "
+                             f"(asked for {names} with selection {selection!r}).")
+        chunks = []
+        try:
+            for chunk in tree.iterate(reads, cut=selection, step_size=step_size, library="ak"):
+                values = [chunk[indexed[name][0]][:, int(indexed[name][1])] if name in indexed else chunk[name]
+                          for name in names]
+                chunks.append(np.column_stack([_flat_column(value, name, path) for value, name in zip(values, names)]))
+        except (IndexError, KeyError, NameError, SyntaxError, TypeError) as error:
+            raise InputError(f"{path}: cannot evaluate the columns {names} with selection {selection!r} in tree "
+                             f"{key!r} ({type(error).__name__}: {error}); an index such as [:, k] needs every "
+                             "selected event to hold k + 1 values.") from None
+        return np.concatenate(chunks) if chunks else np.empty((0, len(names)))
 
 
 READERS = {"numpy": _read_numpy, "hdf5": _read_hdf5, "parquet": _read_parquet, "root": _read_root}
 
 
 def load_events(
-    path: str | os.PathLike, columns: Sequence[str | int] | None = None, key: str | None = None
+    path: str | os.PathLike, columns: Sequence[str | int] | None = None, key: str | None = None,
+    selection: str | None = None,
 ) -> np.ndarray:
     """Events (n_events, n_features) as float64 from `path` (module docstring); InputError names
-    the file and what is wrong (missing file, unknown format, missing column, non-finite values)."""
+    the file and what is wrong (missing file, unknown format, missing column, jagged branch,
+    non-finite values). `selection` (an uproot cut) is for ROOT TTrees only."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found.")
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise InputError(f"{path}: unknown file type {path.suffix!r}; supported: {', '.join(sorted(SUFFIXES))}.")
+    if selection is not None and kind != "root":
+        raise InputError(f"{path}: a selection string needs ROOT input; select {kind} events with range cuts "
+                         "(cuts: {column: [low, high]}).")
     try:
-        values = READERS[kind](path, columns, key)
+        values = READERS[kind](path, columns, key, selection) if kind == "root" else READERS[kind](path, columns, key)
     except (OSError, ValueError, KeyError) as error:
         if isinstance(error, InputError):
             raise
