@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-quick benchmark clean
+.PHONY: install demo test test-quick docs benchmark clean
 
 install: $(STAMP)
 
@@ -26,8 +26,13 @@ test: $(STAMP)
 test-quick: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+# The documentation site, built strictly (a broken link or reference fails): site/index.html.
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 benchmark: $(STAMP)
 	$(PY) benchmarks/kernel_vs_sklearn.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache site docs/generated

@@ -179,3 +179,16 @@ def test_every_kernel_setting_is_reachable_from_yaml_and_the_command_line(tmp_pa
     assert "--weight-clip is a setting of backend(s) nn, not of 'kernel'" in capsys.readouterr().err
     assert main([*common, "--penalty", "minus one"]) == 2
     assert "--penalty: Input should be a valid number" in capsys.readouterr().err
+
+
+def test_every_source_folder_is_a_package_that_installs():
+    """A folder of modules without __init__.py imports from a source tree but is left out of an
+    installed wheel (setuptools finds packages by their __init__.py)."""
+    from pathlib import Path
+
+    from setuptools import find_packages
+
+    root = Path(__file__).resolve().parents[1]
+    folders = {str(path.parent.relative_to(root)).replace("/", ".") for top in ("nplm_kernel", "nn_baseline")
+               for path in (root / top).rglob("*.py") if "__pycache__" not in path.parts}
+    assert folders <= set(find_packages(str(root), include=["nplm_kernel*", "nn_baseline*"]))
