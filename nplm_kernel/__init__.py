@@ -25,6 +25,7 @@ from .inference.calibration import combine_settings, significance
 from .inference.campaign import CampaignResult, run_toys
 from .inference.hypothesis_test import MultiScaleResult, NPLMResult, NPLMTest
 from .kernel.estimator import KernelNPLM
+from .kernel.taylor import KernelTaylorLearner
 from .samples import Samples, validate_samples
 from .statistic import chi2_p_value, nplm_loss, t_from_loss, z_score
 from .version import __version__
@@ -40,6 +41,7 @@ __all__ = [
     "FitError",
     "InputError",
     "KernelNPLM",
+    "KernelTaylorLearner",
     "MultiScaleResult",
     "NormalizationWarning",
     "NotFittedError",

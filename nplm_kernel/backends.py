@@ -43,6 +43,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from .exceptions import ConfigurationError, NotFittedError
+from .identity import current_class_path, qualified_name
 from .samples import Samples
 from .statistic import nplm_loss, t_from_loss
 
@@ -154,8 +155,7 @@ class BackendEntry:
     @property
     def path(self) -> str:
         """'module.Class' of the estimator (what a saved model records)."""
-        cls = self.estimator
-        return f"{cls.__module__}.{cls.__qualname__}"
+        return qualified_name(self.estimator)
 
     def settings(self) -> list[Setting]:
         """The backend's hyperparameters (settings_of)."""
@@ -178,8 +178,8 @@ _REGISTRY: dict[str, BackendEntry] = {
 }
 #: Saved-model classes that are not backends (Taylor learners of shape nuisances), by path.
 _MODELS: dict[str, str] = {
-    "nplm_kernel.kernel.taylor.KernelTaylorLearner": "nplm_kernel.kernel.taylor:KernelTaylorLearner",
-    "nn_baseline.taylor.NNTaylorLearner": "nn_baseline.taylor:NNTaylorLearner",
+    "nplm_kernel.KernelTaylorLearner": "nplm_kernel.kernel.taylor:KernelTaylorLearner",
+    "nn_baseline.NNTaylorLearner": "nn_baseline.taylor:NNTaylorLearner",
 }
 
 
@@ -210,7 +210,9 @@ def backend_name_of(estimator: Any) -> str | None:
 
 
 def loadable_class(path: str) -> type | None:
-    """The class a saved model names ('module.Class'), if it is a registered backend or model."""
+    """The class a saved model names (qualified_name, or a former path), if it is a registered
+    backend or model."""
+    path = current_class_path(path)
     for entry in _REGISTRY.values():
         if entry.path == path:
             return entry.estimator

@@ -64,6 +64,20 @@ def _rewrite(source, target, edit):
     return target
 
 
+def test_models_saved_under_former_module_paths_still_load(tmp_path, gaussian_samples):
+    saved = tmp_path / "kernel.npz"
+    fitted = KernelNPLM(n_centers=20).fit(*gaussian_samples)
+    save_model(fitted, saved)
+
+    def former_path(metadata, arrays):
+        assert metadata["class"] == "nplm_kernel.KernelNPLM"
+        metadata["class"] = "nplm_kernel.estimator.KernelNPLM"
+
+    loaded = load_model(_rewrite(saved, tmp_path / "former.npz", former_path))
+    grid = np.linspace(-2, 2, 50)[:, None].repeat(2, axis=1)
+    np.testing.assert_array_equal(loaded.decision_function(grid), fitted.decision_function(grid))
+
+
 def test_damaged_or_hostile_model_files_are_refused_naming_file_and_problem(tmp_path, gaussian_samples):
     good = tmp_path / "good.npz"
     save_model(KernelNPLM(n_centers=20).fit(*gaussian_samples), good)

@@ -70,6 +70,22 @@ def test_resuming_with_another_setting_is_refused_naming_the_field_and_leaving_t
                         progress=False).t) == 6
 
 
+def test_a_store_written_when_the_backend_lived_in_another_module_resumes(inputs, filled_store):
+    """Stores name the backend by its public name; one written by an earlier version under a
+    former module path is the same campaign and resumes, while another class is still refused."""
+    _, x_ref, w_ref = inputs
+    header, *rows = filled_store.read_text().splitlines(keepends=True)
+    assert '"class":"nplm_kernel.KernelNPLM"' in header
+    filled_store.write_text(header.replace("nplm_kernel.KernelNPLM", "nplm_kernel.estimator.KernelNPLM") + "".join(rows))
+    resumed = run_toys(inputs[0], BENCHMARK.data, x_ref, w_ref, n_toys=7, seed=1, executor=None, store=filled_store,
+                       progress=False)
+    assert len(resumed.t) == 7
+    filled_store.write_text(header.replace("nplm_kernel.KernelNPLM", "nn_baseline.NNNPLM") + "".join(rows))
+    with pytest.raises(CampaignMismatchError, match=r"test\.backend\.class: the store has 'nn_baseline\.NNNPLM'"):
+        run_toys(inputs[0], BENCHMARK.data, x_ref, w_ref, n_toys=7, seed=1, executor=None, store=filled_store,
+                 progress=False)
+
+
 def test_readers_check_what_the_store_is_a_null_of(inputs, filled_store, capsys):
     test, x_ref, w_ref = inputs
     assert len(CampaignResult.from_store(filled_store, test, x_ref, w_ref).t) == 5

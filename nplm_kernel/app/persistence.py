@@ -18,6 +18,7 @@ import numpy as np
 
 from ..backends import loadable_class, loadable_paths, resolve_device
 from ..exceptions import ConfigurationError, InputError
+from ..identity import qualified_name
 from ..version import __version__
 
 FORMAT = "nplm-model-v1"
@@ -36,7 +37,7 @@ def _split(values: dict[str, Any], prefix: str) -> tuple[dict[str, np.ndarray], 
 def save_model(estimator: Any, path: str | os.PathLike) -> None:
     """Write a fitted registered backend (backends.py) or Taylor learner (KernelTaylorLearner,
     NNTaylorLearner) to `path` (.npz): one learning of delta_k(x) then serves every toy."""
-    path_name = f"{type(estimator).__module__}.{type(estimator).__qualname__}"
+    path_name = qualified_name(type(estimator))
     if loadable_class(path_name) is None:
         raise ConfigurationError(f"cannot save a {type(estimator).__name__}: not a registered backend or Taylor "
                                  f"learner ({', '.join(loadable_paths())}).")

@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, clone
 
 from ..backends import contract_gaps
 from ..exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
-from ..identity import describe, sample_digest
+from ..identity import describe, qualified_name, sample_digest
 from ..samples import as_events, as_weights, check_positive_integer, check_positive_number, validate_samples
 from .nuisance import NuisanceFit, NuisanceModel, NuisanceTerms
 
@@ -133,7 +133,7 @@ def backend_identity(backend: BaseEstimator) -> dict[str, Any]:
     settings such as the device, which change how but not what is computed, are left out)."""
     execution = set(getattr(type(backend), "execution_settings", ()))
     parameters = {name: value for name, value in backend.get_params(deep=False).items() if name not in execution}
-    return {"class": f"{type(backend).__module__}.{type(backend).__qualname__}", "hyperparameters": describe(parameters)}
+    return {"class": qualified_name(type(backend)), "hyperparameters": describe(parameters)}
 
 
 def json_safe_parameters(estimator: BaseEstimator) -> dict[str, Any]:
