@@ -2,6 +2,7 @@
 cannot explain, and a campaign survives failing toys, dying workers and a killed parent."""
 
 import functools
+import gc
 import json
 import os
 import signal
@@ -121,6 +122,7 @@ def test_a_damaged_middle_line_is_reported_with_file_and_line_then_repaired(fill
     filled_store.write_text("\n".join(lines) + "\n")
     with pytest.raises(StoreCorruptError, match=rf"{filled_store}, line 3: not valid JSON .* 1 more bad line"):
         read_store(filled_store)
+    assert gc.isenabled()  # the reader pauses the cyclic collector only while it parses
     assert main(["calibrate", "--store", str(filled_store)]) == 2
     assert "line 3: not valid JSON" in capsys.readouterr().err
     report = check_store(filled_store)

@@ -55,6 +55,9 @@ IN_FLIGHT_PER_WORKER = 2
 EXTERNAL_IN_FLIGHT = 1024
 #: Seconds between a pool worker's checks that its parent is still alive.
 PARENT_CHECK_SECONDS = 0.5
+#: Toys a worker fits together by default: the fastest size in benchmarks/toy_throughput.py (1D
+#: benchmark, 2 processes: 64 before 16 and 256).
+DEFAULT_BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -512,7 +515,7 @@ def run_toys(
     progress: bool = True,
     max_failure_fraction: float = 0.1,
     generator_name: str | None = None,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> CampaignResult:
     """Run (or resume) a campaign of `n_toys` toys: data from `generator(rng)` against the fixed
     reference (x_ref, w_ref), or, when the generator returns ToySample (PermutationToys), against
