@@ -21,8 +21,10 @@ from .exceptions import (
     NPLMError,
     SampleSizeWarning,
 )
+from .inference.baselines import BaselineTest
 from .inference.calibration import combine_settings, significance
 from .inference.campaign import CampaignResult, run_toys
+from .inference.comparison import compare_methods
 from .inference.hypothesis_test import MultiScaleResult, NPLMResult, NPLMTest
 from .kernel.estimator import KernelNPLM
 from .kernel.taylor import KernelTaylorLearner
@@ -34,6 +36,7 @@ __all__ = [
     "__version__",
     "Backend",
     "BackendFit",
+    "BaselineTest",
     "CampaignResult",
     "ConfigurationError",
     "ConvergenceWarning",
@@ -52,6 +55,7 @@ __all__ = [
     "Samples",
     "chi2_p_value",
     "combine_settings",
+    "compare_methods",
     "load_model",
     "nplm_loss",
     "register_backend",

@@ -95,3 +95,20 @@ def test_version_logging_and_precise_normalisation_errors(tmp_path, rng, capsys)
     assert "both --expected-yield and --weight-column were given" in capsys.readouterr().err
     assert main(["calibrate", "--store", str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl: toy store not found" in capsys.readouterr().err
+
+
+def test_compare_prints_one_table_for_every_method_on_the_same_toys(tmp_path, rng, capsys):
+    _write_samples(tmp_path, rng)
+    out = tmp_path / "compare"
+    arguments = ["compare", "--data", str(tmp_path / "data.parquet"), "--reference", str(tmp_path / "reference.parquet"),
+                 "--columns", "x", "--expected-yield", "100", "--pool-fraction", "0.5", "--methods", "kernel,binned",
+                 "--set", "binned.bins=10", "--n-centers", "40", "--n-toys", "5", "--executor", "serial",
+                 "--out", str(out), "--no-progress"]
+    assert main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert "| kernel |" in printed and "| binned |" in printed and (out / "compare.md").read_text() in printed + "\n"
+    binned = read_store(out / "binned.jsonl")
+    assert len(binned.rows) == 5 and binned.identity["test"]["baseline"]["hyperparameters"]["bins"] == 10
+    assert read_store(out / "kernel.jsonl").identity["test"]["backend"]["hyperparameters"]["n_centers"] == 40
+    assert main([*arguments, "--set", "binned=10"]) == 2
+    assert "--set takes METHOD.SETTING=VALUE" in capsys.readouterr().err

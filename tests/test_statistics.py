@@ -67,6 +67,9 @@ def test_significance_extrapolates_only_beyond_the_toys(rng):
     assert beyond.method == CHI2_EXTRAPOLATION and beyond.is_extrapolated
     assert beyond.p_value == pytest.approx(stats.chi2.sf(40.0, beyond.chi2_fit.dof))
     assert beyond.p_low == 0.0 and beyond.p_value < beyond.p_high
+    bounded = significance(40.0, null, extrapolate=False)  # a statistic without a chi2 null: no tail to use
+    assert bounded.is_bound and bounded.p_value == pytest.approx(1 - ((1 - 0.6827) / 2) ** (1 / 200))  # CP, k = 0
+    assert significance(float(np.quantile(null, 0.9)), null, extrapolate=False).p_value == inside.p_value
     with pytest.raises(InputError, match="at least 2 null toys"):
         significance(1.0, [1.0])
     with pytest.raises(InputError, match="t_null contains"):

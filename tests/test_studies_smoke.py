@@ -43,6 +43,8 @@ def test_benchmark_scripts_run(monkeypatch, capsys):
         ("kernel_scaling.py", ["--sizes", "20000", "40000", "--n-centers-1d", "50", "--n-centers-5d", "50"]),
         ("gpu.py", ["--quick", "--repeats", "1"]),
         ("memory_budget.py", ["--n-reference", "30000", "--n-centers", "200", "--budgets", "100000000"]),
+        ("toy_throughput.py", ["--n-toys", "4", "--executor", "serial", "--batch-sizes", "2", "--skip-5d",
+                               "--store-rows", "300"]),
     ]:
         monkeypatch.setattr(sys, "argv", [script, *arguments])
         _load(ROOT / "benchmarks" / script).main()
@@ -103,3 +105,26 @@ def test_paper_tables_study_smoke(tmp_path):
     assert table.count("\n| ours:") == 4 and "| coverage |" in table
     assert len(read_store(tmp_path / "v0_null.jsonl").rows) == 12
     assert np.asarray(read_store(tmp_path / "v2_null.jsonl").rows[0]["t"]).shape == (2,)  # min-p: one t per width
+
+
+@pytest.mark.slow
+def test_baselines_study_smoke(tmp_path):
+    study = _load(ROOT / "studies" / "baselines.py")
+    table = study.run("smoke", tmp_path, progress=False, datasets=("1d",))
+    header = next(line for line in table.splitlines() if line.startswith("| dataset |"))
+    assert header.split(" | ")[2:5] == ["kernel", "nn", "kernel_minp"] and "bumphunter" in header and "gmm" in header
+    np2 = next(line for line in table.splitlines() if line.startswith("| 1d | NP2 |")).split(" | ")
+    assert "±" in np2[2] and np2[2].endswith("/ -")  # 50 null toys resolve Z >= 2, not Z >= 3
+    assert np2[3] == "- / -"  # the NN's 4 null toys resolve neither
+    kernel, binned = (read_store(tmp_path / "1d" / f"{method}_NP2.jsonl").rows for method in ("kernel", "binned"))
+    assert [row["n_data"] for row in kernel] == [row["n_data"] for row in binned]  # same toys for every method
+    assert (tmp_path / "power_vs_yield.png").stat().st_size > 0
+
+
+def test_baselines_study_power_uses_empirical_p_values_only_where_the_null_resolves_them():
+    study = _load(ROOT / "studies" / "baselines.py")
+    null = np.arange(1.0, 101.0)  # p(t) = #(null >= t) / 100
+    power, half_width = study.empirical_power(null, np.array([99.5, 98.5, 97.5, 50.0]), 2.0)
+    assert power == 0.5  # p = 0.01, 0.02 pass p <= 0.0228; p = 0.03 and 0.51 do not
+    assert 0.25 < half_width < 0.35  # exact interval: a bit wider than the binomial sd sqrt(0.25 / 4) = 0.25
+    assert study.empirical_power(null, np.array([1000.0]), 3.0) is None  # 100 toys cannot resolve p = 0.00135

@@ -6,6 +6,7 @@ nplm calibrate  turn a campaign store into a chi2 fit, p-value and Z, and a plot
 nplm store      check a toy store, or repair a damaged one (bad lines go to a side file)
 nplm run        the whole study an analysis YAML file describes (resumable)
 nplm scan       choose sigma, M and lambda from null toys of the reference (table, plot, choice)
+nplm compare    NPLM and baseline methods on the same data and null toys: one table
 nplm demo       the kernel test on the built-in 1D benchmark
 """
 
@@ -20,12 +21,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from ..backends import Setting, backend_entry, backend_from_options, backend_names
 from ..benchmarks import SIGNALS_1D, Exponential1D
 from ..exceptions import ConfigurationError, InputError, NPLMError
 from ..inference.calibration import Chi2Fit, Significance, fit_chi2, significance
 from ..inference.campaign import CampaignResult, ReferencePoolToys, executor_from_setting, run_toys
+from ..inference.comparison import compare_methods, method_names
 from ..inference.hypothesis_test import NPLMTest
 from ..inference.store import check_store, repair_store
 from ..kernel.estimator import KernelNPLM
@@ -157,6 +160,47 @@ def _command_test(arguments: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def _method_settings(arguments: argparse.Namespace, methods: list[str]) -> dict[str, dict]:
+    """Constructor settings per method: the backend options for the NPLM backends named (each takes
+    the options that are its settings), and --set METHOD.SETTING=VALUE (a YAML value) for any method."""
+    options = {name.removeprefix(BACKEND_OPTION): value for name, value in vars(arguments).items()
+               if name.startswith(BACKEND_OPTION) and value is not None}
+    settings: dict[str, dict] = {}
+    for name in methods:
+        if name in backend_names():
+            own = {setting.name for setting in backend_entry(name).settings()}
+            backend_options = {option: text for option, text in options.items() if option in own}
+            backend_options.setdefault("seed", str(arguments.seed))
+            if "progress" in own:
+                backend_options.setdefault("progress", "False")
+            settings[name] = backend_from_options(name, backend_options).get_params(deep=False)
+    for assignment in arguments.set or []:
+        target, equals, text = assignment.partition("=")
+        method, dot, setting = target.partition(".")
+        if not (equals and dot and method and setting):
+            raise ConfigurationError(f"--set takes METHOD.SETTING=VALUE (e.g. mmd.sigma=0.5), got {assignment!r}.")
+        settings.setdefault(method, {})[setting] = yaml.safe_load(text)
+    return settings
+
+
+def _command_compare(arguments: argparse.Namespace) -> str:
+    x_ref, w_ref, toys = _reference(arguments)
+    if toys is None:
+        raise ConfigurationError("the null toys need a held-out pool: --pool FILE or --pool-fraction F.")
+    x_data = load_data(arguments.data, _columns(arguments.columns), arguments.key, selection=arguments.selection)
+    methods = _columns(arguments.methods)
+    out = Path(arguments.out)
+    comparison = compare_methods(
+        x_data, x_ref, w_ref, toys, methods=methods, settings=_method_settings(arguments, methods or ["kernel"]),
+        n_toys=arguments.n_toys, seed=arguments.seed, executor=executor_from_setting(arguments.executor),
+        store_dir=out, progress=not arguments.no_progress)
+    header = (f"{len(x_data)} data events against N_R = {len(x_ref)} (N(R) = {w_ref.sum():.6g}); each method "
+              f"calibrated on its own {arguments.n_toys} null toys (the same toys for all), seed {arguments.seed}")
+    table = header + "\n\n" + comparison.table()
+    (out / "compare.md").write_text(table + "\n")
+    return table + f"\n\nwritten: {out / 'compare.md'} and one toy store per method in {out}"
+
+
 def _command_toys(arguments: argparse.Namespace) -> str:
     x_ref, w_ref, toys = _reference(arguments)
     if toys is None:
@@ -271,6 +315,18 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--out", default="scan", help="output folder for scan.md and scan.png")
     scan.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
+    compare = commands.add_parser("compare", help="NPLM and baseline methods on the same data and null toys")
+    compare.add_argument("--data", required=True, help="data events (same formats and columns as the reference)")
+    _add_sample_options(compare)
+    compare.add_argument("--methods", help="comma-separated methods (default: kernel and every baseline that applies): "
+                                           + ", ".join(method_names()))
+    compare.add_argument("--set", action="append", metavar="METHOD.SETTING=VALUE",
+                         help="a method's setting, e.g. mmd.sigma=0.5 or binned.bins=30 (repeatable)")
+    compare.add_argument("--n-toys", type=int, default=100, help="null toys per method (default 100)")
+    compare.add_argument("--executor", default="local", help="'local' (all cores), 'serial', or a number of processes")
+    compare.add_argument("--out", default="compare", help="folder for the stores (resumable) and compare.md")
+    compare.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
     demo = commands.add_parser("demo", help="run a kernel NPLM test on the built-in 1D benchmark")
     demo.add_argument("--signal", choices=sorted(SIGNALS_1D), default="NP2", help="injected signal (default NP2)")
     demo.add_argument("--toys", type=int, default=100, help="number of null toys (default 100)")
@@ -336,7 +392,7 @@ def _command_run(arguments: argparse.Namespace) -> str:
 
 logger = logging.getLogger(__name__)
 
-COMMANDS = {"scan": _command_scan, "run": _command_run, "test": _command_test, "toys": _command_toys,
+COMMANDS = {"compare": _command_compare, "scan": _command_scan, "run": _command_run, "test": _command_test, "toys": _command_toys,
             "calibrate": _command_calibrate, "store": _command_store, "demo": _command_demo}
 
 

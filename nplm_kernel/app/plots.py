@@ -239,6 +239,12 @@ def plot_monitoring(z_values: Sequence[float], labels: Sequence[str], alarm_z: f
     return _save(figure, path)
 
 
+#: Each curve of a power plot has its own marker (and line style past the markers), so that curves
+#: stay apart where the colour cycle repeats.
+CURVE_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
+CURVE_LINESTYLES = ("-", "--", ":")
+
+
 def plot_power_curves(panels: Sequence[tuple[str, Sequence[float], dict[str, Sequence[float]]]],
                       path: str | os.PathLike | None = None, ax: Any = None) -> Any:
     """Power against a scanned quantity, one panel per (x label, x values, {curve label: powers}).
@@ -246,12 +252,13 @@ def plot_power_curves(panels: Sequence[tuple[str, Sequence[float], dict[str, Seq
     with _style():
         figure, axes = _figure(1, len(panels), ax, figsize=(7 * len(panels), 6))
         for axis, (label, x_values, curves) in zip(np.asarray(axes).flat, panels):
-            for name, powers in curves.items():
+            for index, (name, powers) in enumerate(curves.items()):
                 if len(powers) != len(x_values):
                     raise ConfigurationError(f"curve {name!r} has {len(powers)} values for {len(x_values)} scan points.")
-                axis.plot(x_values, powers, "o-", label=name)
+                axis.plot(x_values, powers, marker=CURVE_MARKERS[index % len(CURVE_MARKERS)],
+                          linestyle=CURVE_LINESTYLES[index // len(CURVE_MARKERS) % len(CURVE_LINESTYLES)], label=name)
             axis.set_xlabel(label)
             axis.set_ylabel("power")
             axis.set_ylim(-0.02, 1.02)
-            axis.legend(fontsize="small")
+            axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return _save(figure, path)

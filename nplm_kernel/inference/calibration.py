@@ -2,7 +2,9 @@
 interval, a chi2 fit of the null (fitted dof and its KS p-value), and Z = Phi^-1(1 - p).
 
 When the observed t exceeds every null toy the empirical p-value is only bounded, so the p-value
-is taken from the fitted chi2 tail and labelled as an extrapolation.
+is taken from the fitted chi2 tail and labelled as an extrapolation, provided the chi2 describes
+the null (positive t, KS p-value of the fit at least MIN_CHI2_KS_P_VALUE); otherwise the
+Clopper-Pearson upper bound is reported, labelled as a bound.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from ..statistic import z_score
 
 EMPIRICAL = "empirical"
 CHI2_EXTRAPOLATION = "fitted chi2 tail (extrapolation: t exceeds every null toy)"
-UPPER_BOUND = ("Clopper-Pearson upper bound (t beyond every null toy, and the null has non-positive t, so no chi2 tail "
-               "can extend it): the true p is smaller, Z larger")
+UPPER_BOUND = ("Clopper-Pearson upper bound (t beyond every null toy, and no chi2 tail extends the null: no "
+               "acceptable chi2 fit, KS p >= 0.01 on positive t, or a statistic without a chi2 null): the true p is "
+               "smaller, Z larger")
 MIN_P = "min-p over the widths, calibrated on the null toys"
 MIN_P_EXTRAPOLATION = ("Bonferroni bound from each width's fitted chi2 tail (extrapolation: the min-p is below every "
                        "null toy's)")
@@ -91,9 +94,19 @@ def fit_chi2(t_null: object) -> Chi2Fit:
     return Chi2Fit(dof=float(dof), ks_statistic=float(ks.statistic), ks_p_value=float(ks.pvalue), n_toys=values.size)
 
 
+#: A chi2 fit whose KS p-value is below this does not describe the null: its tail is not used to
+#: extrapolate beyond the last toy.
+MIN_CHI2_KS_P_VALUE = 0.01
+
+
 def _chi2_fit_or_none(values: np.ndarray) -> Chi2Fit | None:
     """The chi2 fit of a null sample, or None when it has non-positive t (no chi2 describes it)."""
     return fit_chi2(values) if (values > 0).all() else None
+
+
+def _extends_tail(fit: Chi2Fit | None) -> bool:
+    """Whether a chi2 fit may extend the null beyond its last toy (it exists and KS does not reject it)."""
+    return fit is not None and fit.ks_p_value >= MIN_CHI2_KS_P_VALUE
 
 
 def chi2_ks_test(t_null: object, dof: float) -> tuple[float, float]:
@@ -119,11 +132,14 @@ def permutation_p_value(t: float, t_null: object) -> float:
     return (np.count_nonzero(values >= t) + 1.0) / (values.size + 1.0)
 
 
-def significance(t: float | Sequence[float], t_null: object, confidence: float = 0.6827) -> Significance:
+def significance(t: float | Sequence[float], t_null: object, confidence: float = 0.6827,
+                 extrapolate: bool = True) -> Significance:
     """Calibrate an observed t against null toys (module docstring); for a multi-scale test, t has
-    one value per width and t_null is (n_toys, K): min-p over the widths (Significance)."""
+    one value per width and t_null is (n_toys, K): min-p over the widths (Significance).
+    extrapolate=False never uses a chi2 tail (statistics without a chi2 null): beyond every null
+    toy, p is the Clopper-Pearson upper bound."""
     if np.ndim(t) == 1:
-        return _min_p_significance(np.asarray(t, dtype=np.float64), t_null, confidence)
+        return _min_p_significance(np.asarray(t, dtype=np.float64), t_null, confidence, extrapolate)
     if not np.isfinite(t):
         raise InputError(f"observed t must be finite, got {t}.")
     values = _as_null_sample(t_null)
@@ -131,8 +147,8 @@ def significance(t: float | Sequence[float], t_null: object, confidence: float =
     p_value, p_low, p_high = empirical_p_value(t, values, confidence)
     method = EMPIRICAL
     if p_value == 0.0:
-        p_value, method = ((float(stats.chi2.sf(t, chi2_fit.dof)), CHI2_EXTRAPOLATION) if chi2_fit is not None
-                           else (p_high, UPPER_BOUND))
+        p_value, method = ((float(stats.chi2.sf(t, chi2_fit.dof)), CHI2_EXTRAPOLATION)
+                           if extrapolate and _extends_tail(chi2_fit) else (p_high, UPPER_BOUND))
     return Significance(
         t=float(t),
         p_value=p_value,
@@ -191,7 +207,7 @@ def _settings_p_values(t_observed: object, t_null: object) -> tuple[np.ndarray, 
     return observed, observed_p, at_least / n_toys  # (k + 1) / n with k = others at least as large
 
 
-def _min_p_significance(observed_t: np.ndarray, t_null: object, confidence: float) -> Significance:
+def _min_p_significance(observed_t: np.ndarray, t_null: object, confidence: float, extrapolate: bool) -> Significance:
     observed, observed_p, null_p = _settings_p_values(observed_t, t_null)
     n_toys = null_p.shape[0]
     null_min_p, observed_min_p = null_p.min(axis=1), observed_p.min()
@@ -201,7 +217,7 @@ def _min_p_significance(observed_t: np.ndarray, t_null: object, confidence: floa
     if count == 0:
         null = np.asarray(t_null, dtype=np.float64)
         fits = [_chi2_fit_or_none(null[:, column]) for column in range(observed.size)]
-        if None in fits:
+        if not (extrapolate and all(_extends_tail(fit) for fit in fits)):
             p_value, method = float(interval.high), UPPER_BOUND
         else:
             tails = [stats.chi2.sf(value, fit.dof) for value, fit in zip(observed, fits)]
