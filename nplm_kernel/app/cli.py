@@ -124,18 +124,28 @@ def _reference(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, R
                           pool_fraction=arguments.pool_fraction, seed=arguments.seed, selection=arguments.selection)
 
 
-def _backend(arguments: argparse.Namespace):
-    """The backend `--backend` names, built from the backend options given (the others keep the
-    backend's own defaults); --seed also seeds the backend."""
-    options = {name: value for name, value in vars(arguments).items()
-               if name.startswith(BACKEND_OPTION) and value is not None}
-    options = {name.removeprefix(BACKEND_OPTION): value for name, value in options.items()}
-    settings = {setting.name for setting in backend_entry(arguments.backend).settings()}
+def _backend_options(arguments: argparse.Namespace) -> dict[str, str]:
+    """The backend options given on the command line, {setting: text}."""
+    return {name.removeprefix(BACKEND_OPTION): value for name, value in vars(arguments).items()
+            if name.startswith(BACKEND_OPTION) and value is not None}
+
+
+def _build_backend(arguments: argparse.Namespace, name: str, options: dict[str, str], progress: bool):
+    """Backend `name` from command-line options (the others keep the backend's own defaults);
+    --seed also seeds it, and `progress` shows its fit's bar (the NN's epochs) unless an option says."""
+    settings = {setting.name for setting in backend_entry(name).settings()}
+    options = dict(options)
     if "seed" in settings:
         options.setdefault("seed", str(arguments.seed))
-    if "progress" in settings:  # long fits (the NN's epochs) show a bar unless asked not to
-        options.setdefault("progress", str(not getattr(arguments, "no_progress", False)))
-    return backend_from_options(arguments.backend, options)
+    if "progress" in settings:
+        options.setdefault("progress", str(progress))
+    return backend_from_options(name, options)
+
+
+def _backend(arguments: argparse.Namespace):
+    """The backend `--backend` names, built from the backend options given."""
+    return _build_backend(arguments, arguments.backend, _backend_options(arguments),
+                          progress=not getattr(arguments, "no_progress", False))
 
 
 def _command_test(arguments: argparse.Namespace) -> str:
@@ -163,17 +173,14 @@ def _command_test(arguments: argparse.Namespace) -> str:
 def _method_settings(arguments: argparse.Namespace, methods: list[str]) -> dict[str, dict]:
     """Constructor settings per method: the backend options for the NPLM backends named (each takes
     the options that are its settings), and --set METHOD.SETTING=VALUE (a YAML value) for any method."""
-    options = {name.removeprefix(BACKEND_OPTION): value for name, value in vars(arguments).items()
-               if name.startswith(BACKEND_OPTION) and value is not None}
+    options = _backend_options(arguments)
     settings: dict[str, dict] = {}
     for name in methods:
-        if name in backend_names():
+        if name in backend_names():  # no bars inside the campaign's fits
             own = {setting.name for setting in backend_entry(name).settings()}
-            backend_options = {option: text for option, text in options.items() if option in own}
-            backend_options.setdefault("seed", str(arguments.seed))
-            if "progress" in own:
-                backend_options.setdefault("progress", "False")
-            settings[name] = backend_from_options(name, backend_options).get_params(deep=False)
+            backend = _build_backend(arguments, name, {option: text for option, text in options.items()
+                                                       if option in own}, progress=False)
+            settings[name] = backend.get_params(deep=False)
     for assignment in arguments.set or []:
         target, equals, text = assignment.partition("=")
         method, dot, setting = target.partition(".")
@@ -392,8 +399,8 @@ def _command_run(arguments: argparse.Namespace) -> str:
 
 logger = logging.getLogger(__name__)
 
-COMMANDS = {"compare": _command_compare, "scan": _command_scan, "run": _command_run, "test": _command_test, "toys": _command_toys,
-            "calibrate": _command_calibrate, "store": _command_store, "demo": _command_demo}
+COMMANDS = {"compare": _command_compare, "scan": _command_scan, "run": _command_run, "test": _command_test,
+            "toys": _command_toys, "calibrate": _command_calibrate, "store": _command_store, "demo": _command_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

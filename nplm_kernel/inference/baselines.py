@@ -169,6 +169,17 @@ def _quantile_edges(values: np.ndarray, weights: np.ndarray, bins: int) -> np.nd
     return np.concatenate([[-np.inf], np.unique(inner), [np.inf]])
 
 
+def _reference_spectrum(samples: Samples, bins: int,
+                        value_range: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(edges of `bins` equal bins over value_range, or over the 0.1%-99.9% reference quantiles,
+    weighted reference counts in them) of a one-variable sample."""
+    low, high = value_range or tuple(np.quantile(samples.x_ref[:, 0], [0.001, 0.999]))
+    if not low < high:
+        raise ConfigurationError(f"value_range must be (low, high) with low < high, got {(low, high)}.")
+    edges = np.linspace(float(low), float(high), bins + 1)
+    return edges, np.histogram(samples.x_ref[:, 0], edges, weights=samples.w_ref)[0]
+
+
 class BinnedLikelihoodRatio(Baseline):
     """Poisson likelihood ratio of binned counts, t = 2 sum_b [nu_b - n_b + n_b log(n_b / nu_b)]
     per variable (data counts n_b, weighted reference counts nu_b), summed over variables.
@@ -247,11 +258,7 @@ class BumpHunt(Baseline):
     def prepare(self, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
         """(bin edges, weighted reference histogram)."""
         check_positive_integer(self.bins, "bins")
-        low, high = self.value_range or tuple(np.quantile(samples.x_ref[:, 0], [0.001, 0.999]))
-        if not low < high:
-            raise ConfigurationError(f"value_range must be (low, high) with low < high, got {(low, high)}.")
-        edges = np.linspace(float(low), float(high), int(self.bins) + 1)
-        return edges, np.histogram(samples.x_ref[:, 0], edges, weights=samples.w_ref)[0]
+        return _reference_spectrum(samples, int(self.bins), self.value_range)
 
     def _statistic(self, samples: Samples, prepared: tuple[np.ndarray, np.ndarray]) -> float:
         try:
@@ -432,10 +439,9 @@ class GaussianProcessBumpSearch(Baseline):
 
         check_positive_integer(self.bins, "bins")
         check_positive_integer(self.window, "window")
-        low, high = np.quantile(samples.x_ref[:, 0], [0.001, 0.999])
-        edges = np.linspace(low, high, int(self.bins) + 1)
+        edges, expected = _reference_spectrum(samples, int(self.bins))
+        low, high = edges[0], edges[-1]
         centres = ((0.5 * (edges[1:] + edges[:-1]) - low) / (high - low))[:, None]
-        expected, _ = np.histogram(samples.x_ref[:, 0], edges, weights=samples.w_ref)
         target, variance = self._log_counts(expected)
         kernel = ConstantKernel(1.0, (1e-3, 1e3)) * RBF(1.0, (float(self.min_length_scale), 10.0))
         process = GaussianProcessRegressor(kernel, alpha=variance, random_state=0)
