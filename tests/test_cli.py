@@ -112,3 +112,6 @@ def test_compare_prints_one_table_for_every_method_on_the_same_toys(tmp_path, rn
     assert read_store(out / "kernel.jsonl").identity["test"]["backend"]["hyperparameters"]["n_centers"] == 40
     assert main([*arguments, "--set", "binned=10"]) == 2
     assert "--set takes METHOD.SETTING=VALUE" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # --methods chooses the backends: a --backend would be ignored, so none exists
+        main([*arguments, "--backend", "nn"])
+    assert "unrecognized arguments: --backend nn" in capsys.readouterr().err

@@ -235,7 +235,7 @@ def _command_calibrate(arguments: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _add_sample_options(parser: argparse.ArgumentParser) -> None:
+def _add_sample_options(parser: argparse.ArgumentParser, choose_backend: bool = True) -> None:
     parser.add_argument("--reference", required=True, help="reference events (.npy .npz .h5 .parquet .root)")
     parser.add_argument("--columns", help="comma-separated input variables (columns, branches, datasets)")
     parser.add_argument("--key", help="array in .npz, dataset or group in HDF5, tree in ROOT")
@@ -246,7 +246,7 @@ def _add_sample_options(parser: argparse.ArgumentParser) -> None:
     pool = parser.add_mutually_exclusive_group()
     pool.add_argument("--pool", help="held-out reference events for null toys")
     pool.add_argument("--pool-fraction", type=float, help="hold out this fraction of the reference for null toys")
-    _add_backend_options(parser)
+    _add_backend_options(parser, choose_backend)
     parser.add_argument("--seed", type=int, default=0, help="seed of the fit, the pool split and the toys")
 
 
@@ -254,10 +254,13 @@ def _add_sample_options(parser: argparse.ArgumentParser) -> None:
 BACKEND_OPTION = "backend_option_"
 
 
-def _add_backend_options(parser: argparse.ArgumentParser) -> None:
-    """--backend and one option per setting of the registered backends (from their constructor
-    signatures and docstrings: backends.settings_of); unset options keep the backend's defaults."""
-    parser.add_argument("--backend", choices=backend_names(), default="kernel", help="the model of f (default kernel)")
+def _add_backend_options(parser: argparse.ArgumentParser, choose_backend: bool = True) -> None:
+    """--backend (where the command fits one backend) and one option per setting of the registered
+    backends (from their constructor signatures and docstrings: backends.settings_of); unset options
+    keep the backend's defaults."""
+    if choose_backend:
+        parser.add_argument("--backend", choices=backend_names(), default="kernel",
+                            help="the model of f (default kernel)")
     owners: dict[str, list[str]] = {}
     helps: dict[str, Setting] = {}
     for name in backend_names():
@@ -324,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser("compare", help="NPLM and baseline methods on the same data and null toys")
     compare.add_argument("--data", required=True, help="data events (same formats and columns as the reference)")
-    _add_sample_options(compare)
+    _add_sample_options(compare, choose_backend=False)  # the backends run are those in --methods
     compare.add_argument("--methods", help="comma-separated methods (default: kernel and every baseline that applies): "
                                            + ", ".join(method_names()))
     compare.add_argument("--set", action="append", metavar="METHOD.SETTING=VALUE",
