@@ -5,11 +5,14 @@ model; and the toy store at --store-rows rows: writing with group commits and re
 read_store (every row checked) against a bare json.loads of each line. One run, ratios within the
 run (markdown tables).
 
-1D: N(R) = 2000, N_R = 200,000, M = 500, lambda 1e-6, --n-toys null toys on --executor.
+1D: N(R) = 2000, N_R = 200,000, M = 500, lambda 1e-6, --n-toys null toys on --executor for the
+one-toy paths and --n-toys-batched for the batched ones (enough that the workers' start-up, a few
+seconds, does not dominate; the first --n-toys toys are the same toys and their t are compared).
 5D: the dimuon benchmark at N_R = 1e5, M = 2000 drawn; "cached" keeps K_nM in memory, "blocked"
-streams it (memory budget a tenth of K_nM above the fit's fixed memory).
+has a memory budget of a tenth (or a half) of K_nM above the fit's fixed memory (it keeps the rows
+that fit and recomputes the others at every product).
 
-    python benchmarks/toy_throughput.py --n-toys 2000 --executor 2
+    python benchmarks/toy_throughput.py --n-toys 1000 --n-toys-batched 20000 --executor 2
 """
 
 from __future__ import annotations
@@ -31,28 +34,32 @@ from nplm_kernel.solver import newton, nystrom
 from nplm_kernel.solver.nystrom import fixed_fit_memory
 
 
-def one_d(n_toys: int, executor, batch_sizes: list[int]) -> list[str]:
+def one_d(n_toys: int, n_toys_batched: int, executor, batch_sizes: list[int]) -> list[str]:
     bench = Exponential1D()
     x_ref, w_ref = bench.reference(np.random.default_rng(0))
-    variants = [("one toy per fit, centres from data + reference (reuse_reference=False)", False, 1)]
-    variants += [("reuse_reference, one toy per fit", True, 1)]
-    variants += [(f"reuse_reference, batches of {size}", True, size) for size in batch_sizes]
-    rows, baseline, reused = [], None, None
-    for name, reuse, batch in variants:
+    variants = [("one toy per fit, centres from data + reference (reuse_reference=False)", False, 1, n_toys)]
+    variants += [("reuse_reference, one toy per fit", True, 1, n_toys)]
+    variants += [(f"reuse_reference, batches of {size}", True, size, n_toys_batched) for size in batch_sizes]
+    rows, rates, reused = [], {}, None
+    for name, reuse, batch, count in variants:
         test = NPLMTest(KernelNPLM(n_centers=500, reuse_reference=reuse))
         start = time.perf_counter()
-        campaign = run_toys(test, bench.data, x_ref, w_ref, n_toys=n_toys, seed=1, executor=executor,
+        campaign = run_toys(test, bench.data, x_ref, w_ref, n_toys=count, seed=1, executor=executor,
                             progress=False, batch_size=batch)
-        rate = n_toys / (time.perf_counter() - start)
-        baseline = baseline or rate
+        rate = count / (time.perf_counter() - start)
+        rates.setdefault("one toy", rate)
         difference = "-"
         if reuse and batch == 1:
-            reused = campaign.t
+            reused, rates["reuse"] = campaign.t, rate
         elif reuse:
-            difference = f"{np.max(np.abs(campaign.t - reused) / reused):.1e}"
-        rows.append(f"| {name} | {rate:.1f} | {rate / baseline:.1f} | {difference} |")
-    return [f"1D benchmark, {n_toys} null toys, executor {executor}:", "",
-            "| path | toys / s | ratio to the one-toy path | max abs(t - t_one_toy) / t |", "|---|---|---|---|", *rows]
+            common = min(len(reused), count)
+            difference = f"{np.max(np.abs(campaign.t[:common] - reused[:common]) / reused[:common]):.1e}"
+        ratio = f"{rate / rates['reuse']:.1f}" if "reuse" in rates else "-"
+        rows.append(f"| {name} | {count} | {rate:.1f} | {rate / rates['one toy']:.1f} | {ratio} | {difference} |")
+    return [f"1D benchmark, null toys on executor {executor} (toys/s include the workers' start-up: import, "
+            "reference preparation):", "",
+            "| path | toys | toys / s | ratio to the one-toy path | ratio to reuse_reference | "
+            "max abs(t - t_reuse_reference) / t |", "|---|---|---|---|---|---|", *rows]
 
 
 def five_d(repeats: int) -> list[str]:
@@ -62,17 +69,19 @@ def five_d(repeats: int) -> list[str]:
     x_data = bench.data(rng)
     kept = KernelNPLM(n_centers=2000).fit(x_data, x_ref, w_ref).n_centers_
     n_points = len(x_data) + len(x_ref)
-    blocked = fixed_fit_memory(n_points, 5) + n_points * kept * 8 // 10
+    budgets = {"cached": 2 * 1024**3, "blocked": fixed_fit_memory(n_points, 5) + n_points * kept * 8 // 10,
+               "half": fixed_fit_memory(n_points, 5) + n_points * kept * 8 // 2}
     rules = {"CG passes (the old rule: Gram matrix only up to 128 centres)": lambda rows, iterations: rows.explicit_gram,
              "cost model (nystrom.prefers_explicit_gram)": nystrom.prefers_explicit_gram}
     lines = [f"5D benchmark, N_R = 1e5, M = 2000 drawn ({kept} kept), median of {repeats} fits:", "",
-             "| Hessian products | cached (s) | blocked (s) | blocked / cached |", "|---|---|---|---|"]
+             "| Hessian products | cached (s) | blocked: budget 1/10 of K_nM (s) | blocked / cached | "
+             "blocked: budget 1/2 of K_nM (s) | half / cached |", "|---|---|---|---|---|---|"]
     for name, rule in rules.items():
         original = newton.prefers_explicit_gram
         newton.prefers_explicit_gram = rule
         try:
             times = {}
-            for label, budget in (("cached", 2 * 1024**3), ("blocked", blocked)):
+            for label, budget in budgets.items():
                 samples = []
                 for _ in range(repeats):
                     with warnings.catch_warnings():
@@ -84,7 +93,8 @@ def five_d(repeats: int) -> list[str]:
         finally:
             newton.prefers_explicit_gram = original
         lines.append(f"| {name} | {times['cached']:.2f} | {times['blocked']:.2f} | "
-                     f"{times['blocked'] / times['cached']:.2f} |")
+                     f"{times['blocked'] / times['cached']:.2f} | {times['half']:.2f} | "
+                     f"{times['half'] / times['cached']:.2f} |")
     return lines
 
 
@@ -123,7 +133,9 @@ def store(n_rows: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n-toys", type=int, default=1000)
+    parser.add_argument("--n-toys", type=int, default=1000, help="toys of the one-toy paths")
+    parser.add_argument("--n-toys-batched", type=int, default=20_000,
+                        help="toys of each batched path (the first --n-toys are the one-toy paths' toys)")
     parser.add_argument("--executor", default="2", help="'serial', 'local' or a number of processes")
     parser.add_argument("--batch-sizes", default="16,64,256")
     parser.add_argument("--repeats", type=int, default=3, help="5D fits per cell")
@@ -131,7 +143,8 @@ def main() -> None:
     parser.add_argument("--store-rows", type=int, default=1_000_000, help="rows of the store timing (0: skip)")
     arguments = parser.parse_args()
     sizes = [int(size) for size in arguments.batch_sizes.split(",")]
-    print("\n".join(one_d(arguments.n_toys, executor_from_setting(arguments.executor), sizes)))
+    print("\n".join(one_d(arguments.n_toys, arguments.n_toys_batched, executor_from_setting(arguments.executor),
+                                sizes)))
     if not arguments.skip_5d:
         print("\n" + "\n".join(five_d(arguments.repeats)))
     if arguments.store_rows:

@@ -61,3 +61,77 @@ def test_a_failing_toy_in_a_batch_is_recorded_against_itself(reference):
     assert [row["status"] for row in batched.rows] == [row["status"] for row in single.rows]
     assert 1 <= batched.n_failed < 12
     np.testing.assert_allclose(batched.t, single.t, rtol=1e-6)
+
+
+def _random_reference(n_ref=3000, n_centers=6, seed=0):
+    import torch
+
+    from nplm_kernel.solver.batch import SharedReference
+
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.rand((n_ref, n_centers), generator=generator, dtype=torch.float64) - 0.5
+    weights = torch.rand(n_ref, generator=generator, dtype=torch.float64) * 0.02 + 0.001
+    gamma = (torch.rand((4, n_centers), generator=generator, dtype=torch.float64) - 0.5) * 3.0
+    return SharedReference(features, weights), features, weights, gamma
+
+
+def test_the_shared_reference_sums_are_the_direct_ones_for_the_rows_asked():
+    import torch
+
+    reference, features, weights, gamma = _random_reference()
+    loss, gradient, hessians = reference.sums(gamma)
+    f = gamma @ features.T  # (B, N_R)
+    scaled = weights * torch.exp(f)
+    np.testing.assert_allclose(loss, (weights * torch.expm1(f)).sum(dim=1), rtol=1e-12)
+    np.testing.assert_allclose(gradient, scaled @ features, rtol=1e-12)
+    direct = torch.einsum("bn,nm,nk->bmk", scaled, features, features)
+    np.testing.assert_allclose(hessians, direct, rtol=1e-5, atol=1e-6)  # float32 pair products
+    partial_loss, partial_gradient, some = reference.sums(gamma, torch.tensor([2, 0]))
+    np.testing.assert_array_equal(partial_loss, loss)
+    np.testing.assert_array_equal(partial_gradient, gradient)
+    np.testing.assert_allclose(some, direct[[2, 0]], rtol=1e-5, atol=1e-6)
+    assert reference.sums(gamma, torch.tensor([], dtype=torch.long))[2] is None
+
+
+def test_the_kept_hessian_and_the_last_step_rule_leave_the_newton_solution_unchanged(monkeypatch):
+    """With the Hessian recomputed at every point (HESSIAN_REFRESH = 0) the iteration is exact
+    damped Newton; the default keeps a toy's Hessian near the minimum and gives a toy at tolerance
+    no step halvings, and must reach the same gamma and objective, with one pass per Newton step."""
+    import torch
+
+    from nplm_kernel.solver import batch
+
+    reference, features, weights, _ = _random_reference(n_ref=4000, n_centers=5, seed=1)
+    generator = torch.Generator().manual_seed(2)
+    n_data = torch.full((6,), 40.0, dtype=torch.float64)
+    data_sums = (torch.rand((6, 5), generator=generator, dtype=torch.float64) - 0.3) * 40.0
+    passes = []
+    sums = batch.SharedReference.sums
+    monkeypatch.setattr(batch.SharedReference, "sums", lambda self, *args: passes.append(1) or sums(self, *args))
+    kept = batch.solve_extended_likelihood_batch(reference, data_sums, n_data, 1e-4)
+    kept_passes = len(passes)
+    monkeypatch.setattr(batch, "HESSIAN_REFRESH", 0.0)
+    exact = batch.solve_extended_likelihood_batch(batch.SharedReference(features, weights), data_sums, n_data, 1e-4)
+    assert all(report.converged for report in kept.diagnostics + exact.diagnostics)
+    np.testing.assert_allclose(kept.gamma, exact.gamma, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose([report.objective for report in kept.diagnostics],
+                               [report.objective for report in exact.diagnostics], rtol=1e-12)
+    steps = max(report.newton_steps for report in kept.diagnostics)
+    assert steps >= 3 and kept_passes <= 1 + steps + 1  # f = 0, one pass per step, at most one halving
+
+
+def test_a_batch_spends_about_one_pass_over_the_reference_per_newton_step(reference, monkeypatch):
+    """Toys at tolerance whose last step J rejects by rounding stop there instead of halving it
+    pass after pass (which cost these 32 toys 7 extra passes before)."""
+    from nplm_kernel.solver import batch
+
+    x_ref, w_ref = reference
+    toys = [BENCHMARK.data(np.random.default_rng(seed)) for seed in range(32)]
+    passes = []
+    sums = batch.SharedReference.sums
+    monkeypatch.setattr(batch.SharedReference, "sums", lambda self, *args: passes.append(1) or sums(self, *args))
+    clear_reference_cache()
+    fits = KernelNPLM(n_centers=200, reuse_reference=True).fit_batch(toys, x_ref, w_ref)
+    steps = max(fit.diagnostics_.newton_steps for fit in fits)
+    assert all(fit.converged_ for fit in fits)
+    assert len(passes) <= 1 + steps + 2  # f = 0, one pass per Newton step, a couple of genuine halvings

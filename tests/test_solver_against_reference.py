@@ -55,11 +55,12 @@ def test_blocked_kernel_path_gives_the_cached_solution(gaussian_samples):
     cached = KernelNPLM(n_centers=60, penalty=1e-5).fit(x_data, x_ref, w_ref)
     n_points = len(x_data) + len(x_ref)
     smallest = fixed_fit_memory(n_points, 2) + MIN_BLOCK_ROWS * 60 * 8 * WHITENED_BLOCK_COPIES
-    blocked = KernelNPLM(n_centers=60, penalty=1e-5, memory_budget=smallest).fit(x_data, x_ref, w_ref)
-    assert cached.diagnostics_.kernel_cached and not blocked.diagnostics_.kernel_cached
-    # alpha is ill-determined along near-null directions of K_MM, f is not: compare f.
-    np.testing.assert_allclose(blocked.decision_function(x_data), cached.decision_function(x_data), atol=1e-6)
-    assert blocked.t_ == pytest.approx(cached.t_, rel=1e-6)
+    for budget in (smallest, smallest + n_points * 60 * 8 // 2):  # every row recomputed; about half stored
+        blocked = KernelNPLM(n_centers=60, penalty=1e-5, memory_budget=budget).fit(x_data, x_ref, w_ref)
+        assert cached.diagnostics_.kernel_cached and not blocked.diagnostics_.kernel_cached
+        # alpha is ill-determined along near-null directions of K_MM, f is not: compare f.
+        np.testing.assert_allclose(blocked.decision_function(x_data), cached.decision_function(x_data), atol=1e-6)
+        assert blocked.t_ == pytest.approx(cached.t_, rel=1e-6)
 
 
 def test_penalty_continuation_reaches_the_same_optimum(gaussian_samples):
@@ -177,3 +178,42 @@ def test_the_logistic_surrogate_warns_when_its_f_raises_the_nplm_loss(exponentia
         surrogate = KernelNPLM(n_centers=3000, sigma=2.4, penalty=1e-10, loss="logistic", seed=5).fit(x_data, x_ref,
                                                                                                        w_ref)
     assert surrogate.t_ < -100
+
+
+def test_the_in_place_exp_is_torchs_and_overflows_to_inf_silently():
+    import warnings
+
+    import torch
+
+    from nplm_kernel.solver.kernels import exp_
+
+    values = torch.linspace(-700.0, 720.0, 1001, dtype=torch.float64)
+    expected = torch.exp(values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = exp_(values)
+    assert result.data_ptr() == values.data_ptr()
+    finite = torch.isfinite(expected)
+    assert (~finite).any() and torch.isinf(result[~finite]).all()
+    np.testing.assert_allclose(result[finite], expected[finite], rtol=1e-15)
+
+
+def test_the_kernel_block_is_the_gaussian_formula_and_a_blocked_matrix_stores_what_its_budget_allows(rng):
+    import torch
+
+    from nplm_kernel.solver.kernels import gaussian_kernel
+
+    points, centers, sigma = rng.normal(size=(20_000, 3)), rng.normal(size=(300, 3)), 0.7
+    block = gaussian_kernel(torch.as_tensor(points[:500]), torch.as_tensor(centers), sigma)
+    np.testing.assert_allclose(block, gaussian_gram(points[:500], centers, sigma), rtol=1e-12, atol=1e-15)
+    assert float(block.max()) <= 1.0
+    rows = nystrom.NystromKernelRows(torch.as_tensor(points), torch.as_tensor(centers), sigma, memory_budget=30 * 2**20)
+    assert not rows.cached and rows.block_rows * 300 * 8 <= rows.BLOCK_BYTES < 20_000 * 300 * 8
+    stored_bytes = (20_000 - rows.n_recomputed) * 300 * 8
+    assert 0 < rows.n_recomputed < 20_000 and stored_bytes + 3 * rows.block_rows * 300 * 8 <= 30 * 2**20
+    weights, vector = rng.uniform(0.5, 1.5, size=20_000), rng.normal(size=300)
+    kernel = gaussian_gram(points, centers, sigma)
+    np.testing.assert_allclose(rows.weighted_gram_matvec(torch.as_tensor(weights), torch.as_tensor(vector)),
+                               kernel.T @ (weights * (kernel @ vector)), rtol=1e-10)
+    np.testing.assert_allclose(rows.matvec(torch.as_tensor(vector)), kernel @ vector, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(rows.rmatvec(torch.as_tensor(weights)), kernel.T @ weights, rtol=1e-10)

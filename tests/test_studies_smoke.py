@@ -43,8 +43,8 @@ def test_benchmark_scripts_run(monkeypatch, capsys):
         ("kernel_scaling.py", ["--sizes", "20000", "40000", "--n-centers-1d", "50", "--n-centers-5d", "50"]),
         ("gpu.py", ["--quick", "--repeats", "1"]),
         ("memory_budget.py", ["--n-reference", "30000", "--n-centers", "200", "--budgets", "100000000"]),
-        ("toy_throughput.py", ["--n-toys", "4", "--executor", "serial", "--batch-sizes", "2", "--skip-5d",
-                               "--store-rows", "300"]),
+        ("toy_throughput.py", ["--n-toys", "4", "--n-toys-batched", "6", "--executor", "serial", "--batch-sizes", "2",
+                               "--skip-5d", "--store-rows", "300"]),
     ]:
         monkeypatch.setattr(sys, "argv", [script, *arguments])
         _load(ROOT / "benchmarks" / script).main()
@@ -57,6 +57,14 @@ def test_null_calibration_study_smoke(tmp_path):
     table = study.run(6, tmp_path, executor=None, n_reference=20_000, n_centers=50, progress=False)
     assert "| 6 | 0 |" in table
     assert len(read_store(tmp_path / "toys.jsonl").rows) == 6
+    batched = study.run(40, tmp_path / "batched", executor=None, n_reference=20_000, n_centers=50, progress=False,
+                        reuse_reference=True)
+    tail = {line.split(" | ")[0]: line for line in batched.splitlines() if line.startswith("| ")}
+    t_null = read_store(tmp_path / "batched" / "toys.jsonl").rows
+    fit = study.fit_chi2([row["t"] for row in t_null])
+    at_z1 = sum(row["t"] >= study.stats.chi2.isf(study.stats.norm.sf(1.0), fit.dof) for row in t_null)
+    assert tail["| 1"].split(" | ")[3] == str(at_z1) and "fewer than one toy expected" in tail["| 4"]
+    assert (tmp_path / "batched" / "null_tail.png").stat().st_size > 0
 
 
 @pytest.mark.slow

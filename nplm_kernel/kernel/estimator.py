@@ -97,10 +97,9 @@ class PreparedReference:
     shared: SharedReference | None = None
 
     def stored_bytes(self) -> int:
-        """Memory the entry keeps: kernel rows and batch pair products."""
+        """Memory the entry keeps: kernel rows and the arrays derived for batched fits."""
         rows = 0 if self.reference_rows is None else self.reference_rows.numel() * self.reference_rows.element_size()
-        pairs = 0 if self.shared is None or self.shared._pairs is None else self.shared._pairs.numel() * 4
-        return rows + pairs
+        return rows + (0 if self.shared is None else self.shared.stored_bytes())
 
 
 #: Hyperparameters that do not enter the reference's geometry and kernel rows (a change of any
@@ -374,12 +373,12 @@ class KernelNPLM(BaseEstimator):
 
     def _shared_reference(self, prepared: PreparedReference, reference) -> SharedReference | None:
         """The reference side of batched fits (kept with the prepared reference), or None when its
-        kernel rows are not whitened float64 (too many centres) or its pair products do not fit
-        half the memory budget."""
+        kernel rows are not whitened float64 (too many centres) or the arrays derived from them
+        (SharedReference.derived_bytes) do not fit half the memory budget."""
         rows = prepared.reference_rows
         n_kept = len(prepared.centers)
         if rows is None or rows.dtype != torch.float64 or n_kept > EXPLICIT_GRAM_MAX_CENTERS or (
-                SharedReference.pair_bytes(reference.n_ref, n_kept) > int(self.memory_budget) // 2):
+                SharedReference.derived_bytes(reference.n_ref, n_kept) > int(self.memory_budget) // 2):
             return None
         if prepared.shared is None:
             prepared.shared = SharedReference(rows, torch.as_tensor(reference.w_ref, device=rows.device))

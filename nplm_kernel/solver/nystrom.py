@@ -31,12 +31,13 @@ POINT_COPIES = 2
 WHITENED_BLOCK_COPIES = 3
 
 
-#: Cost-model constants (seconds, measured on a 2-core x86 CPU; only their ratios matter): one
-#: kernel entry recomputed (distance, exp) per input variable and fixed, one multiply-add of a
-#: matrix-vector product (memory-bound), one multiply-add of a matrix-matrix product.
-KERNEL_ENTRY_SECONDS = (2e-10, 3e-9)
-GEMV_SECONDS = 1e-9
-GEMM_SECONDS = 6e-11
+#: Cost-model constants (seconds, measured on a 2-core x86 CPU with the CPU kernel of kernels.py;
+#: only their ratios matter): one kernel entry recomputed (distance, exp) per input variable and
+#: fixed, one multiply-add of a matrix-vector product reading its matrix from memory and one on a
+#: block already in cache, one multiply-add of a matrix-matrix product.
+KERNEL_ENTRY_SECONDS = (4e-11, 1.4e-9)
+GEMV_SECONDS = (4e-10, 1.6e-10)
+GEMM_SECONDS = 3e-11
 #: CG iterations expected of a Newton step before one has run.
 EXPECTED_CG_ITERATIONS = 30
 
@@ -44,13 +45,14 @@ EXPECTED_CG_ITERATIONS = 30
 def prefers_explicit_gram(rows: NystromKernelRows, expected_iterations: int) -> bool:
     """Whether forming Phi^T D Phi once (one pass over K_nM, n M^2 multiply-adds, plus whitening
     when the stored rows are not whitened) costs less than `expected_iterations` Hessian products
-    by CG (each one pass with two matrix-vector products, plus the kernel recomputed when K_nM is
-    streamed): the cost model of the Newton step."""
+    by CG (each one pass with two matrix-vector products per block, the first reading a stored
+    block from memory, plus the kernel of the recomputed rows): the cost model of the Newton step."""
     n, m, d = rows.points.shape[0], rows.centers.shape[0], rows.points.shape[1]
-    kernel = 0.0 if rows.cached else n * m * (KERNEL_ENTRY_SECONDS[0] * d + KERNEL_ENTRY_SECONDS[1])
+    recomputed, (from_memory, in_cache) = rows.n_recomputed, GEMV_SECONDS
+    kernel = recomputed * m * (KERNEL_ENTRY_SECONDS[0] * d + KERNEL_ENTRY_SECONDS[1])
     gram = kernel + n * m * m * GEMM_SECONDS * (1 if rows.whitened else 2)
-    passes = expected_iterations * (kernel + 2 * n * m * GEMV_SECONDS)
-    return rows.explicit_gram or gram < passes
+    products = (n - recomputed) * m * (from_memory + in_cache) + recomputed * m * 2 * in_cache
+    return rows.explicit_gram or gram < expected_iterations * (kernel + products)
 
 
 def fixed_fit_memory(n_points: int, n_features: int) -> int:
@@ -119,9 +121,11 @@ def pivoted_centers(candidates: torch.Tensor, sigma: float, tol: float, max_cent
 
 class NystromKernelRows:
     """The n x M kernel matrix K_nM = k(x_i, c_m) (float64 points and centres), cached when it fits
-    `memory_budget` bytes in `storage_dtype`, otherwise recomputed in float64 block by block on
-    every product, into one reused buffer whose size (with the copies a block needs) stays within
-    `memory_budget`.
+    `memory_budget` bytes in `storage_dtype`. Otherwise ("blocked") the first rows that the budget
+    leaves room for are stored in float64 and the others recomputed in float64 block by block on
+    every product, into one reused buffer; stored rows and buffer (with the copies a block needs)
+    stay within `memory_budget`, and a product's cost falls smoothly as the budget grows
+    (n_recomputed rows are recomputed).
 
     A float32 cache stores the whitened features Phi = K_nM T^-1 (T from `factor`, computed
     blockwise in float64) instead of K_nM: rounding K_nM to float32 and then applying T^-1 would
@@ -129,11 +133,14 @@ class NystromKernelRows:
     float32 costs only its own precision. A float64 cache stores Phi too when there are at most
     EXPLICIT_GRAM_MAX_CENTERS centres (the whitening then costs little, and the solver forms
     Phi^T D Phi from it directly). `whitened` says which one the products use, `explicit_gram`
-    whether the solver forms the Hessian's Gram matrix (at most EXPLICIT_GRAM_MAX_CENTERS centres). Products
-    take and return float64 tensors and are accumulated in float64 across row blocks of about
-    CACHED_BLOCK_BYTES; the Hessian product is one pass over the blocks."""
+    whether the solver forms the Hessian's Gram matrix (at most EXPLICIT_GRAM_MAX_CENTERS centres).
+    Products take and return float64 tensors and are accumulated in float64 across row blocks of
+    about BLOCK_BYTES (smaller when the budget is; on a GPU, recomputed blocks as large as the budget
+    allows): a recomputed block then stays in the CPU caches from its computation through both
+    products with it, where a block of many MiB would go through memory at every step. The Hessian
+    product is one pass over the blocks."""
 
-    CACHED_BLOCK_BYTES = 4 * 1024**2
+    BLOCK_BYTES = 4 * 1024**2
 
     def __init__(self, points: torch.Tensor, centers: torch.Tensor, sigma: float, memory_budget: int,
                  storage_dtype: torch.dtype = torch.float64, factor: NystromFactor | None = None,
@@ -149,7 +156,7 @@ class NystromKernelRows:
         n_rows, n_cols = points.shape[0], centers.shape[0]
         self.explicit_gram = n_cols <= EXPLICIT_GRAM_MAX_CENTERS
         bytes_per_row = n_cols * torch.empty((), dtype=storage_dtype).element_size()
-        self.cached = n_rows * bytes_per_row + 2 * self.CACHED_BLOCK_BYTES <= memory_budget
+        self.cached = n_rows * bytes_per_row + 2 * self.BLOCK_BYTES <= memory_budget
         if self.cached and storage_dtype != torch.float64 and factor is None:
             raise FitError("a float32 kernel cache needs the Nystrom factor T to store whitened features.")
         self.whitened = self.cached and factor is not None and (
@@ -162,7 +169,7 @@ class NystromKernelRows:
         self.dtype = storage_dtype if self.cached else torch.float64
         self._parts: list[torch.Tensor] = []
         if self.cached:
-            self.block_rows = max(MIN_BLOCK_ROWS, self.CACHED_BLOCK_BYTES // bytes_per_row)
+            self.block_rows = max(MIN_BLOCK_ROWS, self.BLOCK_BYTES // bytes_per_row)
             n_computed = n_rows - (0 if cached_tail is None else len(cached_tail))
             computed = torch.empty((n_computed, n_cols), dtype=storage_dtype, device=points.device)
             for start in range(0, n_computed, self.block_rows):
@@ -175,10 +182,23 @@ class NystromKernelRows:
         else:
             copies = WHITENED_BLOCK_COPIES  # the Newton step may form the Gram matrix (prefers_explicit_gram)
             self.block_rows = int(min(n_rows, max(MIN_BLOCK_ROWS, memory_budget // (n_cols * 8 * copies))))
+            if points.device.type == "cpu":
+                self.block_rows = min(self.block_rows, max(MIN_BLOCK_ROWS, self.BLOCK_BYTES // (n_cols * 8)))
+            spare = memory_budget - copies * self.block_rows * n_cols * 8
+            n_stored = int(min(n_rows, max(0, spare) // (n_cols * 8)))
+            self._stored = torch.empty((n_stored, n_cols), dtype=torch.float64, device=points.device)
+            for start in range(0, n_stored, self.block_rows):
+                rows = slice(start, min(start + self.block_rows, n_stored))
+                gaussian_kernel(points[rows], centers, sigma, out=self._stored[rows])
 
     @property
     def n_rows(self) -> int:
         return self.points.shape[0]
+
+    @property
+    def n_recomputed(self) -> int:
+        """Rows recomputed on every product (0 when cached)."""
+        return 0 if self.cached else self.n_rows - len(self._stored)
 
     def stored_rows(self) -> torch.Tensor | None:
         """The cached rows (K_nM, or Phi when whitened), to be passed as cached_tail later; None
@@ -196,8 +216,11 @@ class NystromKernelRows:
                     yield slice(offset + start, offset + start + len(block)), block
                 offset += len(part)
             return
+        n_stored = len(self._stored)
+        for start in range(0, n_stored, self.block_rows):
+            yield slice(start, min(start + self.block_rows, n_stored)), self._stored[start : start + self.block_rows]
         buffer = torch.empty((self.block_rows, self.centers.shape[0]), dtype=torch.float64, device=self.points.device)
-        for start in range(0, self.n_rows, self.block_rows):
+        for start in range(n_stored, self.n_rows, self.block_rows):
             rows = slice(start, min(start + self.block_rows, self.n_rows))
             yield rows, gaussian_kernel(self.points[rows], self.centers, self.sigma, out=buffer[: rows.stop - start])
 
