@@ -145,6 +145,16 @@ def test_bad_campaign_settings(inputs):
         NPLMTest("KernelNPLM")
 
 
+@pytest.mark.parametrize("executor", [None, 2])
+def test_a_setting_that_cannot_work_stops_the_campaign_instead_of_failing_every_toy(inputs, tmp_path, executor):
+    _, x_ref, w_ref = inputs
+    test = NPLMTest(KernelNPLM(n_centers=30, device="cuda:99", reuse_reference=True))  # no such device here
+    with pytest.raises(ConfigurationError, match="cuda:99"):
+        run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=6, executor=executor, progress=False,
+                 store=tmp_path / "toys.jsonl", batch_size=3)
+    assert read_store(tmp_path / "toys.jsonl").rows == ()  # no toy recorded as failed
+
+
 def test_reference_pool_toys_draw_without_replacement(rng):
     from nplm_kernel.inference.campaign import ReferencePoolToys
 

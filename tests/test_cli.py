@@ -115,3 +115,18 @@ def test_compare_prints_one_table_for_every_method_on_the_same_toys(tmp_path, rn
     with pytest.raises(SystemExit):  # --methods chooses the backends: a --backend would be ignored, so none exists
         main([*arguments, "--backend", "nn"])
     assert "unrecognized arguments: --backend nn" in capsys.readouterr().err
+
+
+def test_scan_takes_the_kernel_settings_given_and_refuses_those_its_grid_sets(tmp_path, rng, capsys):
+    _write_samples(tmp_path, rng)
+    command = ["scan", "--reference", str(tmp_path / "reference.parquet"), "--columns", "x", "--expected-yield", "100",
+               "--pool-fraction", "0.5", "--sigma-quantiles", "0.9", "--n-centers-grid", "10", "--penalties", "1e-5",
+               "--n-toys", "2", "--n-probe-toys", "1", "--out", str(tmp_path / "scan"), "--no-progress"]
+    assert main([*command, "--sigma", "0.5", "--penalty", "1e-3"]) == 2
+    assert "--sigma, --penalty: the scan sets sigma, M and lambda from its grids" in capsys.readouterr().err
+    assert main([*command, "--epochs", "3"]) == 2
+    assert "not of 'kernel'" in capsys.readouterr().err
+    assert main([*command, "--device", "cuda:99"]) == 2  # reaches the kernel: no such device here
+    assert "cuda:99" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*command, "--backend", "nn"])

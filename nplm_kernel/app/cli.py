@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     scan = commands.add_parser("scan", help="choose sigma, M and lambda from null toys of the reference")
-    _add_sample_options(scan)
+    _add_sample_options(scan, choose_backend=False)  # the scan's grid is the kernel's; its other settings apply
     scan.add_argument("--sigma-quantiles", default="0.5,0.9", help="pairwise-distance quantiles (default 0.5,0.9)")
     scan.add_argument("--n-centers-grid", default="100,300,1000", help="M values (default 100,300,1000)")
     scan.add_argument("--penalties", default="1e-5,1e-7", help="lambda values (default 1e-5,1e-7)")
@@ -365,6 +365,12 @@ def _command_scan(arguments: argparse.Namespace) -> str:
     from ..inference.selection import scan_hyperparameters
     from .plots import plot_scan
 
+    options = _backend_options(arguments)
+    gridded = [f"--{name.replace('_', '-')}" for name in ("sigma", "n_centers", "penalty", "penalty_list")
+               if name in options]
+    if gridded:
+        raise ConfigurationError(f"{', '.join(gridded)}: the scan sets sigma, M and lambda from its grids; give them "
+                                 "with --sigma-quantiles, --n-centers-grid and --penalties.")
     x_ref, w_ref, toys = _reference(arguments)
     if toys is None:
         raise ConfigurationError("the scan's null toys need a held-out pool: --pool FILE or --pool-fraction F.")
@@ -373,6 +379,7 @@ def _command_scan(arguments: argparse.Namespace) -> str:
         n_centers=_numbers(arguments.n_centers_grid, int), penalties=_numbers(arguments.penalties, float),
         n_toys=arguments.n_toys, n_probe_toys=arguments.n_probe_toys, probe_events=arguments.probe_events,
         seed=arguments.seed, executor=executor_from_setting(arguments.executor), progress=not arguments.no_progress,
+        estimator=_build_backend(arguments, "kernel", options, progress=False),
     )
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)

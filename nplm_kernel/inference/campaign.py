@@ -219,7 +219,9 @@ def _failure(row: dict[str, Any], error: Exception) -> dict[str, Any]:
 
 def run_one_toy(task: ToyTask, toy_index: int) -> dict[str, Any]:
     """Draw toy `toy_index`, run the test on it and return its store row. Any exception becomes a
-    failed row (KeyboardInterrupt and SystemExit still stop the campaign)."""
+    failed row, except a ConfigurationError: a setting that cannot work (an unavailable device, a
+    bad hyperparameter) fails every toy alike, so it stops the campaign (as do KeyboardInterrupt
+    and SystemExit)."""
     start = time.perf_counter()
     row: dict[str, Any] = {"record": "toy", "toy": toy_index, "seed": task.seed}
     try:
@@ -231,6 +233,8 @@ def run_one_toy(task: ToyTask, toy_index: int) -> dict[str, Any]:
             warnings.simplefilter("always")
             result = task.test.run(drawn.x_data, x_ref, w_ref, central_values=drawn.central_values)
         _ok_row(row, drawn, result, caught)
+    except ConfigurationError:
+        raise
     except Exception as error:  # noqa: BLE001 - one toy's failure of any kind is recorded, not fatal
         _failure(row, error)
     row["wall_time"] = time.perf_counter() - start
@@ -289,17 +293,17 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _initialise_worker(task: ToyTask, parent: int, counter: Any) -> None:
+def _initialise_worker(task: ToyTask, parent: int, counter: Any, cuda: bool) -> None:
     """Process-pool initialiser: keep the task (reference included) once per worker, one torch
     thread, and a watchdog that ends the worker when the campaign's process dies. On a CUDA
-    campaign each worker takes the next GPU (worker k: device k mod the number of GPUs), so that
+    campaign (`cuda`) each worker takes the next GPU (worker k: device k mod the number of GPUs), so that
     'cuda' in the backend means one GPU per process."""
     import torch
 
     global _WORKER_TASK
     _WORKER_TASK = task
     torch.set_num_threads(1)
-    if _uses_cuda(task.test):
+    if cuda:
         with counter.get_lock():
             index, counter.value = counter.value, counter.value + 1
         torch.cuda.set_device(index % torch.cuda.device_count())
@@ -410,10 +414,11 @@ def _pool_results(task: ToyTask, units: list[tuple[int, ...]], n_processes: int)
     re-run one at a time in fresh workers: the one that kills its worker again is retried up to
     WORKER_DEATH_ATTEMPTS times, then recorded."""
     context = get_context("spawn")
+    cuda = _uses_cuda(task.test)  # the workers run here: an unavailable device is refused now, not in each worker
 
     def new_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(n_processes, mp_context=context, initializer=_initialise_worker,
-                                   initargs=(task, os.getpid(), context.Value("i", 0)))
+                                   initargs=(task, os.getpid(), context.Value("i", 0), cuda))
 
     queue, suspects, attempts = deque(units), deque(), {}
     in_flight: dict[Future, tuple[int, ...]] = {}
@@ -475,6 +480,8 @@ def _external_results(executor: Any, task: ToyTask, units: list[tuple[int, ...]]
             unit = in_flight.pop(future)
             try:
                 yield from future.result()
+            except ConfigurationError:
+                raise
             except Exception as error:  # noqa: BLE001 - the executor lost these toys: record them
                 for index in unit:
                     row = {"record": "toy", "toy": index, "seed": task.seed, "wall_time": None}

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.base import clone
 
 from ..exceptions import ConfigurationError, FitError
 from ..kernel.estimator import KernelNPLM
@@ -118,10 +119,20 @@ def scan_hyperparameters(
     seed: int = 0,
     executor=None,
     progress: bool = False,
+    estimator: KernelNPLM | None = None,
 ) -> ScanResult:
     """Scan the grid on null toys from `generator` and on probe toys (module docstring); every
     setting sees the same toys. probe_events: events of the local excess (None: 3% of N(R), at
-    least 5), drawn from the 4 x probe_events nearest reference events of a random one."""
+    least 5), drawn from the 4 x probe_events nearest reference events of a random one.
+    estimator: the kernel settings every grid point starts from (device, dtype, loss,
+    memory_budget, ...; default KernelNPLM()); the grid sets sigma, n_centers and penalty, `seed`
+    its seed, so it must not have a penalty_list."""
+    base = KernelNPLM() if estimator is None else estimator
+    if not isinstance(base, KernelNPLM):
+        raise ConfigurationError(f"estimator must be a KernelNPLM (the scan's grid is the kernel's), got "
+                                 f"{type(base).__name__}.")
+    if base.penalty_list is not None:
+        raise ConfigurationError("estimator has a penalty_list; the scan's penalties grid sets lambda: leave it None.")
     reference = as_events(x_ref, "x_ref")
     weights = as_weights(w_ref, len(reference))
     check_positive_integer(n_toys, "n_toys", minimum=2)
@@ -135,7 +146,7 @@ def scan_hyperparameters(
     rows = []
     for quantile, centers, penalty in itertools.product(sigma_quantiles, n_centers, penalties):
         sigma = sigmas[quantile]
-        test = NPLMTest(KernelNPLM(n_centers=int(centers), sigma=sigma, penalty=float(penalty), seed=seed))
+        test = NPLMTest(clone(base).set_params(n_centers=int(centers), sigma=sigma, penalty=float(penalty), seed=seed))
         campaigns = {}
         for name, toys, count, toy_seed in (("null", generator, n_toys, seed), ("probe", probe, n_probe_toys, seed + 1)):
             try:
