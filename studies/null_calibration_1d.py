@@ -56,17 +56,14 @@ def plot_tail(t_null: np.ndarray, dof: float, path: Path) -> None:
     fitted chi2's, on a log scale, with Z marked on the right."""
     from nplm_kernel.app.plots import _figure, _save, _style
 
-    ordered = np.sort(t_null)
-    n_toys = len(ordered)
-    grid = np.unique(np.quantile(ordered, 1.0 - np.geomspace(1.0 / n_toys, 0.5, 200)))
-    counts = n_toys - np.searchsorted(ordered, grid, side="left")
-    low = stats.beta.ppf(0.15865, counts, n_toys - counts + 1)
-    high = stats.beta.ppf(0.84135, counts + 1, n_toys - counts)
+    n_toys = len(t_null)
+    grid = np.unique(np.quantile(t_null, 1.0 - np.geomspace(1.0 / n_toys, 0.5, 200)))
+    fraction, low, high = np.array([empirical_p_value(value, t_null) for value in grid]).T
     with _style():
         figure, axes = _figure(1, 1, None, figsize=(10, 7))
         axis = axes.flat[0]
         axis.fill_between(grid, low, high, step="post", alpha=0.35, label="68% Clopper-Pearson band")
-        axis.step(grid, counts / n_toys, where="post", label=f"null toys ({n_toys})")
+        axis.step(grid, fraction, where="post", label=f"null toys ({n_toys})")
         axis.plot(grid, stats.chi2.sf(grid, dof), linestyle="--", label=f"fitted $\\chi^2_{{{dof:.2f}}}$")
         axis.set_yscale("log")
         axis.set_xlabel("t")
