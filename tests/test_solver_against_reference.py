@@ -187,15 +187,23 @@ def test_the_in_place_exp_is_torchs_and_overflows_to_inf_silently():
 
     from nplm_kernel.solver.kernels import exp_
 
-    values = torch.linspace(-700.0, 720.0, 1001, dtype=torch.float64)
-    expected = torch.exp(values)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        result = exp_(values)
-    assert result.data_ptr() == values.data_ptr()
-    finite = torch.isfinite(expected)
-    assert (~finite).any() and torch.isinf(result[~finite]).all()
-    np.testing.assert_allclose(result[finite], expected[finite], rtol=1e-15)
+    own = torch.get_num_threads()
+    try:
+        for threads in (1, 4):  # NumPy's exp up to two torch threads, torch's beyond
+            torch.set_num_threads(threads)
+            values = torch.linspace(-700.0, 720.0, 1001, dtype=torch.float64)
+            expected = torch.exp(values)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                result = exp_(values)
+            assert result.data_ptr() == values.data_ptr()
+            finite = torch.isfinite(expected)
+            assert (~finite).any() and torch.isinf(result[~finite]).all()
+            np.testing.assert_allclose(result[finite], expected[finite], rtol=1e-15)
+            capped = exp_(torch.tensor([-1.0, 0.0, 1e-12, 3.0], dtype=torch.float64), ceiling=0.0)
+            assert capped.tolist() == [np.exp(-1.0), 1.0, 1.0, 1.0]
+    finally:
+        torch.set_num_threads(own)
 
 
 def test_the_kernel_block_is_the_gaussian_formula_and_a_blocked_matrix_stores_what_its_budget_allows(rng):
@@ -210,10 +218,63 @@ def test_the_kernel_block_is_the_gaussian_formula_and_a_blocked_matrix_stores_wh
     rows = nystrom.NystromKernelRows(torch.as_tensor(points), torch.as_tensor(centers), sigma, memory_budget=30 * 2**20)
     assert not rows.cached and rows.block_rows * 300 * 8 <= rows.BLOCK_BYTES < 20_000 * 300 * 8
     stored_bytes = (20_000 - rows.n_recomputed) * 300 * 8
-    assert 0 < rows.n_recomputed < 20_000 and stored_bytes + 3 * rows.block_rows * 300 * 8 <= 30 * 2**20
+    block_copies = rows.n_threads + nystrom.WHITENED_BLOCK_COPIES - 1  # a buffer per thread, the Gram's copies
+    assert 0 < rows.n_recomputed < 20_000 and stored_bytes + block_copies * rows.block_rows * 300 * 8 <= 30 * 2**20
     weights, vector = rng.uniform(0.5, 1.5, size=20_000), rng.normal(size=300)
     kernel = gaussian_gram(points, centers, sigma)
     np.testing.assert_allclose(rows.weighted_gram_matvec(torch.as_tensor(weights), torch.as_tensor(vector)),
                                kernel.T @ (weights * (kernel @ vector)), rtol=1e-10)
     np.testing.assert_allclose(rows.matvec(torch.as_tensor(vector)), kernel @ vector, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(rows.rmatvec(torch.as_tensor(weights)), kernel.T @ weights, rtol=1e-10)
+
+
+def test_recomputed_blocks_shared_among_threads_give_the_products_of_one_thread_to_the_same_bits_each_time(rng):
+    import torch
+
+    points, centers = torch.as_tensor(rng.normal(size=(6_000, 3))), torch.as_tensor(rng.normal(size=(200, 3)))
+    weights, vector = torch.as_tensor(rng.uniform(0.5, 1.5, size=6_000)), torch.as_tensor(rng.normal(size=200))
+    columns = torch.as_tensor(rng.normal(size=(6_000, 3)))
+    own = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = nystrom.NystromKernelRows(points, centers, 0.8, memory_budget=3 * 2**20)
+        torch.set_num_threads(2)
+        shared = nystrom.NystromKernelRows(points, centers, 0.8, memory_budget=3 * 2**20)
+        assert (serial.n_threads, shared.n_threads) == (1, 2) and not shared.cached
+        assert shared.n_recomputed > 4 * shared.block_rows  # several blocks for each thread
+        products = [(lambda rows: rows.weighted_gram_matvec(weights, vector)), (lambda rows: rows.matvec(vector)),
+                    (lambda rows: rows.rmatvec(weights)), (lambda rows: rows.rmatvec(columns))]
+        for product in products:
+            np.testing.assert_allclose(product(shared), product(serial), rtol=1e-12, atol=1e-12)
+            assert torch.equal(product(shared), product(shared))
+        assert torch.get_num_threads() == 2  # the pool's threads did not change the caller's count
+    finally:
+        torch.set_num_threads(own)
+
+
+def test_block_threads_run_torch_single_threaded_in_order_and_leave_the_default_count_alone():
+    import threading
+
+    import torch
+
+    from nplm_kernel.solver.kernels import run_in_threads
+
+    own = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        seen = run_in_threads([lambda job=job: (job, threading.get_ident(), torch.get_num_threads()) for job in range(4)])
+        assert [job for job, _, _ in seen] == [0, 1, 2, 3]
+        assert all(count == 1 and ident != threading.get_ident() for _, ident, count in seen)
+        later: list[int] = []
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert torch.get_num_threads() == 2 and later == [2]  # a thread started afterwards takes the default
+
+        def fails():
+            raise ValueError("inside a block thread")
+
+        with pytest.raises(ValueError, match="inside a block thread"):
+            run_in_threads([int, fails])
+    finally:
+        torch.set_num_threads(own)

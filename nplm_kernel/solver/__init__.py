@@ -25,9 +25,10 @@ kernels. D_M are the loss curvatures at the centres; here they are kernel-smooth
 (Nadaraya-Watson) from all points, which also works for centres that are not training points and
 is far less noisy than the curvature of the one point at each centre.
 
-Laid out like the Falkon library: kernels.py (Gaussian kernel blocks and the width heuristic),
-nystrom.py (centres, the factor T, the rows of K_nM and the memory they take), preconditioner.py,
-cg.py, losses.py (the per-point losses) and newton.py (the solve and its diagnostics).
+Laid out like the Falkon library: kernels.py (Gaussian kernel blocks, the CPU threads that
+compute them, and the width heuristic), nystrom.py (centres, the factor T, the rows of K_nM and the
+memory they take), preconditioner.py, cg.py, losses.py (the per-point losses) and newton.py (the
+solve and its diagnostics).
 """
 
 from .cg import conjugate_gradient

@@ -4,14 +4,22 @@ memory budget, and the accounting of a fit's memory."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import numpy as np
 import torch
 from scipy.linalg import lapack
 
 from ..exceptions import ConfigurationError, FitError
-from .kernels import gaussian_kernel
+from .kernels import (
+    block_threads,
+    exponent_columns,
+    exponent_rows,
+    gaussian_kernel,
+    kernel_from_factors,
+    run_in_threads,
+)
 
 #: Rows per kernel block are at least this many, whatever the memory budget.
 MIN_BLOCK_ROWS = 64
@@ -123,9 +131,10 @@ class NystromKernelRows:
     """The n x M kernel matrix K_nM = k(x_i, c_m) (float64 points and centres), cached when it fits
     `memory_budget` bytes in `storage_dtype`. Otherwise ("blocked") the first rows that the budget
     leaves room for are stored in float64 and the others recomputed in float64 block by block on
-    every product, into one reused buffer; stored rows and buffer (with the copies a block needs)
-    stay within `memory_budget`, and a product's cost falls smoothly as the budget grows
-    (n_recomputed rows are recomputed).
+    every product, the blocks shared among `n_threads` CPU threads (kernels.run_in_threads), each
+    with one reused buffer; stored rows and buffers (with the copies a block needs) stay within
+    `memory_budget`, and a product's cost falls smoothly as the budget grows (n_recomputed rows
+    are recomputed). The cached rows are computed by the same threads.
 
     A float32 cache stores the whitened features Phi = K_nM T^-1 (T from `factor`, computed
     blockwise in float64) instead of K_nM: rounding K_nM to float32 and then applying T^-1 would
@@ -156,7 +165,8 @@ class NystromKernelRows:
         n_rows, n_cols = points.shape[0], centers.shape[0]
         self.explicit_gram = n_cols <= EXPLICIT_GRAM_MAX_CENTERS
         bytes_per_row = n_cols * torch.empty((), dtype=storage_dtype).element_size()
-        self.cached = n_rows * bytes_per_row + 2 * self.BLOCK_BYTES <= memory_budget
+        self.n_threads = block_threads(points.device)
+        self.cached = n_rows * bytes_per_row + 2 * self.BLOCK_BYTES * self.n_threads <= memory_budget
         if self.cached and storage_dtype != torch.float64 and factor is None:
             raise FitError("a float32 kernel cache needs the Nystrom factor T to store whitened features.")
         self.whitened = self.cached and factor is not None and (
@@ -168,28 +178,31 @@ class NystromKernelRows:
             raise FitError("cached kernel rows do not match this kernel matrix (size or dtype).")
         self.dtype = storage_dtype if self.cached else torch.float64
         self._parts: list[torch.Tensor] = []
+        self._stored = torch.empty((0, n_cols), dtype=torch.float64, device=points.device)
+        self._buffers: list[torch.Tensor] = []
+        self._exponent_columns = exponent_columns(centers, sigma)
         if self.cached:
             self.block_rows = max(MIN_BLOCK_ROWS, self.BLOCK_BYTES // bytes_per_row)
             n_computed = n_rows - (0 if cached_tail is None else len(cached_tail))
             computed = torch.empty((n_computed, n_cols), dtype=storage_dtype, device=points.device)
-            for start in range(0, n_computed, self.block_rows):
-                rows = slice(start, min(start + self.block_rows, n_computed))
-                block = gaussian_kernel(points[rows], centers, sigma)
-                if self.whitened:
-                    block = factor.whiten(block)
-                computed[rows] = block
+            self._compute_rows(computed, factor if self.whitened else None)
             self._parts = [computed] if cached_tail is None else [computed, cached_tail]
         else:
-            copies = WHITENED_BLOCK_COPIES  # the Newton step may form the Gram matrix (prefers_explicit_gram)
+            # one buffer per thread, and the Newton step may form the Gram matrix (prefers_explicit_gram), whose
+            # whitened and weighted copies of a block add WHITENED_BLOCK_COPIES - 1 blocks; fewer threads when the
+            # budget cannot hold a smallest block for each (kernel_memory_budget guarantees one)
+            extra_copies = WHITENED_BLOCK_COPIES - 1
+            self.n_threads = int(max(1, min(self.n_threads, memory_budget // (MIN_BLOCK_ROWS * n_cols * 8) - extra_copies)))
+            copies = self.n_threads + extra_copies
             self.block_rows = int(min(n_rows, max(MIN_BLOCK_ROWS, memory_budget // (n_cols * 8 * copies))))
             if points.device.type == "cpu":
                 self.block_rows = min(self.block_rows, max(MIN_BLOCK_ROWS, self.BLOCK_BYTES // (n_cols * 8)))
             spare = memory_budget - copies * self.block_rows * n_cols * 8
             n_stored = int(min(n_rows, max(0, spare) // (n_cols * 8)))
+            self._buffers = [torch.empty((self.block_rows, n_cols), dtype=torch.float64, device=points.device)
+                             for _ in range(self.n_threads)]
             self._stored = torch.empty((n_stored, n_cols), dtype=torch.float64, device=points.device)
-            for start in range(0, n_stored, self.block_rows):
-                rows = slice(start, min(start + self.block_rows, n_stored))
-                gaussian_kernel(points[rows], centers, sigma, out=self._stored[rows])
+            self._compute_rows(self._stored)
 
     @property
     def n_rows(self) -> int:
@@ -207,22 +220,61 @@ class NystromKernelRows:
             return None
         return self._parts[0] if len(self._parts) == 1 else torch.cat(self._parts)
 
-    def _blocks(self) -> Iterator[tuple[slice, torch.Tensor]]:
-        if self.cached:
-            offset = 0
-            for part in self._parts:
-                for start in range(0, len(part), self.block_rows):
-                    block = part[start : start + self.block_rows]
-                    yield slice(offset + start, offset + start + len(block)), block
-                offset += len(part)
-            return
-        n_stored = len(self._stored)
-        for start in range(0, n_stored, self.block_rows):
-            yield slice(start, min(start + self.block_rows, n_stored)), self._stored[start : start + self.block_rows]
-        buffer = torch.empty((self.block_rows, self.centers.shape[0]), dtype=torch.float64, device=self.points.device)
-        for start in range(n_stored, self.n_rows, self.block_rows):
-            rows = slice(start, min(start + self.block_rows, self.n_rows))
-            yield rows, gaussian_kernel(self.points[rows], self.centers, self.sigma, out=buffer[: rows.stop - start])
+    def _compute_rows(self, target: torch.Tensor, factor: NystromFactor | None = None):
+        """Writes the kernel rows of the first len(target) points (whitened with `factor` when given)
+        into `target`, block by block, the blocks shared among the threads."""
+        starts = range(0, len(target), self.block_rows)
+
+        def compute(share: range) -> None:
+            for start in share:
+                rows = slice(start, min(start + self.block_rows, len(target)))
+                if factor is None:
+                    self._kernel_block(rows, out=target[rows])
+                else:
+                    target[rows] = factor.whiten(self._kernel_block(rows))
+
+        n_jobs = min(self.n_threads, len(starts))
+        run_in_threads([partial(compute, starts[job::n_jobs]) for job in range(n_jobs)])
+
+    def _kernel_block(self, rows: slice, out: torch.Tensor | None = None) -> torch.Tensor:
+        return kernel_from_factors(exponent_rows(self.points[rows], self.sigma), self._exponent_columns, out=out)
+
+    def _stored_blocks(self) -> Iterator[tuple[slice, torch.Tensor]]:
+        offset = 0
+        for part in self._parts or [self._stored]:
+            for start in range(0, len(part), self.block_rows):
+                block = part[start : start + self.block_rows]
+                yield slice(offset + start, offset + start + len(block)), block
+            offset += len(part)
+
+    def _each_block(self, work: Callable[[slice, torch.Tensor, torch.Tensor | None], None],
+                    shape: tuple[int, ...] | None = None, threads: bool = True) -> torch.Tensor | None:
+        """Calls work(rows, block, accumulator) on every row block of K_nM (the stored rows in the
+        calling thread; the recomputed rows computed into each thread's buffer, block j on thread
+        j mod n_threads, unless threads is False) and returns the sum of the float64 accumulators
+        of the given shape, added in a fixed order (the same bits whatever the threads' timing);
+        None without a shape."""
+        def zeros() -> torch.Tensor | None:
+            return None if shape is None else torch.zeros(shape, dtype=torch.float64, device=self.points.device)
+
+        total = zeros()
+        for rows, block in self._stored_blocks():
+            work(rows, block, total)
+        starts = range(len(self._stored), self.n_rows if self._buffers else 0, self.block_rows)
+        n_jobs = min(self.n_threads if threads else 1, len(starts))
+
+        def recompute(job: int) -> torch.Tensor | None:
+            accumulator = zeros()
+            for start in starts[job::n_jobs]:
+                rows = slice(start, min(start + self.block_rows, self.n_rows))
+                block = self._kernel_block(rows, out=self._buffers[job][: rows.stop - start])
+                work(rows, block, accumulator)
+            return accumulator
+
+        for accumulator in run_in_threads([partial(recompute, job) for job in range(n_jobs)]):
+            if total is not None:
+                total += accumulator
+        return total
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
         """K_nM v for v of shape (M,), as float64 (n,)."""
@@ -230,8 +282,11 @@ class NystromKernelRows:
         if self.cached:
             return torch.cat([part @ v for part in self._parts]).to(torch.float64)
         out = torch.empty(self.n_rows, dtype=torch.float64, device=vector.device)
-        for rows, block in self._blocks():
+
+        def image(rows: slice, block: torch.Tensor, _) -> None:
             out[rows] = block @ v
+
+        self._each_block(image)
         return out
 
     def rmatvec(self, values: torch.Tensor) -> torch.Tensor:
@@ -239,32 +294,43 @@ class NystromKernelRows:
 
         With k columns it is computed as (u^T K_nM)^T: one streaming pass over K_nM, where
         K_nM^T @ u is several times slower on CPU BLAS."""
-        out = torch.zeros((self.centers.shape[0],) + values.shape[1:], dtype=torch.float64, device=values.device)
-        u = values.to(self.dtype)
-        for rows, block in self._blocks():
-            out += block.T @ u[rows] if u.ndim == 1 else (u[rows].T @ block).T
-        return out
+        n_cols = self.centers.shape[0]
+        if values.ndim == 1:
+            u = values.to(self.dtype)
+
+            def project(rows: slice, block: torch.Tensor, out: torch.Tensor) -> None:
+                out += block.T @ u[rows]
+
+            return self._each_block(project, (n_cols,))
+        u_t = values.T.to(self.dtype).contiguous()
+
+        def project_columns(rows: slice, block: torch.Tensor, out_t: torch.Tensor) -> None:
+            out_t += u_t[:, rows] @ block
+
+        return self._each_block(project_columns, (values.shape[1], n_cols)).T
 
     def whitened_weighted_gram(self, weights: torch.Tensor, factor: NystromFactor) -> torch.Tensor:
         """Phi^T diag(weights) Phi with Phi = K_nM T^-1 (the stored rows when whitened), one pass
-        over row blocks, as float64 (M, M). Formed in whitened coordinates, where Phi's rows have
-        norm at most about 1: K_nM^T D K_nM itself would carry the conditioning of K_MM."""
-        out = torch.zeros((self.centers.shape[0],) * 2, dtype=torch.float64, device=weights.device)
-        for rows, block in self._blocks():
+        over row blocks in the calling thread (matrix products, which torch's threads share), as
+        float64 (M, M). Formed in whitened coordinates, where Phi's rows have norm at most about 1:
+        K_nM^T D K_nM itself would carry the conditioning of K_MM."""
+        def add_block(rows: slice, block: torch.Tensor, out: torch.Tensor) -> None:
             features = block.to(torch.float64)
             if not self.whitened:
                 features = factor.whiten(features)
             out += (features * weights[rows, None]).T @ features
-        return out
+
+        return self._each_block(add_block, (self.centers.shape[0],) * 2, threads=False)
 
     def weighted_gram_matvec(self, weights: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
         """K_nM^T diag(weights) K_nM v, one pass over row blocks, as float64 (M,)."""
-        out = torch.zeros(self.centers.shape[0], dtype=torch.float64, device=vector.device)
         v = vector.to(self.dtype)
         w = weights.to(self.dtype)
-        for rows, block in self._blocks():
+
+        def add_block(rows: slice, block: torch.Tensor, out: torch.Tensor) -> None:
             out += block.T @ (w[rows] * (block @ v))
-        return out
+
+        return self._each_block(add_block, (self.centers.shape[0],))
 
 
 def stable_cholesky(matrix: torch.Tensor, stage: str, max_attempts: int = 12) -> torch.Tensor:
