@@ -24,6 +24,7 @@ import numpy as np
 from scipy import stats
 
 from nplm_kernel import KernelNPLM
+from nplm_kernel.app.plots import plot_null_tail
 from nplm_kernel.benchmarks import Exponential1D
 from nplm_kernel.inference.calibration import empirical_p_value, fit_chi2
 from nplm_kernel.inference.campaign import executor_from_setting, run_toys
@@ -49,34 +50,6 @@ def tail_rows(t_null: np.ndarray, dof: float) -> list[str]:
         rows.append(f"| {z:g} | {threshold:.2f} | {p_chi2:.3g} | {count} | {p:.3g} [{low:.3g}, {high:.3g}] | "
                     f"{p / p_chi2:.2f} [{low / p_chi2:.2f}, {high / p_chi2:.2f}] |")
     return rows
-
-
-def plot_tail(t_null: np.ndarray, dof: float, path: Path) -> None:
-    """The null's survival fraction P(t_null >= t) with its 68% Clopper-Pearson band against the
-    fitted chi2's, on a log scale, with Z marked on the right."""
-    from nplm_kernel.app.plots import _figure, _save, _style
-
-    n_toys = len(t_null)
-    grid = np.unique(np.quantile(t_null, 1.0 - np.geomspace(1.0 / n_toys, 0.5, 200)))
-    fraction, low, high = np.array([empirical_p_value(value, t_null) for value in grid]).T
-    with _style():
-        figure, axes = _figure(1, 1, None, figsize=(10, 7))
-        axis = axes.flat[0]
-        axis.fill_between(grid, low, high, step="post", alpha=0.35, label="68% Clopper-Pearson band")
-        axis.step(grid, fraction, where="post", label=f"null toys ({n_toys})")
-        axis.plot(grid, stats.chi2.sf(grid, dof), linestyle="--", label=f"fitted $\\chi^2_{{{dof:.2f}}}$")
-        axis.set_yscale("log")
-        axis.set_xlabel("t")
-        axis.set_ylabel("P(t_null >= t)")
-        right = axis.twinx()
-        right.set_yscale("log")
-        right.set_ylim(axis.get_ylim())
-        bottom, top = axis.get_ylim()
-        shown = [z for z in TAIL_Z if bottom <= stats.norm.sf(z) <= top]
-        right.set_yticks([stats.norm.sf(z) for z in shown], [f"Z = {z:g}" for z in shown])
-        right.minorticks_off()
-        axis.legend(fontsize="small", loc="lower left")
-    _save(figure, path)
 
 
 def run(n_toys: int, out: Path, executor, n_reference: int = 200_000, n_centers: int = 500, seed: int = 0,
@@ -107,7 +80,7 @@ def run(n_toys: int, out: Path, executor, n_reference: int = 200_000, n_centers:
         *tail_rows(campaign.t, fit.dof),
     ])
     (out / "table.md").write_text(table + "\n")
-    plot_tail(campaign.t, fit.dof, out / "null_tail.png")
+    plot_null_tail(campaign.t, out / "null_tail.png", dof=fit.dof, z_marks=TAIL_Z)
     return table
 
 

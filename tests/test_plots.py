@@ -4,9 +4,10 @@ the quantities a physicist reads off them (units, t, p and Z, extrapolations fla
 import matplotlib
 import numpy as np
 import pytest
+from scipy import stats
 
 from nplm_kernel import KernelNPLM, significance
-from nplm_kernel.app.plots import learned_f_histograms, plot_learned_f, plot_null_distribution
+from nplm_kernel.app.plots import learned_f_histograms, plot_learned_f, plot_null_distribution, plot_null_tail
 from nplm_kernel.benchmarks import NP2, Exponential1D
 
 
@@ -31,6 +32,22 @@ def test_null_distribution_plot(tmp_path, rng):
     beyond = plot_null_distribution(null, tmp_path / "null.pdf", t_observed=60.0, log_y=True)
     assert "(chi2 extrapolation)" in _texts(beyond) and beyond.axes[0].get_yscale() == "log"
     assert (tmp_path / "null.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_null_tail_plot_draws_the_toys_survival_fraction_against_the_chi2(tmp_path, rng):
+    null = rng.chisquare(4.0, size=2000)
+    figure = plot_null_tail(null, tmp_path / "tail.png", dof=4.0)
+    assert _is_png(tmp_path / "tail.png")
+    axis, right = figure.axes
+    toys = next(line for line in axis.get_lines() if line.get_label() == "null toys (2000)")
+    t_values, fractions = toys.get_data()
+    assert fractions[0] == pytest.approx(np.mean(null >= t_values[0])) and axis.get_yscale() == "log"
+    chi2 = next(line for line in axis.get_lines() if "chi" in line.get_label())
+    np.testing.assert_allclose(chi2.get_ydata(), stats.chi2.sf(chi2.get_xdata(), 4.0))
+    marks = [float(tick.get_text().removeprefix("Z = ")) for tick in right.get_yticklabels()]
+    bottom, top = axis.get_ylim()
+    assert {1.0, 2.0, 3.0} <= set(marks) and all(bottom <= stats.norm.sf(z) <= top for z in marks)
+    assert 4.0 not in marks  # 2000 toys reach p = 5e-4, not Z = 4's 3.2e-5
 
 
 def test_learned_f_plot(tmp_path):

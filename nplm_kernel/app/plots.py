@@ -7,7 +7,8 @@ plot_learned_f: per input variable, events per bin of data, reference and refere
 data / reference ratio with reference x e^f / reference on it; and the curve f(x) (with the true
 log-ratio when it is known), t and p annotated. learned_f_histograms gives the same binned counts
 as `hist` objects. plot_null_distribution: the null t with the fitted chi2, the observed t, p and Z
-(an extrapolated or bounded p-value marked as such), optionally on a log scale. plot_scan,
+(an extrapolated or bounded p-value marked as such), optionally on a log scale. plot_null_tail: the
+null's survival fraction with its Clopper-Pearson band against the fitted chi2's, Z marked. plot_scan,
 plot_monitoring and plot_power_curves draw hyperparameter scans, monitoring streams and power.
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 from scipy import stats
 
 from ..exceptions import ConfigurationError
-from ..inference.calibration import Significance, fit_chi2, significance
+from ..inference.calibration import Significance, empirical_p_value, fit_chi2, significance
 from ..samples import as_events, as_weights
 
 
@@ -94,6 +95,42 @@ def plot_null_distribution(
         axis.set_xlabel("t")
         axis.set_ylabel("probability density")
         axis.legend(fontsize="x-small")
+    return _save(figure, path)
+
+
+def plot_null_tail(
+    t_null: Sequence[float],
+    path: str | os.PathLike | None = None,
+    dof: float | None = None,
+    z_marks: Sequence[float] = (1.0, 2.0, 3.0, 3.5, 4.0),
+    ax: Any = None,
+) -> Any:
+    """The null's survival fraction P(t_null >= t) on a log scale, with its 68% Clopper-Pearson band
+    (calibration.empirical_p_value), against the chi2 with `dof` degrees of freedom (default: the
+    fitted one), and the p-values of Z = z_marks (p = 1 - Phi(Z)) marked on the right: where the
+    toys' tail leaves the chi2's, a chi2-extrapolated p is not to be trusted. Returns the Figure."""
+    values = np.asarray(t_null, dtype=np.float64)
+    dof = fit_chi2(values).dof if dof is None else dof
+    n_toys = len(values)
+    grid = np.unique(np.quantile(values, 1.0 - np.geomspace(1.0 / n_toys, 0.5, 200)))
+    fraction, low, high = np.array([empirical_p_value(value, values) for value in grid]).T
+    with _style():
+        figure, axes = _figure(1, 1, ax, figsize=(10, 7))
+        axis = np.asarray(axes).flat[0]
+        axis.fill_between(grid, low, high, step="post", alpha=0.35, label="68% Clopper-Pearson band")
+        axis.step(grid, fraction, where="post", label=f"null toys ({n_toys})")
+        axis.plot(grid, stats.chi2.sf(grid, dof), linestyle="--", label=f"$\\chi^2_{{{dof:.2f}}}$")
+        axis.set_yscale("log")
+        axis.set_xlabel("t")
+        axis.set_ylabel("P(t_null >= t)")
+        right = axis.twinx()
+        right.set_yscale("log")
+        right.set_ylim(axis.get_ylim())
+        bottom, top = axis.get_ylim()
+        shown = [z for z in z_marks if bottom <= stats.norm.sf(z) <= top]
+        right.set_yticks([stats.norm.sf(z) for z in shown], [f"Z = {z:g}" for z in shown])
+        right.minorticks_off()
+        axis.legend(fontsize="small", loc="lower left")
     return _save(figure, path)
 
 
