@@ -248,6 +248,11 @@ def test_recomputed_blocks_shared_among_threads_give_the_products_of_one_thread_
             np.testing.assert_allclose(product(shared), product(serial), rtol=1e-12, atol=1e-12)
             assert torch.equal(product(shared), product(shared))
         assert torch.get_num_threads() == 2  # the pool's threads did not change the caller's count
+        block = nystrom.NystromKernelRows.BLOCK_BYTES
+        for spare, threads in ((2 * block, 1), (4 * block, 2)):  # the cache's build: 2 blocks per thread
+            cached = nystrom.NystromKernelRows(points, centers, 0.8, memory_budget=6_000 * 200 * 8 + spare)
+            assert cached.cached and cached.n_threads == threads
+            np.testing.assert_allclose(cached.matvec(vector), serial.matvec(vector), rtol=1e-12, atol=1e-12)
     finally:
         torch.set_num_threads(own)
 

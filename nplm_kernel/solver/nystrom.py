@@ -166,7 +166,10 @@ class NystromKernelRows:
         self.explicit_gram = n_cols <= EXPLICIT_GRAM_MAX_CENTERS
         bytes_per_row = n_cols * torch.empty((), dtype=storage_dtype).element_size()
         self.n_threads = block_threads(points.device)
-        self.cached = n_rows * bytes_per_row + 2 * self.BLOCK_BYTES * self.n_threads <= memory_budget
+        self.cached = n_rows * bytes_per_row + 2 * self.BLOCK_BYTES <= memory_budget
+        if self.cached:  # building the cache holds up to 2 blocks per thread (a block and its whitened copy)
+            spare_blocks = (memory_budget - n_rows * bytes_per_row) // (2 * self.BLOCK_BYTES)
+            self.n_threads = int(max(1, min(self.n_threads, spare_blocks)))
         if self.cached and storage_dtype != torch.float64 and factor is None:
             raise FitError("a float32 kernel cache needs the Nystrom factor T to store whitened features.")
         self.whitened = self.cached and factor is not None and (
