@@ -283,3 +283,21 @@ def test_block_threads_run_torch_single_threaded_in_order_and_leave_the_default_
             run_in_threads([int, fails])
     finally:
         torch.set_num_threads(own)
+
+
+def test_the_cost_model_counts_the_threads_that_share_the_cg_passes_recomputed_blocks(rng):
+    import torch
+
+    points, centers = torch.as_tensor(rng.normal(size=(6_000, 5))), torch.as_tensor(rng.normal(size=(300, 5)))
+    own = torch.get_num_threads()
+    try:
+        thresholds = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            rows = nystrom.NystromKernelRows(points, centers, 2.0, memory_budget=3 * 2**20)
+            assert rows.n_threads == threads and rows.n_recomputed > 0.8 * len(points)
+            # the fewest expected CG iterations for which one Gram matrix is judged cheaper
+            thresholds.append(next(k for k in range(1, 10_000) if nystrom.prefers_explicit_gram(rows, k)))
+    finally:
+        torch.set_num_threads(own)
+    assert 1.5 * thresholds[0] <= thresholds[1] <= 2 * thresholds[0] + 1

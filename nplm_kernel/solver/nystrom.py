@@ -40,9 +40,10 @@ WHITENED_BLOCK_COPIES = 3
 
 
 #: Cost-model constants (seconds, measured on a 2-core x86 CPU with the CPU kernel of kernels.py;
-#: only their ratios matter): one kernel entry recomputed (distance, exp) per input variable and
-#: fixed, one multiply-add of a matrix-vector product reading its matrix from memory and one on a
-#: block already in cache, one multiply-add of a matrix-matrix product.
+#: only their ratios matter): one kernel entry recomputed (distance, exp) by one thread, per input
+#: variable and fixed, one multiply-add of a matrix-vector product reading its matrix from memory
+#: and one on a block already in cache (one thread), one multiply-add of a matrix-matrix product
+#: (all threads).
 KERNEL_ENTRY_SECONDS = (4e-11, 1.4e-9)
 GEMV_SECONDS = (4e-10, 1.6e-10)
 GEMM_SECONDS = 3e-11
@@ -51,16 +52,18 @@ EXPECTED_CG_ITERATIONS = 30
 
 
 def prefers_explicit_gram(rows: NystromKernelRows, expected_iterations: int) -> bool:
-    """Whether forming Phi^T D Phi once (one pass over K_nM, n M^2 multiply-adds, plus whitening
-    when the stored rows are not whitened) costs less than `expected_iterations` Hessian products
-    by CG (each one pass with two matrix-vector products per block, the first reading a stored
-    block from memory, plus the kernel of the recomputed rows): the cost model of the Newton step."""
+    """Whether forming Phi^T D Phi once (one pass over K_nM in the calling thread, n M^2
+    multiply-adds, plus whitening when the stored rows are not whitened) costs less than
+    `expected_iterations` Hessian products by CG (each one pass with two matrix-vector products per
+    block, the first reading a stored block from memory, plus the kernel of the recomputed rows,
+    whose blocks rows.n_threads threads share): the cost model of the Newton step."""
     n, m, d = rows.points.shape[0], rows.centers.shape[0], rows.points.shape[1]
     recomputed, (from_memory, in_cache) = rows.n_recomputed, GEMV_SECONDS
     kernel = recomputed * m * (KERNEL_ENTRY_SECONDS[0] * d + KERNEL_ENTRY_SECONDS[1])
     gram = kernel + n * m * m * GEMM_SECONDS * (1 if rows.whitened else 2)
-    products = (n - recomputed) * m * (from_memory + in_cache) + recomputed * m * 2 * in_cache
-    return rows.explicit_gram or gram < expected_iterations * (kernel + products)
+    recomputed_products = (kernel + recomputed * m * 2 * in_cache) / rows.n_threads
+    products = (n - recomputed) * m * (from_memory + in_cache) + recomputed_products
+    return rows.explicit_gram or gram < expected_iterations * products
 
 
 def fixed_fit_memory(n_points: int, n_features: int) -> int:
