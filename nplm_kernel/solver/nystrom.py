@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -229,9 +230,7 @@ class NystromKernelRows:
     def _compute_rows(self, target: torch.Tensor, factor: NystromFactor | None = None):
         """Writes the kernel rows of the first len(target) points (whitened with `factor` when given)
         into `target`, block by block, the blocks shared among the threads."""
-        starts = range(0, len(target), self.block_rows)
-
-        def compute(share: range) -> None:
+        def compute(_, share: range) -> None:
             for start in share:
                 rows = slice(start, min(start + self.block_rows, len(target)))
                 if factor is None:
@@ -239,8 +238,14 @@ class NystromKernelRows:
                 else:
                     target[rows] = factor.whiten(self._kernel_block(rows))
 
-        n_jobs = min(self.n_threads, len(starts))
-        run_in_threads([partial(compute, starts[job::n_jobs]) for job in range(n_jobs)])
+        self._share_blocks(range(0, len(target), self.block_rows), compute)
+
+    def _share_blocks(self, starts: range, work: Callable[[int, range], Any], threads: bool = True) -> list[Any]:
+        """work(job, starts[job::n_jobs]) for each of n_jobs = min(n_threads, len(starts)) jobs, run at
+        once on the block threads (block j on job j mod n_jobs; one job when threads is False), and
+        their results in job order."""
+        n_jobs = min(self.n_threads if threads else 1, len(starts))
+        return run_in_threads([partial(work, job, starts[job::n_jobs]) for job in range(n_jobs)])
 
     def _kernel_block(self, rows: slice, out: torch.Tensor | None = None) -> torch.Tensor:
         return kernel_from_factors(exponent_rows(self.points[rows], self.sigma), self._exponent_columns, out=out)
@@ -266,18 +271,17 @@ class NystromKernelRows:
         total = zeros()
         for rows, block in self._stored_blocks():
             work(rows, block, total)
-        starts = range(len(self._stored), self.n_rows if self._buffers else 0, self.block_rows)
-        n_jobs = min(self.n_threads if threads else 1, len(starts))
 
-        def recompute(job: int) -> torch.Tensor | None:
+        def recompute(job: int, share: range) -> torch.Tensor | None:
             accumulator = zeros()
-            for start in starts[job::n_jobs]:
+            for start in share:
                 rows = slice(start, min(start + self.block_rows, self.n_rows))
                 block = self._kernel_block(rows, out=self._buffers[job][: rows.stop - start])
                 work(rows, block, accumulator)
             return accumulator
 
-        for accumulator in run_in_threads([partial(recompute, job) for job in range(n_jobs)]):
+        recomputed = range(self.n_rows - self.n_recomputed, self.n_rows, self.block_rows)
+        for accumulator in self._share_blocks(recomputed, recompute, threads):
             if total is not None:
                 total += accumulator
         return total
