@@ -26,7 +26,7 @@ import torch
 from nn_baseline import NNNPLM
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import Dimuon5D, Exponential1D
-from nplm_kernel.kernel.estimator import clear_reference_cache
+from nplm_kernel.kernel import reference_cache
 from nplm_kernel.solver import NystromKernelRows, fixed_fit_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,7 +59,7 @@ def benchmark_case(name, x_data, x_ref, w_ref, n_centers, architecture, repeats,
     fits = {}
     sklearn_values = []
     nn_rates = []
-    clear_reference_cache()
+    reference_cache.clear()
     _timed_fit(variants[reuse], x_data, x_ref, w_ref)  # fills the cache: later reuse fits are warm
     for _ in range(repeats):
         for variant, make in variants.items():
@@ -73,7 +73,7 @@ def benchmark_case(name, x_data, x_ref, w_ref, n_centers, architecture, repeats,
         times[sklearn_variant].append(elapsed)
         elapsed, _ = _timed_fit(lambda: NNNPLM(architecture=architecture, epochs=nn_epochs), x_data, x_ref, w_ref)
         nn_rates.append(nn_epochs / elapsed)
-    clear_reference_cache()
+    reference_cache.clear()
     reference_variant = "float64, K_nM cached"
     base_time, base_t = np.median(times[reference_variant]), fits[reference_variant].t_
     lines = [f"### {name}: N_D = {len(x_data)}, N_R = {len(x_ref)}, M = {n_centers} drawn "

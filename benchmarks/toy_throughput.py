@@ -28,10 +28,10 @@ import numpy as np
 
 from nplm_kernel import ConvergenceWarning, KernelNPLM, NPLMTest, run_toys
 from nplm_kernel.benchmarks import Dimuon5D, Exponential1D
-from nplm_kernel.inference.campaign import executor_from_setting
-from nplm_kernel.inference.store import StoreWriter, read_store
 from nplm_kernel.solver import newton, nystrom
 from nplm_kernel.solver.nystrom import fixed_fit_memory
+from nplm_kernel.store import StoreWriter, read_store
+from nplm_kernel.toys import resolve_executor
 
 
 def one_d(n_toys: int, n_toys_batched: int, executor, batch_sizes: list[int]) -> list[str]:
@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--store-rows", type=int, default=1_000_000, help="rows of the store timing (0: skip)")
     arguments = parser.parse_args()
     sizes = [int(size) for size in arguments.batch_sizes.split(",")]
-    print("\n".join(one_d(arguments.n_toys, arguments.n_toys_batched, executor_from_setting(arguments.executor),
+    print("\n".join(one_d(arguments.n_toys, arguments.n_toys_batched, resolve_executor(arguments.executor),
                                 sizes)))
     if not arguments.skip_5d:
         print("\n" + "\n".join(five_d(arguments.repeats)))

@@ -29,7 +29,7 @@ def _model_table(model) -> list[str]:
 
 def config_page() -> str:
     from nplm_kernel.app import config
-    from nplm_kernel.backends import backend_entry, backend_names
+    from nplm_kernel.contract import backend_entry, backend_names
 
     lines = ["# Analysis config (YAML)", "",
              "`nplm run analysis.yaml` runs the whole study one file describes. Unknown keys are errors, reported "
@@ -57,7 +57,7 @@ def config_page() -> str:
 def cli_page() -> str:
     import argparse
 
-    from nplm_kernel.app.cli import build_parser
+    from nplm_kernel.cli import build_parser
 
     parser = build_parser()
     lines = ["# Command line", "", "Generated from the `nplm` argument parser.", "", "```text", parser.format_help(),

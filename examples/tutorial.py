@@ -35,10 +35,10 @@ import pyarrow.parquet as pq
 
 from nn_baseline import NNNPLM
 from nplm_kernel import KernelNPLM, NPLMTest, run_toys, save_model, significance
-from nplm_kernel.app.io import load_events
 from nplm_kernel.app.plots import plot_learned_f, plot_null_distribution
 from nplm_kernel.benchmarks import NP2, Exponential1D
-from nplm_kernel.inference.campaign import ReferencePoolToys
+from nplm_kernel.io import load_events
+from nplm_kernel.toys import ReferencePoolToys
 
 QUICK = "--quick" in sys.argv or os.environ.get("NPLM_TUTORIAL_QUICK") == "1"
 OUT = Path(os.environ.get("NPLM_TUTORIAL_OUT", "tutorial_output"))

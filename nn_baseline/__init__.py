@@ -3,6 +3,5 @@
 from .estimator import NNNPLM
 from .network import ClippedMLP
 from .taylor import NNTaylorLearner
-from .tuning import WeightClipScan, tune_weight_clip
 
-__all__ = ["NNNPLM", "NNTaylorLearner", "ClippedMLP", "WeightClipScan", "tune_weight_clip"]
+__all__ = ["NNNPLM", "NNTaylorLearner", "ClippedMLP"]

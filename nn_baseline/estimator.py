@@ -16,10 +16,10 @@ import torch
 from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
-from nplm_kernel.backends import finish_fit, require_fitted, resolve_device
-from nplm_kernel.exceptions import ConfigurationError, FitError
-from nplm_kernel.inference.nuisance import NuisanceTerms, TrainableNuisances
-from nplm_kernel.samples import (
+from nplm_kernel.contract import finish_fit, require_fitted
+from nplm_kernel.core.devices import resolve_device
+from nplm_kernel.core.exceptions import ConfigurationError, FitError
+from nplm_kernel.core.samples import (
     check_choice,
     check_positive_integer,
     check_positive_number,
@@ -28,6 +28,7 @@ from nplm_kernel.samples import (
     standardized,
     validate_samples,
 )
+from nplm_kernel.nuisance import NuisanceTerms, TrainableNuisances
 
 from .network import ACTIVATIONS, BIAS_INITIALISATIONS, ClippedMLP, check_architecture
 
@@ -107,6 +108,8 @@ class NNNPLM(BaseEstimator):
     fits_nuisances_jointly = True
     #: Each toy trains its own network: no batched fits.
     fits_batches = False
+    #: The hyperparameters that play the roles the shared layer knows (contract.SETTING_ROLES).
+    setting_roles = {"device": "device", "seed": "seed", "progress": "progress"}
 
     def layer_widths(self, n_features: int) -> tuple[int, ...]:
         """The layer widths for d = n_features inputs (the default: (d, 4, 1))."""
@@ -212,7 +215,7 @@ class NNNPLM(BaseEstimator):
         return values.cpu().numpy().astype(np.float64)
 
     def fitted_state(self) -> dict:
-        """The fitted attributes and network weights, for nplm_kernel.persistence.save_model."""
+        """The fitted attributes and network weights, for nplm_kernel.save_model."""
         require_fitted(self, "network_")
         weights = {f"network.{name}": tensor.detach().cpu().numpy() for name, tensor in self.network_.state_dict().items()}
         return {
@@ -223,7 +226,7 @@ class NNNPLM(BaseEstimator):
         }
 
     def fitted_state_spec(self) -> dict:
-        """The attributes fitted_state() saves and their shapes (persistence.check_fitted_state); "d"
+        """The attributes fitted_state() saves and their shapes (io.models.check_fitted_state); "d"
         stands for the number of input variables when the architecture is the default."""
         widths = self.layer_widths(1) if self.architecture is None else check_architecture(self.architecture)
         network = ClippedMLP(widths, self.activation, torch.Generator().manual_seed(0))

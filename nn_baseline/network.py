@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nplm_kernel.exceptions import ConfigurationError
-from nplm_kernel.samples import check_choice
-from nplm_kernel.statistic import extended_likelihood, extended_likelihood_slope
+from nplm_kernel.core.exceptions import ConfigurationError
+from nplm_kernel.core.samples import check_choice
+from nplm_kernel.core.statistic import extended_likelihood, extended_likelihood_slope
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
 

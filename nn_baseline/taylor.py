@@ -1,7 +1,7 @@
 """NN learning of shape-nuisance Taylor coefficients delta_k(x), as in the NPLM papers: one small
 network per coefficient ("NN 1, NN 2, ..."), log r(x; nu) = sum_k delta_k(x) nu^k.
 
-Same parametrised-classifier loss as nplm_kernel.taylor.KernelTaylorLearner (without the RKHS
+Same parametrised-classifier loss as nplm_kernel.KernelTaylorLearner (without the RKHS
 penalty): for each shifted sample R_i at nu_i, a weighted logistic regression of R_i against the
 nominal R_0 with log-odds s_i(x) = sum_k (nu_i / s)^k g_k(x), delta_k = g_k / s^k, s = max |nu_i|.
 Trained full-batch with Adam.
@@ -16,10 +16,11 @@ import torch
 from sklearn.base import BaseEstimator
 from torch.nn import functional
 
-from nplm_kernel.backends import require_fitted, resolve_device
-from nplm_kernel.exceptions import FitError
-from nplm_kernel.samples import as_events, check_positive_integer, check_positive_number
-from nplm_kernel.taylor_training import taylor_training_set
+from nplm_kernel.contract import require_fitted
+from nplm_kernel.core.devices import resolve_device
+from nplm_kernel.core.exceptions import FitError
+from nplm_kernel.core.samples import as_events, check_positive_integer, check_positive_number
+from nplm_kernel.nuisance.taylor_training import taylor_training_set
 
 from .network import ClippedMLP, check_architecture
 
@@ -34,6 +35,9 @@ class NNTaylorLearner(BaseEstimator):
     Fitted attributes: networks_ (one per coefficient), input_mean_, input_scale_, nu_scale_ (s),
     loss_ (final loss per unit weight), n_features_in_.
     """
+
+    #: The hyperparameters that play the roles the shared layer knows (contract.SETTING_ROLES).
+    setting_roles = {"device": "device", "seed": "seed"}
 
     def __init__(self, degree: int = 2, hidden: tuple[int, ...] = (16, 16), activation: str = "sigmoid",
                  weight_clip: float | None = None, epochs: int = 3000, learning_rate: float = 1e-2,
@@ -117,7 +121,7 @@ class NNTaylorLearner(BaseEstimator):
         return outputs / self.nu_scale_ ** np.arange(1, self.degree + 1)
 
     def fitted_state(self) -> dict:
-        """Network weights and fitted attributes, for nplm_kernel.persistence.save_model."""
+        """Network weights and fitted attributes, for nplm_kernel.save_model."""
         require_fitted(self, "networks_")
         weights = {f"network{index}.{name}": value.detach().cpu().numpy()
                    for index, network in enumerate(self.networks_) for name, value in network.state_dict().items()}
@@ -125,7 +129,7 @@ class NNTaylorLearner(BaseEstimator):
                 "nu_scale_": self.nu_scale_, "n_features_in_": self.n_features_in_, "loss_": self.loss_}
 
     def fitted_state_spec(self) -> dict:
-        """The attributes fitted_state() saves and their shapes (persistence.check_fitted_state);
+        """The attributes fitted_state() saves and their shapes (io.models.check_fitted_state);
         "d" is the number of input features."""
         network = ClippedMLP(self._architecture(1), self.activation, torch.Generator().manual_seed(0))
         shapes = {name: tuple(tensor.shape) for name, tensor in network.state_dict().items()}

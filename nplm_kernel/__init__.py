@@ -1,68 +1,79 @@
 """nplm-kernel: the New Physics Learning Machine goodness-of-fit test with kernel methods.
 
 The public API, by layer (docs/architecture.md):
-- backends: KernelNPLM (nplm_kernel.kernel), the NN in the nn_baseline package, and the backend
-  contract and registry (Backend, BackendFit, register_backend);
-- inference: NPLMTest (t, or t = tau - Delta with nuisances; multi-scale with widths=...),
-  run_toys and CampaignResult (toy campaigns and their stores), significance (p-value and Z);
-- application: save_model / load_model, load_config / run_analysis (the `nplm` command).
+- backends: KernelNPLM and KernelTaylorLearner (nplm_kernel.kernel), the NN in the nn_baseline
+  package, and the backend contract and registry (Backend, BackendFit, register_backend);
+- inference: NPLMTest (t, or t = tau - Delta with nuisances; multi-scale with widths=...) and
+  significance (p-value and Z); toy campaigns: run_toys and CampaignResult (nplm_kernel.toys);
+- methods: BaselineTest and compare_methods (nplm_kernel.baselines);
+- files: save_model / load_model (nplm_kernel.io).
+
+The names are imported when first used, so that `import nplm_kernel.cli` (the `nplm` command's
+--version and --help) does not load torch.
 """
 
-from .app.persistence import load_model, save_model
-from .backends import Backend, BackendFit, register_backend
-from .exceptions import (
-    ConfigurationError,
-    ConvergenceWarning,
-    FitConsistencyWarning,
-    FitError,
-    InputError,
-    NormalizationWarning,
-    NotFittedError,
-    NPLMError,
-    SampleSizeWarning,
-)
-from .inference.baselines import BaselineTest
-from .inference.calibration import combine_settings, significance
-from .inference.campaign import CampaignResult, run_toys
-from .inference.comparison import compare_methods
-from .inference.hypothesis_test import MultiScaleResult, NPLMResult, NPLMTest
-from .kernel.estimator import KernelNPLM
-from .kernel.taylor import KernelTaylorLearner
-from .samples import Samples, validate_samples
-from .statistic import chi2_p_value, nplm_loss, t_from_loss, z_score
-from .version import __version__
+from __future__ import annotations
 
-__all__ = [
-    "__version__",
-    "Backend",
-    "BackendFit",
-    "BaselineTest",
-    "CampaignResult",
-    "ConfigurationError",
-    "ConvergenceWarning",
-    "FitConsistencyWarning",
-    "FitError",
-    "InputError",
-    "KernelNPLM",
-    "KernelTaylorLearner",
-    "MultiScaleResult",
-    "NormalizationWarning",
-    "NotFittedError",
-    "NPLMError",
-    "NPLMResult",
-    "NPLMTest",
-    "SampleSizeWarning",
-    "Samples",
-    "chi2_p_value",
-    "combine_settings",
-    "compare_methods",
-    "load_model",
-    "nplm_loss",
-    "register_backend",
-    "run_toys",
-    "save_model",
-    "significance",
-    "t_from_loss",
-    "validate_samples",
-    "z_score",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .core.version import __version__
+
+#: Where each public name is defined.
+_EXPORTS = {
+    "Backend": "contract", "BackendFit": "contract", "register_backend": "contract",
+    "ConfigurationError": "core.exceptions", "ConvergenceWarning": "core.exceptions",
+    "FitConsistencyWarning": "core.exceptions", "FitError": "core.exceptions", "InputError": "core.exceptions",
+    "NormalizationWarning": "core.exceptions", "NotFittedError": "core.exceptions", "NPLMError": "core.exceptions",
+    "SampleSizeWarning": "core.exceptions",
+    "Samples": "core.samples", "validate_samples": "core.samples",
+    "chi2_p_value": "core.statistic", "nplm_loss": "core.statistic", "t_from_loss": "core.statistic",
+    "z_score": "core.statistic",
+    "KernelNPLM": "kernel", "KernelTaylorLearner": "kernel",
+    "MultiScaleResult": "inference", "NPLMResult": "inference", "NPLMTest": "inference",
+    "combine_settings": "inference", "significance": "inference",
+    "CampaignResult": "toys", "run_toys": "toys",
+    "BaselineTest": "baselines", "compare_methods": "baselines",
+    "load_model": "io", "save_model": "io",
+}
+
+__all__ = ["__version__", "Backend", "BackendFit", "BaselineTest", "CampaignResult", "chi2_p_value",
+           "combine_settings", "compare_methods", "ConfigurationError", "ConvergenceWarning",
+           "FitConsistencyWarning", "FitError", "InputError", "KernelNPLM", "KernelTaylorLearner", "load_model",
+           "MultiScaleResult", "NormalizationWarning", "NotFittedError", "nplm_loss", "NPLMError", "NPLMResult",
+           "NPLMTest", "register_backend", "run_toys", "Samples", "SampleSizeWarning", "save_model", "significance",
+           "t_from_loss", "validate_samples", "z_score"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'nplm_kernel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from .baselines import BaselineTest, compare_methods
+    from .contract import Backend, BackendFit, register_backend
+    from .core.exceptions import (
+        ConfigurationError,
+        ConvergenceWarning,
+        FitConsistencyWarning,
+        FitError,
+        InputError,
+        NormalizationWarning,
+        NotFittedError,
+        NPLMError,
+        SampleSizeWarning,
+    )
+    from .core.samples import Samples, validate_samples
+    from .core.statistic import chi2_p_value, nplm_loss, t_from_loss, z_score
+    from .inference import MultiScaleResult, NPLMResult, NPLMTest, combine_settings, significance
+    from .io import load_model, save_model
+    from .kernel import KernelNPLM, KernelTaylorLearner
+    from .toys import CampaignResult, run_toys

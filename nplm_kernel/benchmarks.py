@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from .exceptions import ConfigurationError
-from .inference.campaign import AuxiliaryToys, ToyGenerator
+from .core.exceptions import ConfigurationError
+from .toys import AuxiliaryToys, ToyGenerator
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Three datasets: the 1D exponential benchmark (signals NP1, NP2, NP3), the 5D dim
 Z'-like resonance and a contact-interaction-like tail) and the 2D data-quality stream (detector
 effects resolution, dead_region, gain_drift). On each, every method that applies (the kernel and
 NN backends, the multi-scale kernel test 'kernel_minp' (min-p over two widths; in quick mode on 1D
-and DQM only), then the baselines of nplm_kernel.inference.baselines; one-dimensional methods only
+and DQM only), then the baselines of nplm_kernel.baselines; one-dimensional methods only
 on 1D) runs the same null toys and the same signal toys (one seed per sample, shared by all
 methods), as resumable stores <dataset>/<method>_<sample>.jsonl.
 
@@ -32,8 +32,8 @@ from scipy import stats
 
 from nn_baseline import NNNPLM
 from nplm_kernel import KernelNPLM
-from nplm_kernel.app.analysis import multi_scale_widths
 from nplm_kernel.app.plots import plot_power_curves
+from nplm_kernel.baselines import BASELINES, BaselineTest, method_applicability
 from nplm_kernel.benchmarks import (
     DQM_EFFECTS,
     NP2,
@@ -44,11 +44,9 @@ from nplm_kernel.benchmarks import (
     Exponential1D,
     ZPrimeSignal,
 )
-from nplm_kernel.inference.baselines import BASELINES, BaselineTest
+from nplm_kernel.inference import NPLMTest, multi_scale_widths
 from nplm_kernel.inference.calibration import significance
-from nplm_kernel.inference.campaign import executor_from_setting, run_toys
-from nplm_kernel.inference.comparison import method_applicability
-from nplm_kernel.inference.hypothesis_test import NPLMTest
+from nplm_kernel.toys import resolve_executor, run_toys
 
 SIGNALS_5D = {"Zprime300": ZPrimeSignal(n_expected=60.0), "contact": ContactInteractionSignal(n_expected=200.0)}
 LEVELS = (2.0, 3.0)
@@ -208,7 +206,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/baselines"))
     parser.add_argument("--no-progress", action="store_true")
     arguments = parser.parse_args()
-    print(run(arguments.mode, arguments.out, seed=arguments.seed, executor=executor_from_setting(arguments.executor),
+    print(run(arguments.mode, arguments.out, seed=arguments.seed, executor=resolve_executor(arguments.executor),
               progress=not arguments.no_progress, datasets=tuple(arguments.datasets.split(","))))
 
 

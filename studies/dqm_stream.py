@@ -26,9 +26,9 @@ from scipy import stats
 from nplm_kernel import KernelNPLM
 from nplm_kernel.app.plots import plot_monitoring
 from nplm_kernel.benchmarks import DQM_EFFECTS, DQMStream
+from nplm_kernel.inference import NPLMTest
 from nplm_kernel.inference.calibration import significance
-from nplm_kernel.inference.campaign import executor_from_setting, run_toys
-from nplm_kernel.inference.hypothesis_test import NPLMTest
+from nplm_kernel.toys import resolve_executor, run_toys
 
 MODES = {
     "smoke": dict(n_reference=10_000, n_expected=300.0, n_null=20, n_effect=4, block=2, n_centers=50),
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/dqm_stream"))
     arguments = parser.parse_args()
-    executor = executor_from_setting(arguments.executor)
+    executor = resolve_executor(arguments.executor)
     print(run(arguments.mode, arguments.out, arguments.seed, executor, arguments.false_alarm))
 
 

@@ -29,9 +29,9 @@ from nn_baseline import NNNPLM
 from nplm_kernel import KernelNPLM
 from nplm_kernel.app.plots import plot_learned_f, plot_null_distribution
 from nplm_kernel.benchmarks import SIGNALS_1D, ContactInteractionSignal, Dimuon5D, Exponential1D, ZPrimeSignal
+from nplm_kernel.inference import NPLMTest
 from nplm_kernel.inference.calibration import fit_chi2, significance
-from nplm_kernel.inference.campaign import executor_from_setting, run_toys, toy_seed
-from nplm_kernel.inference.hypothesis_test import NPLMTest
+from nplm_kernel.toys import resolve_executor, run_toys, toy_seed
 
 SIGNALS_5D = {"Zprime300": ZPrimeSignal(n_expected=60.0), "contact": ContactInteractionSignal(n_expected=200.0)}
 
@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="default: results/nn_vs_kernel_<benchmark>")
     arguments = parser.parse_args()
-    executor = executor_from_setting(arguments.executor)
+    executor = resolve_executor(arguments.executor)
     out = arguments.out or Path(f"results/nn_vs_kernel_{arguments.benchmark}")
     print(run(arguments.benchmark, arguments.mode, out, arguments.seed, executor))
 

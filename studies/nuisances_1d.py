@@ -28,14 +28,14 @@ from scipy import stats
 
 from nn_baseline import NNNPLM
 from nplm_kernel import KernelNPLM
-from nplm_kernel.app.persistence import load_model, save_model
 from nplm_kernel.benchmarks import SIGNALS_1D, Exponential1D, Exponential1DSystematics
+from nplm_kernel.core.statistic import z_score
+from nplm_kernel.inference import NPLMTest
 from nplm_kernel.inference.calibration import empirical_p_value, fit_chi2, significance
-from nplm_kernel.inference.campaign import executor_from_setting, run_toys
-from nplm_kernel.inference.hypothesis_test import NPLMTest
-from nplm_kernel.inference.nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
+from nplm_kernel.io import load_model, save_model
 from nplm_kernel.kernel.taylor import KernelTaylorLearner
-from nplm_kernel.statistic import z_score
+from nplm_kernel.nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
+from nplm_kernel.toys import resolve_executor, run_toys
 
 MODES = {
     "smoke": dict(n_reference=5_000, n_expected=200.0, n_kernel=3, n_nn=2, nn_epochs=50, n_centers=50,
@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/nuisances_1d"))
     arguments = parser.parse_args()
-    executor = executor_from_setting(arguments.executor)
+    executor = resolve_executor(arguments.executor)
     print(run(arguments.mode, arguments.out, arguments.seed, executor, arguments.signal))
 
 

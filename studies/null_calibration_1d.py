@@ -26,9 +26,9 @@ from scipy import stats
 from nplm_kernel import KernelNPLM
 from nplm_kernel.app.plots import plot_null_tail
 from nplm_kernel.benchmarks import Exponential1D
+from nplm_kernel.inference import NPLMTest
 from nplm_kernel.inference.calibration import empirical_p_value, fit_chi2
-from nplm_kernel.inference.campaign import executor_from_setting, run_toys
-from nplm_kernel.inference.hypothesis_test import NPLMTest
+from nplm_kernel.toys import resolve_executor, run_toys
 
 #: Significances at which the empirical tail is compared with the fitted chi2.
 TAIL_Z = (1.0, 2.0, 3.0, 3.5, 4.0)
@@ -94,7 +94,7 @@ def main() -> None:
                         help="centres from the reference, kept for every toy (batched fits)")
     parser.add_argument("--out", type=Path, default=Path("results/null_calibration_1d"))
     arguments = parser.parse_args()
-    executor = executor_from_setting(arguments.executor)
+    executor = resolve_executor(arguments.executor)
     print(run(arguments.n_toys, arguments.out, executor, arguments.n_reference, seed=arguments.seed,
               reuse_reference=arguments.reuse_reference))
 

@@ -48,10 +48,10 @@ from scipy import stats
 
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import NP1, NP2, NP3, Exponential1D
+from nplm_kernel.inference import NPLMTest
 from nplm_kernel.inference.calibration import fit_chi2, significance
-from nplm_kernel.inference.campaign import executor_from_setting, run_toys
-from nplm_kernel.inference.hypothesis_test import NPLMTest
 from nplm_kernel.kernel.geometry import reference_widths
+from nplm_kernel.toys import resolve_executor, run_toys
 
 MODES = {
     "smoke": dict(n_reference=20_000, n_expected=200.0, n_null=12, n_validation=8, n_signal=4, scale_signal=0.1),
@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/paper_tables"))
     arguments = parser.parse_args()
-    print(run(arguments.mode, arguments.out, arguments.seed, executor_from_setting(arguments.executor)))
+    print(run(arguments.mode, arguments.out, arguments.seed, resolve_executor(arguments.executor)))
 
 
 if __name__ == "__main__":

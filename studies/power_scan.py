@@ -25,9 +25,9 @@ from scipy import stats
 from nplm_kernel import KernelNPLM
 from nplm_kernel.app.plots import plot_power_curves
 from nplm_kernel.benchmarks import Exponential1D, GaussianSignal
+from nplm_kernel.inference import NPLMTest
 from nplm_kernel.inference.calibration import significance
-from nplm_kernel.inference.campaign import executor_from_setting, run_toys
-from nplm_kernel.inference.hypothesis_test import NPLMTest
+from nplm_kernel.toys import resolve_executor, run_toys
 
 MODES = {
     "smoke": dict(n_reference=20_000, n_expected=200.0, n_null=10, n_signal=3, n_centers=100,
@@ -108,7 +108,7 @@ def main() -> None:
         with LocalCluster(threads_per_worker=1) as cluster, Client(cluster) as client:
             print(run(arguments.mode, arguments.out, arguments.seed, client))
         return
-    executor = executor_from_setting(arguments.executor)
+    executor = resolve_executor(arguments.executor)
     print(run(arguments.mode, arguments.out, arguments.seed, executor))
 
 

@@ -9,8 +9,8 @@ import numpy as np
 
 from nplm_kernel import KernelNPLM
 from nplm_kernel.benchmarks import Exponential1D
-from nplm_kernel.inference.campaign import run_toys
-from nplm_kernel.inference.hypothesis_test import NPLMTest
+from nplm_kernel.inference import NPLMTest
+from nplm_kernel.toys import run_toys
 
 BENCHMARK = Exponential1D(n_expected=100.0, n_reference=2000)
 

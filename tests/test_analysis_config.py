@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from nplm_kernel import ConfigurationError
-from nplm_kernel.app.cli import main
 from nplm_kernel.app.config import load_config
-from nplm_kernel.app.persistence import load_model
+from nplm_kernel.cli import main
 from nplm_kernel.inference.calibration import MIN_P, MIN_P_EXTRAPOLATION
-from nplm_kernel.inference.store import read_store
+from nplm_kernel.io import load_model
+from nplm_kernel.store import read_store
 
 CONFIG = """\
 inputs:
@@ -100,8 +100,8 @@ def test_config_errors_through_the_cli_are_one_clear_message(analysis, capsys):
 
 @pytest.mark.slow
 def test_nplm_run_with_nuisances_from_the_config(analysis, rng):
-    from nplm_kernel.app.persistence import save_model
     from nplm_kernel.benchmarks import Exponential1DSystematics
+    from nplm_kernel.io import save_model
     from nplm_kernel.kernel.taylor import KernelTaylorLearner
 
     systematics = Exponential1DSystematics()

@@ -17,11 +17,10 @@ from nplm_kernel import (
     run_toys,
     save_model,
 )
-from nplm_kernel import backends as registry
-from nplm_kernel.app.cli import main
-from nplm_kernel.backends import backend_entry, backend_names, contract_gaps, finish_fit, require_fitted
 from nplm_kernel.benchmarks import Exponential1D
-from nplm_kernel.samples import validate_samples
+from nplm_kernel.cli import main
+from nplm_kernel.contract import backend_entry, backend_names, contract_gaps, finish_fit, registry, require_fitted
+from nplm_kernel.core.samples import validate_samples
 
 #: Settings that make each registered backend fast enough for unit tests.
 FAST = {"kernel": {"n_centers": 30}, "nn": {"epochs": 60, "learning_rate": 0.05}}
@@ -79,6 +78,7 @@ class HistogramNPLM(BaseEstimator):
     execution_settings = ()
     fits_nuisances_jointly = False
     fits_batches = False
+    setting_roles = {}
 
     def __init__(self, bins: int = 10):
         self.bins = bins

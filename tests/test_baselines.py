@@ -6,17 +6,17 @@ import pytest
 from scipy import stats
 
 from nplm_kernel import ConfigurationError, InputError, SampleSizeWarning, run_toys, significance
-from nplm_kernel.benchmarks import Exponential1D, GaussianSignal
-from nplm_kernel.inference.baselines import (
+from nplm_kernel.baselines import (
     BASELINES,
     BaselineTest,
     BinnedLikelihoodRatio,
     BumpHunt,
     GaussianMixtureScore,
     SlicedKolmogorovSmirnov,
+    compare_methods,
 )
-from nplm_kernel.inference.comparison import compare_methods
-from nplm_kernel.inference.store import read_store
+from nplm_kernel.benchmarks import Exponential1D, GaussianSignal
+from nplm_kernel.store import read_store
 
 BENCHMARK = Exponential1D(n_expected=400.0, n_reference=20_000)
 STRONG = GaussianSignal(location=1.6, width=0.1, n_expected=120.0)

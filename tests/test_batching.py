@@ -6,7 +6,7 @@ from campaign_helpers import PoisonedGenerator
 
 from nplm_kernel import KernelNPLM, NPLMTest, run_toys
 from nplm_kernel.benchmarks import Exponential1D
-from nplm_kernel.kernel.estimator import clear_reference_cache
+from nplm_kernel.kernel import reference_cache
 
 BENCHMARK = Exponential1D(n_expected=300.0, n_reference=30_000)
 
@@ -21,7 +21,7 @@ def test_a_batch_fit_gives_every_toy_the_t_of_its_own_fit(reference, sigma):
     x_ref, w_ref = reference
     toys = [BENCHMARK.data(np.random.default_rng(seed)) for seed in range(7)]
     estimator = KernelNPLM(n_centers=200, sigma=sigma, reuse_reference=True)
-    clear_reference_cache()
+    reference_cache.clear()
     batch = estimator.fit_batch(toys, x_ref, w_ref)
     alone = [KernelNPLM(n_centers=200, sigma=sigma, reuse_reference=True).fit(toy, x_ref, w_ref) for toy in toys]
     assert estimator.fits_batches and len(batch) == 7
@@ -130,7 +130,7 @@ def test_a_batch_spends_about_one_pass_over_the_reference_per_newton_step(refere
     passes = []
     sums = batch.SharedReference.sums
     monkeypatch.setattr(batch.SharedReference, "sums", lambda self, *args: passes.append(1) or sums(self, *args))
-    clear_reference_cache()
+    reference_cache.clear()
     fits = KernelNPLM(n_centers=200, reuse_reference=True).fit_batch(toys, x_ref, w_ref)
     steps = max(fit.diagnostics_.newton_steps for fit in fits)
     assert all(fit.converged_ for fit in fits)

@@ -3,8 +3,8 @@ import re
 import numpy as np
 import pytest
 
-from nplm_kernel.app.cli import main
-from nplm_kernel.inference.store import read_store
+from nplm_kernel.cli import main
+from nplm_kernel.store import read_store
 
 
 def test_demo_prints_t_p_and_z(capsys):

@@ -11,8 +11,8 @@ from nn_baseline import NNNPLM
 from nn_baseline.taylor import NNTaylorLearner
 from nplm_kernel import KernelNPLM, NPLMTest, load_model, run_toys, save_model
 from nplm_kernel.benchmarks import Dimuon5D, Exponential1D, Exponential1DSystematics
-from nplm_kernel.inference.nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
 from nplm_kernel.kernel.taylor import KernelTaylorLearner
+from nplm_kernel.nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
 
 pytestmark = [
     pytest.mark.cuda,

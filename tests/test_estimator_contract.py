@@ -80,15 +80,15 @@ def test_reusing_the_reference_across_toys_changes_no_t(dtype):
     """reuse_reference keeps the reference's rows between fits: a toy fitted after another (warm
     cache) gives the t it gives alone (cold cache), and the t of a plain fit with the same centres."""
     from nplm_kernel.benchmarks import Exponential1D
-    from nplm_kernel.kernel.estimator import clear_reference_cache
+    from nplm_kernel.kernel import reference_cache
 
     bench = Exponential1D(n_reference=20_000)
     x_ref, w_ref = bench.reference(np.random.default_rng(0))
     toys = [bench.data(np.random.default_rng(seed)) for seed in (1, 2)]
     reusing = KernelNPLM(n_centers=200, dtype=dtype, reuse_reference=True)
-    clear_reference_cache()
+    reference_cache.clear()
     warm = [clone(reusing).fit(toy, x_ref, w_ref) for toy in toys]
-    clear_reference_cache()
+    reference_cache.clear()
     cold = clone(reusing).fit(toys[1], x_ref, w_ref)
     assert warm[1].t_ == cold.t_
     np.testing.assert_array_equal(warm[0].centers_, warm[1].centers_)
@@ -98,7 +98,7 @@ def test_reusing_the_reference_across_toys_changes_no_t(dtype):
     # equal up to the solver tolerance (newton_tol 1e-7 of J) and the centres' round trip through input
     # units (rounding ~1e-16, amplified to ~1e-6 in t by the nearly singular K_MM of this wide 1D kernel)
     assert plain.t_ == pytest.approx(cold.t_, rel=1e-4)
-    clear_reference_cache()
+    reference_cache.clear()
     other_reference = clone(reusing).fit(toys[1], x_ref[:10_000], w_ref[:10_000] * 2)  # new content: new geometry
     assert other_reference.sigma_ != cold.sigma_
-    clear_reference_cache()
+    reference_cache.clear()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nplm_kernel import InputError
-from nplm_kernel.app.io import load_events
+from nplm_kernel.io import load_events
 
 
 @pytest.fixture
@@ -109,6 +109,6 @@ def test_root_jagged_branches_expressions_and_selections(tmp_path):
 
 
 def test_columns_with_expressions_split_on_the_cli():
-    from nplm_kernel.app.cli import _columns
+    from nplm_kernel.cli.options import columns as _columns
 
     assert _columns("Muon_pt[:, 0], met,Muon_eta[:,1]") == ["Muon_pt[:, 0]", "met", "Muon_eta[:,1]"]

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from nn_baseline import NNNPLM, ClippedMLP, tune_weight_clip
+from nn_baseline import NNNPLM, ClippedMLP
 from nplm_kernel import ConfigurationError, KernelNPLM, NotFittedError
 from nplm_kernel.benchmarks import Exponential1D, GaussianSignal
+from nplm_kernel.tuning import tune_weight_clip
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
@@ -101,7 +102,7 @@ def test_bad_settings_and_unfitted_use(small_benchmark, rng):
 @pytest.mark.slow
 def test_weight_clip_scan_picks_the_closest_to_chi2(small_benchmark):
     benchmark, x_ref, w_ref = small_benchmark
-    scan = tune_weight_clip([0.1, 5.0], x_ref, w_ref, benchmark.data, n_toys=4, seed=3,
+    scan = tune_weight_clip([0.1, 5.0], x_ref, w_ref, benchmark.data, n_toys=4, seed=3, executor="serial",
                             architecture=(1, 4, 1), epochs=300, learning_rate=0.05)
     assert scan.dof == 13 and len(scan.rows) == 2
     assert scan.best_clip == min(scan.rows, key=lambda row: row.ks_statistic).weight_clip

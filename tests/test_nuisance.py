@@ -8,12 +8,12 @@ from scipy import optimize, stats
 from nn_baseline import NNNPLM
 from nn_baseline.taylor import NNTaylorLearner
 from nplm_kernel import ConfigurationError, InputError, KernelNPLM
-from nplm_kernel.app.persistence import load_model, save_model
 from nplm_kernel.benchmarks import Exponential1D, Exponential1DSystematics, ScaleCoefficients1D
-from nplm_kernel.inference.campaign import run_toys
-from nplm_kernel.inference.hypothesis_test import NPLMTest
-from nplm_kernel.inference.nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
+from nplm_kernel.inference import NPLMTest
+from nplm_kernel.io import load_model, save_model
 from nplm_kernel.kernel.taylor import KernelTaylorLearner
+from nplm_kernel.nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
+from nplm_kernel.toys import run_toys
 
 SIGMA = 0.05
 

@@ -5,7 +5,7 @@ import pytest
 
 from nn_baseline import NNNPLM
 from nplm_kernel import ConfigurationError, InputError, KernelNPLM, NotFittedError
-from nplm_kernel.app.persistence import load_model, save_model
+from nplm_kernel.io import load_model, save_model
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import pytest
 
 from nplm_kernel import ConfigurationError
 from nplm_kernel.benchmarks import Exponential1D
-from nplm_kernel.inference.campaign import LocalExcessToys
-from nplm_kernel.inference.selection import ScanRow, _recommend, scan_hyperparameters
 from nplm_kernel.solver.kernels import pairwise_distance_quantile
+from nplm_kernel.toys import LocalExcessToys
+from nplm_kernel.tuning.hyperparameters import ScanRow, _recommend, scan_hyperparameters
 
 
 @pytest.mark.slow
@@ -16,7 +16,8 @@ def test_scan_on_a_tiny_grid(rng):
     benchmark = Exponential1D(n_expected=100.0, n_reference=3000)
     x_ref, w_ref = benchmark.reference(rng)
     result = scan_hyperparameters(x_ref, w_ref, benchmark.data, sigma_quantiles=(0.3, 0.9), n_centers=(10, 40),
-                                  penalties=(1e-5,), n_toys=6, n_probe_toys=6, probe_events=30, seed=1)
+                                  penalties=(1e-5,), n_toys=6, n_probe_toys=6, probe_events=30, seed=1,
+                                  executor="serial")
     assert len(result.rows) == 4
     assert {(row.sigma_quantile, row.n_centers) for row in result.rows} == {(0.3, 10), (0.3, 40), (0.9, 10), (0.9, 40)}
     assert all(row.n_toys == 6 and row.failures == 0 and row.mean_t > 0 for row in result.rows)

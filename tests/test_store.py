@@ -16,11 +16,10 @@ import pytest
 from campaign_helpers import BENCHMARK, DyingGenerator, RaisingGenerator, small_campaign_inputs
 
 from nplm_kernel import KernelNPLM
-from nplm_kernel.app.cli import main
 from nplm_kernel.benchmarks import NP2
-from nplm_kernel.inference.campaign import CampaignResult, run_toys
-from nplm_kernel.inference.hypothesis_test import NPLMTest
-from nplm_kernel.inference.store import (
+from nplm_kernel.cli import main
+from nplm_kernel.inference import NPLMTest
+from nplm_kernel.store import (
     CampaignMismatchError,
     StoreConflictError,
     StoreCorruptError,
@@ -30,6 +29,7 @@ from nplm_kernel.inference.store import (
     read_store,
     repair_store,
 )
+from nplm_kernel.toys import CampaignResult, run_toys
 
 HELPER = Path(__file__).with_name("campaign_helpers.py")
 ENVIRONMENT = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HELPER.parent.parent), str(HELPER.parent)])}

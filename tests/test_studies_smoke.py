@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nplm_kernel.inference.store import read_store
+from nplm_kernel.store import read_store
 
 ROOT = Path(__file__).resolve().parents[1]
 

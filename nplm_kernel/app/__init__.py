@@ -1,2 +1,2 @@
-"""The application layer: analysis configs and nplm run, file inputs, plots, saved models and the
-nplm command line."""
+"""The application: analysis configs and `nplm run`, the demonstration, the printed reports and
+the plots."""

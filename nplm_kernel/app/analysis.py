@@ -22,18 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import build_backend
-from ..exceptions import ConfigurationError, InputError
-from ..inference.calibration import significance
-from ..inference.campaign import AuxiliaryToys, ReferencePoolToys, campaign_identity, executor_from_setting, run_toys
-from ..inference.hypothesis_test import NPLMTest
-from ..inference.nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
-from ..inference.store import read_store, verify_identity
-from ..kernel.geometry import reference_widths
-from ..version import __version__
+from ..contract import build_backend
+from ..core.exceptions import ConfigurationError, InputError
+from ..core.version import __version__
+from ..inference import NPLMTest, multi_scale_widths, significance
+from ..io import load_events, load_model, save_model
+from ..nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
+from ..store import read_store, verify_identity
+from ..toys import AuxiliaryToys, ReferencePoolToys, campaign_identity, run_toys
 from .config import NuisanceEntry, ReferenceInput, load_config
-from .io import load_events
-from .persistence import load_model, save_model
 
 logger = logging.getLogger(__name__)
 
@@ -111,17 +108,6 @@ def build_nuisances(entries: list[NuisanceEntry], base: Path) -> NuisanceModel |
     return NuisanceModel(nuisances)
 
 
-def multi_scale_widths(backend, x_ref: np.ndarray, w_ref: np.ndarray,
-                       quantiles: list[float] | None) -> list[float] | None:
-    """The kernel widths of a multi-scale test: the `quantiles` of pairwise (standardised)
-    reference distances, when the backend has a kernel width and it is not fixed; None (one fit
-    with the backend's own sigma) otherwise."""
-    parameters = backend.get_params(deep=False)
-    if not quantiles or "sigma" not in parameters or parameters["sigma"] is not None:
-        return None
-    return reference_widths(x_ref, w_ref, quantiles, parameters.get("standardize", True))
-
-
 def _provenance(config_path: Path) -> dict[str, Any]:
     versions = {}
     for module in ("numpy", "scipy", "torch", "sklearn"):
@@ -170,9 +156,8 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
                 test.identity(x_ref, w_ref)["backend"])
     observed = test.run(x_data, x_ref, w_ref)
     logger.info("observed t = %s", observed.t)
-    executor = executor_from_setting(toys_config.executor)
     campaign = run_toys(test, toys, x_ref, w_ref, n_toys=toys_config.n_toys, seed=toys_config.seed,
-                        executor=executor, store=store, progress=progress)
+                        executor=toys_config.executor, store=store, progress=progress)
     calibrated = significance(observed.t, campaign.t)
     # the width that sees the data most (smallest p): its model is saved and plotted
     best = int(np.argmin(calibrated.width_p_values)) if test.widths else None

@@ -27,10 +27,12 @@ import importlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from ..backends import backend_entry, backend_names, build_backend
-from ..exceptions import ConfigurationError
+from ..contract import backend_entry, backend_names, build_backend
+from ..core.exceptions import ConfigurationError
+from ..inference import DEFAULT_WIDTH_QUANTILES
+from ..toys import DEFAULT_EXECUTOR, resolve_executor
 
 
 class _Strict(BaseModel):
@@ -65,10 +67,19 @@ class Inputs(_Strict):
 class Toys(_Strict):
     n_toys: Annotated[int, Field(ge=2)]
     seed: int = 0
-    executor: Literal["local", "serial"] | Annotated[int, Field(ge=1)] = "local"
+    executor: str | int = DEFAULT_EXECUTOR
     pool: Path | None = None
     pool_fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
     store: Path = Path("toys.jsonl")
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, value: str | int) -> str | int:
+        try:
+            resolve_executor(value)
+        except ConfigurationError as error:
+            raise ValueError(str(error)) from None
+        return value
 
     @model_validator(mode="after")
     def _one_pool(self) -> Toys:
@@ -97,7 +108,7 @@ class TestSettings(_Strict):
     one fit per width at these quantiles of pairwise reference distances, calibrated jointly by
     min-p on the same null toys ([] or null: one fit with the default width)."""
 
-    width_quantiles: list[Annotated[float, Field(gt=0, lt=1)]] | None = [0.5, 0.9]
+    width_quantiles: list[Annotated[float, Field(gt=0, lt=1)]] | None = list(DEFAULT_WIDTH_QUANTILES)
 
 
 class Outputs(_Strict):

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from ..exceptions import ConfigurationError
+from ..core.exceptions import ConfigurationError
+from ..core.samples import as_events, as_weights
 from ..inference.calibration import Significance, empirical_p_value, fit_chi2, significance
-from ..samples import as_events, as_weights
 
 
 def _matplotlib():

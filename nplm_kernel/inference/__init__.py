@@ -1,3 +1,9 @@
-"""The shared statistics layer: the test (t, tau - Delta, multi-scale), nuisance parameters,
-calibration, toy campaigns and their stores, and model selection. It talks to backends only
-through the contract of nplm_kernel.backends."""
+"""The statistics: the NPLM test that wraps any backend (t, or t = tau - Delta with nuisance
+parameters, or one t per kernel width), and the calibration of t against null toys (p-value, Z).
+It talks to backends only through the contract (nplm_kernel.contract)."""
+
+from .calibration import Significance, combine_settings, significance
+from .hypothesis import DEFAULT_WIDTH_QUANTILES, MultiScaleResult, NPLMResult, NPLMTest, multi_scale_widths
+
+__all__ = ["Significance", "combine_settings", "significance", "DEFAULT_WIDTH_QUANTILES", "MultiScaleResult",
+           "NPLMResult", "NPLMTest", "multi_scale_widths"]

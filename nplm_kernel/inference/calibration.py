@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from ..exceptions import FitError, InputError
-from ..samples import check_finite
-from ..statistic import z_score
+from ..core.exceptions import FitError, InputError
+from ..core.samples import check_finite
+from ..core.statistic import z_score
 
 EMPIRICAL = "empirical"
 CHI2_EXTRAPOLATION = "fitted chi2 tail (extrapolation: t exceeds every null toy)"

@@ -1,2 +1,9 @@
 """The kernel backend: KernelNPLM (a Nystrom Gaussian-kernel model of f solved by nplm_kernel.solver),
-its Nystrom geometry, and the kernel Taylor learner of shape nuisances."""
+its Nystrom geometry, how a fit spends its memory budget (and the per-process reference cache), and
+the kernel Taylor learner of shape nuisances."""
+
+from .estimator import KernelNPLM
+from .memory import DEFAULT_MEMORY_BUDGET, MemoryBudget, reference_cache
+from .taylor import KernelTaylorLearner
+
+__all__ = ["KernelNPLM", "KernelTaylorLearner", "DEFAULT_MEMORY_BUDGET", "MemoryBudget", "reference_cache"]

@@ -1,5 +1,5 @@
 """KernelNPLM: the kernel backend as a scikit-learn-style estimator (the backend contract of
-nplm_kernel.backends).
+nplm_kernel.contract).
 
 f(x) = sum_m alpha_m k(x, c_m) on Nystrom centres c_m is fitted by the Falkon-style solver
 (nplm_kernel.solver) on the NPLM loss itself (default) or on the weighted logistic surrogate of
@@ -14,17 +14,17 @@ import dataclasses
 import json
 import logging
 import warnings
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, clone
 
-from ..backends import finish_fit, require_fitted, resolve_device
-from ..exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
-from ..identity import describe, sample_digest
-from ..samples import (
+from ..contract import finish_fit, require_fitted
+from ..core.devices import resolve_device, resolve_dtype
+from ..core.exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
+from ..core.identity import describe, sample_digest
+from ..core.samples import (
     as_events,
     check_choice,
     check_positive_integer,
@@ -35,6 +35,7 @@ from ..samples import (
     validate_samples,
     with_data,
 )
+from ..core.statistic import nplm_loss
 from ..solver import (
     STOP_REASONS,
     ExtendedLikelihoodLoss,
@@ -43,23 +44,19 @@ from ..solver import (
     NystromKernelRows,
     PointLoss,
     SolverDiagnostics,
-    kernel_memory_budget,
     solve,
 )
 from ..solver.batch import SharedReference, solve_extended_likelihood_batch
 from ..solver.kernels import gaussian_kernel
 from ..solver.nystrom import EXPLICIT_GRAM_MAX_CENTERS
-from ..statistic import nplm_loss
-from .geometry import default_n_centers, kernel_width, nystrom_centers, uniform_candidates
+from .geometry import default_n_centers, kernel_width, nystrom_centers, reference_widths, uniform_candidates
+from .memory import DEFAULT_MEMORY_BUDGET, MemoryBudget, reference_cache
 
-#: Default bound on the memory of the cached kernel matrix K_nM, in bytes (2 GiB).
-DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 logger = logging.getLogger(__name__)
 
 #: Rows per block when evaluating f on new points.
 PREDICT_BLOCK_ROWS = 65536
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: How centres are chosen when not given (the `center_selection` hyperparameter).
 CENTER_SELECTIONS = {
     "uniform": "M drawn uniformly from data + reference (the reference only with reuse_reference)",
@@ -106,37 +103,6 @@ class PreparedReference:
 #: other one makes KernelNPLM(reuse_reference=True) prepare the reference again).
 SOLVER_SETTINGS = {"penalty", "penalty_list", "loss", "max_newton_steps", "newton_tol", "max_cg_iter", "cg_tol",
                    "max_total_cg_iter"}
-#: The per-process cache of KernelNPLM(reuse_reference=True), least recently used first: a few
-#: prepared references (e.g. one per width of a multi-scale test), their stored kernel rows
-#: together within the memory budget of the fit that adds one.
-_REFERENCE_CACHE: OrderedDict[str, PreparedReference] = OrderedDict()
-REFERENCE_CACHE_ENTRIES = 8
-
-
-def _cache_reference(prepared: PreparedReference, memory_budget: int) -> None:
-    """Keep `prepared`, evicting the least recently used entries beyond REFERENCE_CACHE_ENTRIES or
-    beyond memory_budget bytes of stored kernel rows in all."""
-    _REFERENCE_CACHE[prepared.key] = prepared
-    _REFERENCE_CACHE.move_to_end(prepared.key)
-    while len(_REFERENCE_CACHE) > 1 and (len(_REFERENCE_CACHE) > REFERENCE_CACHE_ENTRIES or sum(
-            entry.stored_bytes() for entry in _REFERENCE_CACHE.values()) > memory_budget):
-        _REFERENCE_CACHE.popitem(last=False)
-
-
-def clear_reference_cache() -> None:
-    """Forget the reference kept by KernelNPLM(reuse_reference=True) (frees its kernel rows)."""
-    _REFERENCE_CACHE.clear()
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """torch float dtype for 'float32' / 'float64' (or the torch dtypes themselves)."""
-    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in _DTYPES:
-        return _DTYPES[dtype]
-    raise ConfigurationError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
-
-
 class KernelNPLM(BaseEstimator):
     """Kernel NPLM estimator: a Nystrom Gaussian-kernel model of f solved Falkon-style.
 
@@ -195,6 +161,8 @@ class KernelNPLM(BaseEstimator):
     execution_settings = ("device", "memory_budget")
     #: Nuisances are fitted by NPLMTest's alternation (offsets), not jointly with f.
     fits_nuisances_jointly = False
+    #: The hyperparameters that play the roles the shared layer knows (contract.SETTING_ROLES).
+    setting_roles = {"width": "sigma", "device": "device", "seed": "seed"}
 
     def __init__(
         self,
@@ -237,6 +205,10 @@ class KernelNPLM(BaseEstimator):
         self.memory_budget = memory_budget
         self.reuse_reference = reuse_reference
         self.seed = seed
+
+    def _memory(self) -> MemoryBudget:
+        """How this fit spends memory_budget (memory.MemoryBudget)."""
+        return MemoryBudget(int(self.memory_budget))
 
     def _penalties(self) -> list[float]:
         check_positive_number(self.penalty, "penalty")
@@ -288,7 +260,7 @@ class KernelNPLM(BaseEstimator):
             weights_reason="its loss is convex and bounded below only for positive event weights",
         )
         # refuse a budget that cannot hold the fit's per-point vectors before allocating anything
-        kernel_memory_budget(int(self.memory_budget), samples.n_data + samples.n_ref, samples.n_features, 1)
+        self._memory().kernel_rows(samples.n_data + samples.n_ref, samples.n_features, 1)
         prepared = self._prepare_reference(samples, device, dtype) if self.reuse_reference else None
         if prepared is not None:
             mean, scale, centers, sigma, factor = (prepared.mean, prepared.scale, prepared.centers, prepared.sigma,
@@ -297,7 +269,7 @@ class KernelNPLM(BaseEstimator):
             mean, scale, centers, sigma, factor = self._geometry(samples, np.random.default_rng(self.seed), True, device)
         points = standardized(np.concatenate([samples.x_data, samples.x_ref]), mean, scale, "x_data and x_ref")
         reference_rows = None if prepared is None else prepared.reference_rows
-        kernel_budget = kernel_memory_budget(int(self.memory_budget), len(points), samples.n_features, len(centers))
+        kernel_budget = self._memory().kernel_rows(len(points), samples.n_features, len(centers))
         kernel_rows = NystromKernelRows(torch.as_tensor(points, device=device), torch.as_tensor(centers, device=device),
                                         sigma, kernel_budget, dtype, factor, cached_tail=reference_rows)
 
@@ -365,7 +337,7 @@ class KernelNPLM(BaseEstimator):
         if shared is None:
             return [clone(self).fit(sample, x_ref, w_ref) for sample in x_data]
         n_ref = reference.n_ref
-        group = max(1, kernel_memory_budget(int(self.memory_budget), n_ref, reference.n_features, 1) // (6 * 8 * n_ref))
+        group = self._memory().batch_group(n_ref, reference.n_features)
         fitted: list[KernelNPLM] = []
         for first in range(0, len(x_data), group):
             fitted += self._fit_group(x_data[first : first + group], reference, prepared, shared, device)
@@ -378,7 +350,7 @@ class KernelNPLM(BaseEstimator):
         rows = prepared.reference_rows
         n_kept = len(prepared.centers)
         if rows is None or rows.dtype != torch.float64 or n_kept > EXPLICIT_GRAM_MAX_CENTERS or (
-                SharedReference.derived_bytes(reference.n_ref, n_kept) > int(self.memory_budget) // 2):
+                not self._memory().holds_shared_reference(reference.n_ref, n_kept)):
             return None
         if prepared.shared is None:
             prepared.shared = SharedReference(rows, torch.as_tensor(reference.w_ref, device=rows.device))
@@ -458,18 +430,23 @@ class KernelNPLM(BaseEstimator):
         """The reference's fixed part of a fit, from the per-process cache or computed and cached."""
         settings = {name: value for name, value in self.get_params(deep=False).items() if name not in SOLVER_SETTINGS}
         key = json.dumps([sample_digest(samples.x_ref, samples.w_ref), describe(settings), str(device), str(dtype)])
-        cached = _REFERENCE_CACHE.get(key)
+        cached = reference_cache.get(key)
         if cached is not None:
-            _REFERENCE_CACHE.move_to_end(key)
             return cached
         mean, scale, centers, sigma, factor = self._geometry(samples, np.random.default_rng(self.seed), False, device)
         reference = torch.as_tensor((samples.x_ref - mean) / scale, device=device)
         n_points = samples.n_ref + int(round(samples.expected_yield))  # room for a data sample of the expected size
-        kernel_budget = kernel_memory_budget(int(self.memory_budget), n_points, samples.n_features, len(centers))
+        kernel_budget = self._memory().kernel_rows(n_points, samples.n_features, len(centers))
         rows = NystromKernelRows(reference, torch.as_tensor(centers, device=device), sigma, kernel_budget, dtype, factor)
         prepared = PreparedReference(key, mean, scale, centers, sigma, factor, rows.stored_rows())
-        _cache_reference(prepared, int(self.memory_budget))
+        reference_cache.add(prepared, self._memory())
         return prepared
+
+    def reference_widths(self, x_ref: np.ndarray, w_ref: float | np.ndarray, quantiles: Sequence[float]) -> list[float]:
+        """Kernel widths at these quantiles of pairwise reference distances, in the units of sigma
+        (standardised when `standardize`): the contract's width capability."""
+        reference = validate_samples(x_ref[:1], x_ref, w_ref, owner="KernelNPLM", warn_sample_size=False)
+        return reference_widths(reference.x_ref, reference.w_ref, quantiles, self.standardize)
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """f(x) = sum_m alpha_m k(x, c_m) for x of shape (n, d) in input units; float64 (n,)."""
@@ -485,7 +462,7 @@ class KernelNPLM(BaseEstimator):
         return values
 
     def fitted_state(self) -> dict:
-        """The fitted attributes, for nplm_kernel.persistence.save_model."""
+        """The fitted attributes, for nplm_kernel.save_model."""
         require_fitted(self, "alpha_")
         return {
             "centers_": self.centers_, "alpha_": self.alpha_, "sigma_": self.sigma_,
@@ -497,7 +474,7 @@ class KernelNPLM(BaseEstimator):
 
     @staticmethod
     def fitted_state_spec() -> dict:
-        """The attributes fitted_state() saves and their shapes (persistence.check_fitted_state)."""
+        """The attributes fitted_state() saves and their shapes (io.models.check_fitted_state)."""
         return {"centers_": ("M", "d"), "alpha_": ("M",), "sigma_": (), "input_mean_": ("d",), "input_scale_": ("d",),
                 "n_centers_": (), "n_features_in_": (), "feature_names_in_": None, "loss_": (), "t_": (),
                 "diagnostics_": None}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..samples import reference_standardization
+from ..core.samples import reference_standardization
 from ..solver import NystromFactor, gaussian_kernel, pairwise_distance_quantile, pivoted_centers, select_centers
 
 #: Default kernel width: this quantile of pairwise reference distances.

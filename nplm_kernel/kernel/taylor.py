@@ -22,12 +22,13 @@ import torch
 from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator
 
-from ..backends import require_fitted, resolve_device
-from ..exceptions import FitError
-from ..samples import as_events, check_positive_integer, check_positive_number
+from ..contract import require_fitted
+from ..core.devices import resolve_device
+from ..core.exceptions import FitError
+from ..core.optimize import LastEvaluation
+from ..core.samples import as_events, check_positive_integer, check_positive_number
+from ..nuisance.taylor_training import taylor_training_set
 from ..solver.kernels import gaussian_kernel
-from ..solver.trust_region import LastEvaluation
-from ..taylor_training import taylor_training_set
 from .geometry import kernel_width, nystrom_centers, uniform_candidates
 
 
@@ -44,6 +45,9 @@ class KernelTaylorLearner(BaseEstimator):
     delta_k(x) = K(x, centers_) @ coefficient_alpha_[:, k-1], sigma_, input_mean_, input_scale_,
     nu_scale_ (s), loss_ (J at the optimum), n_iter_.
     """
+
+    #: The hyperparameters that play the roles the shared layer knows (contract.SETTING_ROLES).
+    setting_roles = {"device": "device", "seed": "seed"}
 
     def __init__(self, degree: int = 2, n_centers: int = 200, sigma: float | None = None, penalty: float = 1e-7,
                  max_iter: int = 200, seed: int | None = 0, device: str = "cpu"):
@@ -119,14 +123,14 @@ class KernelTaylorLearner(BaseEstimator):
         return block.cpu().numpy() @ self.coefficient_alpha_
 
     def fitted_state(self) -> dict:
-        """The fitted attributes, for nplm_kernel.persistence.save_model."""
+        """The fitted attributes, for nplm_kernel.save_model."""
         require_fitted(self, "coefficient_alpha_")
         return {name: getattr(self, name) for name in (
             "coefficient_alpha_", "centers_", "sigma_", "input_mean_", "input_scale_", "nu_scale_",
             "n_features_in_", "loss_", "n_iter_")}
 
     def fitted_state_spec(self) -> dict:
-        """The attributes fitted_state() saves and their shapes (persistence.check_fitted_state)."""
+        """The attributes fitted_state() saves and their shapes (io.models.check_fitted_state)."""
         return {"coefficient_alpha_": ("M", int(self.degree)), "centers_": ("M", "d"), "sigma_": (),
                 "input_mean_": ("d",), "input_scale_": ("d",), "nu_scale_": (), "n_features_in_": (), "loss_": (),
                 "n_iter_": ()}

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..exceptions import FitError
+from ..core.exceptions import FitError
 from .kernels import exp_
 from .newton import ARMIJO_SLOPE, MAX_STEP_HALVINGS, SolverDiagnostics
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..exceptions import FitError
+from ..core.exceptions import FitError
 
 
 def conjugate_gradient(apply_operator, rhs: torch.Tensor, max_iter: int, tol: float) -> tuple[torch.Tensor, int]:

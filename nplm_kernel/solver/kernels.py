@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from scipy.spatial.distance import pdist
 
-from ..exceptions import ConfigurationError
+from ..core.exceptions import ConfigurationError
 
 
 def gaussian_kernel(points: torch.Tensor, centers: torch.Tensor, sigma: float,

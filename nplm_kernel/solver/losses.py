@@ -8,7 +8,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as functional
 
-from ..statistic import extended_likelihood, extended_likelihood_slope
+from ..core.statistic import extended_likelihood, extended_likelihood_slope
 
 
 class PointLoss(Protocol):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..exceptions import FitError
+from ..core.exceptions import FitError
 from .cg import conjugate_gradient
 from .losses import PointLoss
 from .nystrom import EXPECTED_CG_ITERATIONS, NystromFactor, NystromKernelRows, prefers_explicit_gram

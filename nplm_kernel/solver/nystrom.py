@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from scipy.linalg import lapack
 
-from ..exceptions import ConfigurationError, FitError
+from ..core.exceptions import ConfigurationError, FitError
 from .kernels import (
     block_threads,
     exponent_columns,

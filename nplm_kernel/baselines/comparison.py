@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 
-from ..backends import backend_entry, backend_names
-from ..exceptions import ConfigurationError, InputError
-from ..samples import as_events, as_weights
-from .baselines import BASELINES, BaselineTest, BumpHunt
-from .calibration import Significance, significance
-from .campaign import DEFAULT_BATCH_SIZE, ToyGenerator, run_toys
-from .hypothesis_test import NPLMTest
+from ..contract import backend_entry, backend_names
+from ..core.exceptions import ConfigurationError, InputError
+from ..core.samples import as_events, as_weights
+from ..inference import NPLMTest, Significance, significance
+from ..toys import DEFAULT_BATCH_SIZE, DEFAULT_EXECUTOR, ToyGenerator, run_toys
+from .base import BaselineTest
+from .statistics import BASELINES, BumpHunt
 
 #: Methods compare_methods runs when none are named: the kernel backend and every baseline that
 #: applies to the samples. The NN backend is run only when named: its default training (10^5
@@ -135,7 +135,7 @@ def compare_methods(
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     n_toys: int = 200,
     seed: int = 0,
-    executor: Any = "local",
+    executor: Any = DEFAULT_EXECUTOR,
     store_dir: str | os.PathLike | None = None,
     progress: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,

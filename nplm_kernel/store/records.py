@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..exceptions import ConfigurationError, InputError
-from ..identity import format_differences, identity_differences
-from ..version import __version__
+from ..core.exceptions import ConfigurationError, InputError
+from ..core.identity import format_differences, identity_differences
+from ..core.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class StoreReport:
         return "\n".join(lines)
 
 
-def _dumps(record: dict[str, Any]) -> str:
+def dumps(record: dict[str, Any]) -> str:
     """One JSON line (orjson: numpy scalars and arrays as numbers and lists)."""
     return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
@@ -290,7 +290,7 @@ def repair_store(path: str | os.PathLike) -> tuple[StoreReport, Path | None]:
     if rejected:
         with open(side, "a", encoding="utf-8") as handle:
             for item in rejected:
-                handle.write(_dumps(item) + "\n")
+                handle.write(dumps(item) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
     temporary = path.with_name(path.name + ".repairing")
@@ -300,114 +300,6 @@ def repair_store(path: str | os.PathLike) -> tuple[StoreReport, Path | None]:
         os.fsync(handle.fileno())
     os.replace(temporary, path)
     return report, side if rejected else None
-
-
-class StoreLock:
-    """Exclusive advisory lock (fcntl.flock) on `<store>.lock`, which records the holder's pid.
-    Released when closed or when the holding process dies."""
-
-    def __init__(self, store: Path):
-        self.store = store
-        self.path = store.with_name(store.name + ".lock")
-        self._handle = None
-
-    def acquire(self) -> None:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise StoreLockedError(f"{self.store} is being written by another campaign (pid {holder}); wait for it "
-                                   "to finish, or give this campaign another store.") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._handle = handle
-
-    def release(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-    def __enter__(self) -> StoreLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.release()
-
-
-class StoreWriter:
-    """Appends toy rows to a locked store in group commits: rows are buffered and written, flushed
-    and fsync'ed together every `commit_rows` rows or `commit_seconds` seconds, whichever comes
-    first, and at close. Opening checks the identity against the header (or writes the header to a
-    new store) and cuts a torn last line; it never changes a store of another campaign."""
-
-    def __init__(self, path: str | os.PathLike, identity: dict[str, Any], commit_rows: int = 64,
-                 commit_seconds: float = 2.0):
-        self.path = Path(path)
-        self.identity = identity
-        self.commit_rows = commit_rows
-        self.commit_seconds = commit_seconds
-        self._lock = StoreLock(self.path)
-        self._buffer: list[str] = []
-        self._last_commit = time.monotonic()
-        self.content: StoreContent | None = None
-
-    def open(self) -> StoreContent:
-        """Lock, read and verify the store; returns what it already holds."""
-        self._lock.acquire()
-        try:
-            self.content = read_store(self.path) if self.path.exists() else StoreContent(None, (), ())
-            verify_identity(self.path, self.content, self.identity)
-            if self.path.exists() and self.path.stat().st_size > self.content.complete_bytes:
-                logger.info("%s: cutting a line torn by a kill", self.path)
-            self._cut_torn_tail()
-            if self.content.header is None:
-                self._write([_dumps(campaign_header(self.identity))])
-        except BaseException:
-            self._lock.release()
-            raise
-        return self.content
-
-    def _cut_torn_tail(self) -> None:
-        """Cut a line torn by a kill, so that appended rows start on a fresh line."""
-        if self.path.exists() and self.path.stat().st_size > self.content.complete_bytes:
-            with open(self.path, "r+b") as handle:
-                handle.truncate(self.content.complete_bytes)
-
-    def append(self, row: dict[str, Any]) -> None:
-        """Buffer one row; commit the group when it is full or old enough."""
-        self._buffer.append(_dumps(row))
-        if len(self._buffer) >= self.commit_rows or time.monotonic() - self._last_commit >= self.commit_seconds:
-            self.commit()
-
-    def commit(self) -> None:
-        """Write, flush and fsync the buffered rows."""
-        if self._buffer:
-            self._write(self._buffer)
-            self._buffer = []
-        self._last_commit = time.monotonic()
-
-    def _write(self, lines: Iterable[str]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in lines))
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def close(self) -> None:
-        """Commit what is buffered and release the lock."""
-        try:
-            self.commit()
-        finally:
-            self._lock.release()
 
 
 def campaign_header(identity: dict[str, Any]) -> dict[str, Any]:

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import loadable_class, loadable_paths, resolve_device
-from ..exceptions import ConfigurationError, InputError
-from ..identity import qualified_name
-from ..version import __version__
+from ..contract import loadable_class, loadable_paths, role_setting
+from ..core.devices import resolve_device
+from ..core.exceptions import ConfigurationError, InputError
+from ..core.identity import qualified_name
+from ..core.version import __version__
 
 FORMAT = "nplm-model-v1"
 METADATA_KEYS = {"format", "package_version", "class", "parameters", "state"}
@@ -35,7 +36,7 @@ def _split(values: dict[str, Any], prefix: str) -> tuple[dict[str, np.ndarray], 
 
 
 def save_model(estimator: Any, path: str | os.PathLike) -> None:
-    """Write a fitted registered backend (backends.py) or Taylor learner (KernelTaylorLearner,
+    """Write a fitted registered backend (nplm_kernel.contract) or Taylor learner (KernelTaylorLearner,
     NNTaylorLearner) to `path` (.npz): one learning of delta_k(x) then serves every toy."""
     path_name = qualified_name(type(estimator))
     if loadable_class(path_name) is None:
@@ -120,15 +121,16 @@ def load_model(path: str | os.PathLike, device: str | None = None) -> Any:
             raise InputError(f"{path}: damaged model file: unexpected array {name!r}.")
         (parameters if kind == "parameter" else state)[attribute] = value
     accepted = set(inspect.signature(cls).parameters)
+    device_setting = role_setting(cls, "device")
     if device is not None:
-        if "device" not in accepted:
+        if device_setting is None:
             raise ConfigurationError(f"{cls.__name__} has no device setting; load it without device=.")
-        parameters["device"] = device
-    elif "device" in parameters:
+        parameters[device_setting] = device
+    elif device_setting in parameters:
         try:
-            resolve_device(parameters["device"])
+            resolve_device(parameters[device_setting])
         except ConfigurationError as error:
-            raise ConfigurationError(f"{path}: saved to compute on {parameters['device']!r}: {error} Load it "
+            raise ConfigurationError(f"{path}: saved to compute on {parameters[device_setting]!r}: {error} Load it "
                                      "with load_model(path, device='cpu').") from None
     unknown = sorted(set(parameters) - accepted)
     if unknown:

@@ -10,8 +10,8 @@ With f fixed, the nuisance objective is
     J(nu) = L[f; log r(.; nu)] + A(nu)
           = sum_R w_R (exp(f + log r) - 1) - sum_D (f + log r) + A(nu),
 a small smooth problem minimised here with scipy's exact trust-region Newton; f = 0 gives Delta.
-The shape coefficients delta_{j,k}(x) come from a Taylor learner (nplm_kernel.taylor.KernelTaylorLearner,
-nn_baseline.taylor.NNTaylorLearner, or an analytic model) with `degree` and `coefficients(x)`.
+The shape coefficients delta_{j,k}(x) come from a Taylor learner (nplm_kernel.KernelTaylorLearner,
+nn_baseline.NNTaylorLearner, or an analytic model) with `degree` and `coefficients(x)`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
-from ..exceptions import ConfigurationError, FitError, InputError
-from ..samples import as_events, as_weights, check_finite, check_positive_number
-from ..solver.trust_region import LastEvaluation
-from ..statistic import extended_likelihood, extended_likelihood_slope
-from ..taylor_training import MAX_TAYLOR_DEGREE
+from ..core.exceptions import ConfigurationError, FitError, InputError
+from ..core.optimize import LastEvaluation
+from ..core.samples import as_events, as_weights, check_finite, check_positive_number
+from ..core.statistic import extended_likelihood, extended_likelihood_slope
+from .taylor_training import MAX_TAYLOR_DEGREE
 
 #: Gradient tolerance of the nuisance minimisation, in loss units per sigma of each nuisance.
 NUISANCE_GTOL = 1e-8
@@ -249,47 +248,3 @@ class NuisanceTerms:
             raise FitError(f"{stage}: the minimisation over the nuisance parameters failed ({result.message}).")
         return NuisanceFit(nu=result.x * sigmas, objective=float(value), loss=float(loss), iterations=int(result.nit))
 
-
-class TrainableNuisances:
-    """nu as a trainable torch parameter, for backends that train f and nu jointly (NNNPLM).
-
-    The parameter is u = nu / sigma (so that one optimiser step moves every nuisance alike);
-    offsets() gives log r(nu) on the data and reference events, and set_gradient() sets u.grad to
-    d(L + A)/du from dL/do_R = w_R exp(f + o_R) (dL/do_D = -1 for every data event)."""
-
-    def __init__(self, terms: NuisanceTerms, start: np.ndarray, dtype: torch.dtype, device: torch.device):
-        model = terms.model
-
-        def tensor(values: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(values, dtype=dtype, device=device)
-
-        self.design_data, self.design_ref = tensor(terms.design_data), tensor(terms.design_ref)
-        self.design_data_sum = self.design_data.sum(dim=0)
-        self.sigmas, self.central_values = tensor(model.sigmas), tensor(terms.central_values)
-        self.column_nuisance = torch.as_tensor(model.column_nuisance, device=device)
-        self.column_power = tensor(model.column_power)
-        self.parameter = torch.nn.Parameter(tensor(model.check_nu(start, "nuisance_start") / model.sigmas))
-
-    def _nu(self) -> torch.Tensor:
-        return self.parameter.detach() * self.sigmas
-
-    def offsets(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log r on the data, log r on the reference) at the current nu."""
-        monomials = self._nu()[self.column_nuisance] ** self.column_power
-        return self.design_data @ monomials, self.design_ref @ monomials
-
-    def auxiliary_penalty(self) -> torch.Tensor:
-        """A(nu) at the current nu."""
-        return auxiliary_penalty(self._nu(), self.central_values, self.sigmas)
-
-    def set_gradient(self, loss_by_offset_ref: torch.Tensor) -> None:
-        """u.grad = sigma * d(L + A)/dnu."""
-        nu = self._nu()
-        by_column = loss_by_offset_ref @ self.design_ref - self.design_data_sum
-        slope = self.column_power * nu[self.column_nuisance] ** (self.column_power - 1)
-        gradient = torch.zeros_like(nu).index_add_(0, self.column_nuisance, by_column * slope)
-        self.parameter.grad = (gradient + (nu - self.central_values) / self.sigmas**2) * self.sigmas
-
-    def nu(self) -> np.ndarray:
-        """The current nu, float64."""
-        return self._nu().cpu().numpy().astype(np.float64)

@@ -44,10 +44,10 @@ def sample_digest(x: np.ndarray, w: np.ndarray | None = None) -> dict[str, Any]:
             "blake2b": digest.hexdigest()}
 
 
-#: The packages whose classes are named by their public, top-level name.
+#: The packages whose classes and functions are named by their shortest public path.
 OWN_PACKAGES = ("nplm_kernel", "nn_baseline")
 
-#: Where classes of these packages were defined in earlier versions; saved models and toy stores
+#: Where classes of these packages were named in earlier versions; saved models and toy stores
 #: written then name them so, and still mean the same class.
 FORMER_CLASS_PATHS = {
     "nplm_kernel.estimator.KernelNPLM": "nplm_kernel.KernelNPLM",
@@ -56,24 +56,44 @@ FORMER_CLASS_PATHS = {
     "nplm_kernel.kernel.taylor.KernelTaylorLearner": "nplm_kernel.KernelTaylorLearner",
     "nn_baseline.estimator.NNNPLM": "nn_baseline.NNNPLM",
     "nn_baseline.taylor.NNTaylorLearner": "nn_baseline.NNTaylorLearner",
+    **{f"nplm_kernel.inference.campaign.{name}": f"nplm_kernel.toys.{name}"
+       for name in ("ToySample", "PermutationToys", "AuxiliaryToys", "ReferencePoolToys", "LocalExcessToys")},
+    **{f"nplm_kernel.inference.nuisance.{name}": f"nplm_kernel.nuisance.{name}"
+       for name in ("NormalizationNuisance", "ShapeNuisance", "NuisanceModel")},
+    **{f"nplm_kernel.inference.baselines.{name}": f"nplm_kernel.baselines.{name}"
+       for name in ("BinnedLikelihoodRatio", "BumpHunt", "MaximumMeanDiscrepancy", "SlicedKolmogorovSmirnov",
+                    "SlicedWasserstein", "GaussianProcessBumpSearch", "GaussianMixtureScore")},
 }
+#: Keys of a description whose value is a qualified name (identity_differences compares them by
+#: the name they have today).
+NAME_KEYS = ("class", "method", "function")
 
 
 def qualified_name(obj: Any) -> str:
-    """'module.qualname' of a class or function, except that one of this project's packages
-    exports at its top level is named by that public name ('nplm_kernel.KernelNPLM'): moving code
-    between internal modules then changes neither saved models nor toy-store identities."""
+    """'module.qualname' of a class or function, except that one of this project's packages is
+    named by the shortest public path that exports it ('nplm_kernel.KernelNPLM',
+    'nplm_kernel.toys.ReferencePoolToys', 'nplm_kernel.benchmarks.Exponential1D.data' for a method):
+    moving code between internal modules then changes neither saved models nor toy-store identities."""
     module = getattr(obj, "__module__", None) or "?"
     name = getattr(obj, "__qualname__", type(obj).__qualname__)
-    package = module.split(".")[0]
-    if package in OWN_PACKAGES and getattr(sys.modules.get(package), name, None) is obj:
-        return f"{package}.{name}"
+    parts = module.split(".")
+    if parts[0] in OWN_PACKAGES and sys.modules.get(module) is not None:
+        head = name.split(".")[0]
+        defined = getattr(sys.modules[module], head, None)
+        for depth in range(1, len(parts)):
+            public = ".".join(parts[:depth])
+            if defined is not None and getattr(sys.modules.get(public), head, None) is defined:
+                return f"{public}.{name}"
     return f"{module}.{name}"
 
 
 def current_class_path(path: str) -> str:
-    """The name qualified_name gives today to a class recorded as `path` by any version."""
-    return FORMER_CLASS_PATHS.get(path, path)
+    """The name qualified_name gives today to a class (or a member of one, 'Class.method') recorded
+    as `path` by any version."""
+    if path in FORMER_CLASS_PATHS:
+        return FORMER_CLASS_PATHS[path]
+    owner, _, member = path.rpartition(".")
+    return f"{FORMER_CLASS_PATHS[owner]}.{member}" if owner in FORMER_CLASS_PATHS else path
 
 
 def describe(value: Any, depth: int = 0) -> Any:
@@ -153,7 +173,7 @@ def identity_differences(expected: dict[str, Any], found: dict[str, Any]) -> lis
     _flatten(found, "", right)
     for flat in (left, right):
         for key, value in flat.items():
-            if key.rpartition(".")[2] == "class" and isinstance(value, str):
+            if key.rpartition(".")[2] in NAME_KEYS and isinstance(value, str):
                 flat[key] = current_class_path(value)
     return [(key, left.get(key), right.get(key)) for key in sorted(set(left) | set(right))
             if left.get(key) != right.get(key)]

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import ConfigurationError, InputError
-from ..samples import as_events
+from ..core.exceptions import ConfigurationError, InputError
+from ..core.samples import as_events
 
 #: A column that takes the k-th value of a jagged branch, after the selection: 'Muon_pt[:, 0]'.
 ELEMENT = re.compile(r"^(\w+)\[\s*:\s*,\s*(-?\d+)\s*\]$")

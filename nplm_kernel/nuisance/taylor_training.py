@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .exceptions import ConfigurationError, InputError
-from .samples import as_events, as_weights, reference_standardization
+from ..core.exceptions import ConfigurationError, InputError
+from ..core.samples import as_events, as_weights, reference_standardization
 
 #: Highest Taylor degree of a shape nuisance.
 MAX_TAYLOR_DEGREE = 2

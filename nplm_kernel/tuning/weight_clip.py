@@ -6,16 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from nplm_kernel.exceptions import ConfigurationError
-from nplm_kernel.inference.calibration import chi2_ks_test
-from nplm_kernel.inference.campaign import run_toys
-from nplm_kernel.inference.hypothesis_test import NPLMTest
+from nn_baseline import NNNPLM
+from nn_baseline.network import parameter_count
 
-from .estimator import NNNPLM
-from .network import parameter_count
+from ..core.exceptions import ConfigurationError
+from ..inference import NPLMTest
+from ..inference.calibration import chi2_ks_test
+from ..toys import DEFAULT_EXECUTOR, run_toys
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def tune_weight_clip(
     draw_null_data: Callable[[np.random.Generator], np.ndarray],
     n_toys: int = 20,
     seed: int = 0,
-    executor=None,
+    executor: Any = DEFAULT_EXECUTOR,
     progress: bool = False,
     **network_settings,
 ) -> WeightClipScan:

@@ -19,17 +19,22 @@ import itertools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.base import clone
 
-from ..exceptions import ConfigurationError, FitError
-from ..kernel.estimator import KernelNPLM
+from ..core.exceptions import ConfigurationError, FitError
+from ..core.samples import as_events, as_weights, check_positive_integer
+from ..inference import DEFAULT_WIDTH_QUANTILES, NPLMTest
+from ..inference.calibration import fit_chi2, significance
+from ..kernel import KernelNPLM
 from ..kernel.geometry import reference_widths
-from ..samples import as_events, as_weights, check_positive_integer
-from .calibration import fit_chi2, significance
-from .campaign import LocalExcessToys, ToyGenerator, run_toys
-from .hypothesis_test import NPLMTest
+from ..toys import DEFAULT_EXECUTOR, LocalExcessToys, ToyGenerator, run_toys
+
+#: The scan's default grids of M and lambda (its widths default to the multi-scale test's quantiles).
+DEFAULT_N_CENTERS_GRID = (100, 300, 1000)
+DEFAULT_PENALTIES_GRID = (1e-5, 1e-7)
 
 
 @dataclass(frozen=True)
@@ -110,14 +115,14 @@ def scan_hyperparameters(
     x_ref: np.ndarray,
     w_ref: float | np.ndarray,
     generator: ToyGenerator,
-    sigma_quantiles: Sequence[float] = (0.5, 0.9),
-    n_centers: Sequence[int] = (100, 300, 1000),
-    penalties: Sequence[float] = (1e-5, 1e-7),
+    sigma_quantiles: Sequence[float] = DEFAULT_WIDTH_QUANTILES,
+    n_centers: Sequence[int] = DEFAULT_N_CENTERS_GRID,
+    penalties: Sequence[float] = DEFAULT_PENALTIES_GRID,
     n_toys: int = 20,
     n_probe_toys: int = 20,
     probe_events: int | None = None,
     seed: int = 0,
-    executor=None,
+    executor: Any = DEFAULT_EXECUTOR,
     progress: bool = False,
     estimator: KernelNPLM | None = None,
 ) -> ScanResult:

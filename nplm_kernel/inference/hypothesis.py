@@ -1,6 +1,6 @@
 """The one entry point that wraps any backend: NPLMTest(backend, nuisances).run(x_data, x_ref, w_ref).
 
-The backend is any implementation of the backend contract (nplm_kernel.backends.Backend).
+The backend is any implementation of the backend contract (nplm_kernel.contract.Backend).
 t = tau - Delta, with the auxiliary constraint A(nu) of nuisance.py:
     Delta = -2 min_nu      (L[0; log r(nu)] + A(nu))     (scipy, exact Newton),
     tau   = -2 min_{f, nu} (L[f; log r(nu)] + A(nu)).
@@ -23,16 +23,19 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 
-from ..backends import contract_gaps
-from ..exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
-from ..identity import describe, qualified_name, sample_digest
-from ..samples import as_events, as_weights, check_positive_integer, check_positive_number, validate_samples
-from .nuisance import NuisanceFit, NuisanceModel, NuisanceTerms
+from ..contract import contract_gaps, role_setting
+from ..core.exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
+from ..core.identity import describe, qualified_name, sample_digest
+from ..core.samples import as_events, as_weights, check_positive_integer, check_positive_number, validate_samples
+from ..nuisance import NuisanceFit, NuisanceModel, NuisanceTerms
 
 #: Number of past iterates in the Anderson-accelerated alternation.
 ANDERSON_DEPTH = 3
 #: tau may fall below Delta by this much (relative to max(1, |Delta|)) from rounding alone.
 TAU_BELOW_DELTA_TOLERANCE = 1e-6
+#: The kernel widths of a multi-scale test, as quantiles of pairwise reference distances, when the
+#: backend's width is not fixed (multi_scale_widths).
+DEFAULT_WIDTH_QUANTILES = (0.5, 0.9)
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class NPLMResult:
 
 @dataclass(frozen=True)
 class MultiScaleResult:
-    """A multi-scale test: one NPLMResult per kernel width (`widths`, the backend's sigma), all on
+    """A multi-scale test: one NPLMResult per kernel width (`widths`, the backend's width setting), all on
     the same data. `t` is the vector of their t (one per width); calibrated jointly against null
     toys of the same test by calibration.significance (min-p over the widths)."""
 
@@ -117,7 +120,7 @@ class MultiScaleResult:
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
-        return {**self.results[0].hyperparameters, "sigma": list(self.widths)}
+        return {**self.results[0].hyperparameters, role_setting(self.estimator, "width"): list(self.widths)}
 
     def row_fields(self) -> dict[str, Any]:
         """What a campaign stores of this test: t and tau per width (lists)."""
@@ -158,10 +161,10 @@ class NPLMTest:
     nuisances : a NuisanceModel (None: no systematic uncertainties, t = tau).
     nuisance_tol : alternating tau fit stops when nu moves by less than this many sigma.
     max_alternations : cap on the alternating fits (ConvergenceWarning when reached).
-    widths : kernel widths (the backend's `sigma`, in its input units) of a multi-scale test: each
-        run fits the backend once per width on the same data and returns a MultiScaleResult whose
-        t has one entry per width; significance() calibrates it by min-p over the widths on null
-        toys of the same test. None: one fit with the backend's own sigma.
+    widths : kernel widths of a multi-scale test (the backend's width setting, e.g. KernelNPLM's sigma,
+        in its input units): each run fits the backend once per width on the same data and returns a
+        MultiScaleResult whose t has one entry per width; significance() calibrates it by min-p over
+        the widths on null toys of the same test. None: one fit with the backend's own width.
     """
 
     def __init__(self, backend: BaseEstimator, nuisances: NuisanceModel | None = None,
@@ -182,9 +185,9 @@ class NPLMTest:
                 raise ConfigurationError(f"widths must list at least 2 different kernel widths, got {widths}.")
             for width in widths:
                 check_positive_number(width, "each of widths")
-            if "sigma" not in backend.get_params(deep=False):
-                raise ConfigurationError(f"widths need a backend with a kernel width `sigma`; "
-                                         f"{type(backend).__name__} has none.")
+            if role_setting(backend, "width") is None:
+                raise ConfigurationError(f"widths need a backend with a kernel width; {type(backend).__name__} has "
+                                         "none.")
         self.widths = widths
         self.backend = backend
         self.nuisances = nuisances
@@ -215,8 +218,14 @@ class NPLMTest:
         if self.widths is None:
             return self._run(self.backend, x_data, x_ref, w_ref, central_values)
         return MultiScaleResult(self.widths, tuple(
-            self._run(clone(self.backend).set_params(sigma=width), x_data, x_ref, w_ref, central_values)
-            for width in self.widths))
+            self._run(backend, x_data, x_ref, w_ref, central_values) for backend in self._backends()))
+
+    def _backends(self) -> list[BaseEstimator]:
+        """The backend, or one clone per width of a multi-scale test."""
+        if self.widths is None:
+            return [self.backend]
+        setting = role_setting(self.backend, "width")
+        return [clone(self.backend).set_params(**{setting: width}) for width in self.widths]
 
     @property
     def batchable(self) -> bool:
@@ -229,10 +238,8 @@ class NPLMTest:
         where the backend fits batches (per width for a multi-scale test), one by one otherwise."""
         if not self.batchable:
             return [self.run(sample, x_ref, w_ref) for sample in x_data]
-        backends = [self.backend] if self.widths is None else [clone(self.backend).set_params(sigma=width)
-                                                                for width in self.widths]
         per_backend = []
-        for backend in backends:
+        for backend in self._backends():
             start = time.perf_counter()
             estimators = backend.fit_batch(list(x_data), x_ref, w_ref)
             share = (time.perf_counter() - start) / max(1, len(estimators))
@@ -334,3 +341,14 @@ def _anderson_step(inputs: np.ndarray, images: np.ndarray) -> np.ndarray:
     residual_steps, image_steps = np.diff(residuals, axis=0).T, np.diff(images, axis=0).T
     gamma = np.linalg.lstsq(residual_steps, residuals[-1], rcond=None)[0]
     return images[-1] - image_steps @ gamma
+
+
+def multi_scale_widths(backend: BaseEstimator, x_ref: np.ndarray, w_ref: float | np.ndarray,
+                       quantiles: Sequence[float] | None = DEFAULT_WIDTH_QUANTILES) -> list[float] | None:
+    """The kernel widths of a multi-scale test: the backend's widths at these quantiles of pairwise
+    reference distances (its reference_widths), when it has a width and the width is not fixed;
+    None (one fit with the backend's own width) otherwise, or when no quantiles are given."""
+    setting = role_setting(backend, "width")
+    if not quantiles or setting is None or backend.get_params(deep=False)[setting] is not None:
+        return None
+    return backend.reference_widths(x_ref, w_ref, quantiles)

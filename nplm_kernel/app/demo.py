@@ -1,0 +1,59 @@
+"""The built-in demonstration: the kernel NPLM test on the 1D exponential benchmark with a signal
+injected, calibrated on null toys, as `nplm demo` prints it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..benchmarks import SIGNALS_1D, Exponential1D
+from ..inference import NPLMTest, significance
+from ..kernel import KernelNPLM
+from ..toys import run_toys
+from .report import chi2_text, p_value_lines
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The demo's settings (`nplm demo` takes each as an option with this default)."""
+
+    signal: str = "NP2"
+    n_toys: int = 100
+    n_reference: int = 200_000
+    n_centers: int = 500
+    penalty: float = 1e-6
+    seed: int = 0
+    executor: str = "serial"
+
+
+def run_demo(settings: DemoSettings = DemoSettings(), progress: bool = True) -> str:
+    """Kernel NPLM test on the 1D exponential benchmark with `settings.signal` injected, calibrated on
+    `settings.n_toys` null toys (a run_toys campaign, toy i seeded by SeedSequence(seed, spawn_key=(i,));
+    the reference and the observed data come from SeedSequence([seed, 1])); returns the printed report."""
+    start = time.perf_counter()
+    benchmark = Exponential1D(n_reference=settings.n_reference)
+    reference_seed, observed_seed = np.random.SeedSequence([settings.seed, 1]).spawn(2)
+    x_ref, w_ref = benchmark.reference(np.random.default_rng(reference_seed))
+    injected = SIGNALS_1D[settings.signal]
+    x_obs = benchmark.data(np.random.default_rng(observed_seed), injected)
+    test = NPLMTest(KernelNPLM(n_centers=settings.n_centers, penalty=settings.penalty, seed=settings.seed))
+    observed = test.run(x_obs, x_ref, w_ref).estimator
+    t_null = run_toys(test, benchmark.data, x_ref, w_ref, n_toys=settings.n_toys, seed=settings.seed,
+                      executor=settings.executor, progress=progress).t
+    result = significance(observed.t_, t_null)
+    diagnostics = observed.diagnostics_
+    lines = [
+        f"NPLM kernel demo: 1D exponential benchmark, signal {settings.signal} = {injected}",
+        f"reference: N_R = {benchmark.n_reference}, N(R) = {benchmark.n_expected:g}, "
+        f"w_R = {benchmark.reference_weight:g}",
+        f"kernel:    M = {settings.n_centers} centres drawn, {observed.n_centers_} numerically independent kept, "
+        f"sigma = {observed.sigma_:.3f} (standardised units), lambda = {settings.penalty:g}",
+        f"observed:  N_D = {x_obs.shape[0]}, t = {observed.t_:.3f}  ({diagnostics.newton_steps} Newton steps, "
+        f"{sum(diagnostics.cg_iterations)} CG iterations, fit {diagnostics.fit_time:.2f} s)",
+        f"null:      {result.n_toys} toys, median t = {np.median(t_null):.3f}; chi2 fit: {chi2_text(result.chi2_fit)}",
+        *p_value_lines(result),
+        f"wall time: {time.perf_counter() - start:.1f} s",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""How the commands print calibrations: the chi2 fit, the p-value with its interval and method, Z,
+and the toy counts of a null (extrapolated or bounded p-values flagged on every line)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..inference.calibration import Chi2Fit, Significance
+from ..toys import CampaignResult
+
+
+def chi2_text(fit: Chi2Fit | None) -> str:
+    if fit is None:
+        return "none (a multi-scale null, or non-positive null t)"
+    return f"dof = {fit.dof:.2f}, KS p-value = {fit.ks_p_value:.3f}"
+
+
+def p_value_lines(result: Significance) -> list[str]:
+    """The p-value line (with its Clopper-Pearson interval, method and toy count) and the Z line;
+    an extrapolated or bounded p-value says so on both."""
+    flag = "  [EXTRAPOLATED beyond every null toy]" if result.is_extrapolated else (
+        "  [UPPER BOUND: the true p is smaller]" if result.is_bound else "")
+    z_text = f"{result.z:.3f}" if np.isfinite(result.z) else ("-inf (p = 1: no toy is below t)" if result.z < 0 else
+                                                                "inf")
+    return [f"p-value:   {result.p_value:.4g}  (68.27% Clopper-Pearson [{result.p_low:.4g}, {result.p_high:.4g}]; "
+            f"method: {result.method}; {result.n_toys} toys){flag}",
+            f"Z:         {z_text}{flag}"]
+
+
+def null_summary(campaign: CampaignResult) -> list[str]:
+    """The toy counts of a stored null, with a warning line when some fits did not converge."""
+    lines = [f"null:      {len(campaign.t)} toys ({campaign.n_failed} failed, {campaign.n_unconverged} not converged)"]
+    if campaign.n_unconverged:
+        lines.append(f"warning:   {campaign.n_unconverged} null toy fit(s) stopped before their tolerance; their t is "
+                     "included in the calibration (see the store rows' warnings)")
+    return lines

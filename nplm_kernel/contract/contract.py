@@ -1,0 +1,140 @@
+"""The backend contract: what every backend provides, and what the shared layer may ask of it.
+
+A backend is a model of f(x) ~ log n(x|D) / n(x|R). The shared layer (the test, nuisances,
+campaigns, calibration, persistence, model selection, config and CLI) talks to backends only
+through this contract:
+
+- a scikit-learn estimator: hyperparameters are the constructor's keyword arguments, each with
+  its default declared there once (get_params / set_params / clone work);
+- check_settings() raises ConfigurationError naming a bad hyperparameter (called by fit and by
+  the config and CLI layers before any work);
+- fit(x_data, x_ref, w_ref, offset_data=None, offset_ref=None) learns f on top of the offsets
+  o = log r(x; nu), returns self, and sets `fit_` (a BackendFit: t, the NPLM loss, f on the
+  data and reference points, convergence and diagnostics) with the usual fitted attributes
+  t_, loss_, converged_, diagnostics_ (all set by finish_fit);
+- decision_function(x) returns f(x) as float64 (n,);
+- fitted_state() / fitted_state_spec() / restore_fitted_state(state): the fitted attributes a
+  saved model holds, their shapes, and setting them back (persistence);
+- class attributes: execution_settings, the hyperparameters that change how but not what is
+  computed (left out of a campaign's identity); fits_nuisances_jointly, the optional capability
+  of training nuisance parameters together with f: such a backend's fit also accepts
+  nuisance_terms (a nuisance.NuisanceTerms) and nuisance_start, and sets nuisance_values_;
+  fits_batches, the optional capability (a class attribute, or a property when it depends on the
+  settings) of fitting several data samples on one reference together: such a backend has
+  fit_batch(list of x_data, x_ref, w_ref) returning one fitted clone per sample, each with the t
+  of its own fit to solver tolerance (campaigns use it for throughput).
+- setting_roles: {role: hyperparameter name} for the roles the shared layer needs (SETTING_ROLES):
+  a kernel width (with reference_widths(x_ref, w_ref, quantiles), the widths at quantiles of
+  pairwise reference distances in the backend's units), a device, a seed, a progress bar. The
+  shared layer never names a backend's hyperparameters itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from ..core.devices import resolve_device
+from ..core.exceptions import NotFittedError
+from ..core.samples import Samples
+from ..core.statistic import nplm_loss, t_from_loss
+
+#: What a hyperparameter can be to the shared layer (Backend.setting_roles maps a role to the
+#: backend's hyperparameter that plays it).
+SETTING_ROLES = {
+    "width": "a kernel width in the backend's input units: NPLMTest(widths=...) fits once per width, and the backend "
+             "provides reference_widths(x_ref, w_ref, quantiles)",
+    "device": "the torch device the fit computes on: campaigns run one process per GPU on CUDA, and load_model(path, "
+              "device=...) moves a saved model",
+    "seed": "the seed of the fit's randomness: the command line's --seed seeds it",
+    "progress": "whether the fit shows a progress bar: on by default on the command line",
+}
+
+
+@dataclass(frozen=True)
+class BackendFit:
+    """What one backend fit produced: t = -2 L at the learned f, the NPLM loss L (offsets included,
+    without any penalty or auxiliary term), f on the data (N_D,) and reference (N_R,) points,
+    whether the fit met its tolerance (None when the backend has no criterion, e.g. a fixed number
+    of epochs), and the backend's own diagnostics."""
+
+    t: float
+    loss: float
+    f_data: np.ndarray
+    f_ref: np.ndarray
+    converged: bool | None
+    diagnostics: Any
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The contract (module docstring)."""
+
+    execution_settings: ClassVar[tuple[str, ...]]
+    setting_roles: ClassVar[dict[str, str]]
+    fits_nuisances_jointly: ClassVar[bool]
+    fits_batches: bool
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]: ...
+
+    def set_params(self, **params: Any) -> Backend: ...
+
+    def check_settings(self) -> None: ...
+
+    def fit(self, x_data: np.ndarray, x_ref: np.ndarray, w_ref: float | np.ndarray,
+            offset_data: np.ndarray | None = None, offset_ref: np.ndarray | None = None) -> Backend: ...
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray: ...
+
+    def fitted_state(self) -> dict[str, Any]: ...
+
+    def fitted_state_spec(self) -> dict[str, Any]: ...
+
+    def restore_fitted_state(self, state: dict[str, Any]) -> None: ...
+
+
+#: What a backend must provide (Backend), checked by contract_gaps.
+CONTRACT_MEMBERS = ("get_params", "set_params", "check_settings", "fit", "decision_function", "fitted_state",
+                    "fitted_state_spec", "restore_fitted_state", "execution_settings", "fits_nuisances_jointly",
+                    "fits_batches", "setting_roles")
+
+
+def contract_gaps(backend: Any) -> list[str]:
+    """The members of the backend contract that `backend` lacks (empty when it implements it)."""
+    return [name for name in CONTRACT_MEMBERS if not hasattr(backend, name)]
+
+
+def finish_fit(estimator: Any, samples: Samples, f_data: np.ndarray, f_ref: np.ndarray, converged: bool | None,
+               diagnostics: Any, offset_data: np.ndarray | None = None, offset_ref: np.ndarray | None = None) -> None:
+    """Set the contract's fitted attributes from f on the training points: fit_ (BackendFit), t_,
+    loss_ (L with the samples' offsets, or the given ones), converged_ and diagnostics_."""
+    offset_data = samples.offset_data if offset_data is None else offset_data
+    offset_ref = samples.offset_ref if offset_ref is None else offset_ref
+    loss = nplm_loss(f_data, f_ref, samples.w_ref, offset_data, offset_ref)
+    estimator.fit_ = BackendFit(t_from_loss(loss), loss, f_data, f_ref, converged, diagnostics)
+    estimator.loss_, estimator.t_ = loss, estimator.fit_.t
+    estimator.converged_, estimator.diagnostics_ = converged, diagnostics
+
+
+def require_fitted(estimator: Any, attribute: str) -> None:
+    """NotFittedError naming the estimator unless `attribute` is set."""
+    if not hasattr(estimator, attribute):
+        raise NotFittedError(
+            f"this {type(estimator).__name__} is not fitted yet: call fit(x_data, x_ref, w_ref) first."
+        )
+
+
+
+def role_setting(backend: Any, role: str) -> str | None:
+    """The hyperparameter of `backend` (an estimator or its class) that plays `role` (SETTING_ROLES),
+    or None when it has none."""
+    return dict(getattr(backend, "setting_roles", {})).get(role)
+
+
+def backend_device(backend: Any) -> torch.device:
+    """The torch device a backend's fits compute on (the CPU for backends without a device setting)."""
+    setting = role_setting(backend, "device")
+    return resolve_device(backend.get_params(deep=False)[setting]) if setting else torch.device("cpu")

@@ -1,0 +1,12 @@
+"""Toy campaigns: generators (what a toy is), the worker (one toy or a batch, its store row),
+executors (serial, process pool, dask, any Executor) and run_toys, which runs or resumes a campaign
+into a toy store."""
+
+from .campaign import DEFAULT_BATCH_SIZE, CampaignResult, campaign_identity, run_toys
+from .executors import DEFAULT_EXECUTOR, EXECUTOR_SETTINGS, resolve_executor
+from .generators import AuxiliaryToys, LocalExcessToys, PermutationToys, ReferencePoolToys, ToyGenerator, ToySample
+from .worker import ToyTask, run_one_toy, run_toy_batch, toy_seed
+
+__all__ = ["DEFAULT_BATCH_SIZE", "CampaignResult", "campaign_identity", "run_toys", "DEFAULT_EXECUTOR",
+           "EXECUTOR_SETTINGS", "resolve_executor", "AuxiliaryToys", "LocalExcessToys", "PermutationToys",
+           "ReferencePoolToys", "ToyGenerator", "ToySample", "ToyTask", "run_one_toy", "run_toy_batch", "toy_seed"]

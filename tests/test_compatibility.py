@@ -1,0 +1,60 @@
+"""Stores written before the package's rooms were moved (version 0.1, tests/data/stores_before_0_2)
+are the same campaigns today: each resumes, and the same campaign run again gives the stored t."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nplm_kernel import KernelNPLM, NPLMTest, run_toys
+from nplm_kernel.baselines import BaselineTest, BinnedLikelihoodRatio
+from nplm_kernel.benchmarks import Exponential1D, Exponential1DSystematics, ScaleCoefficients1D
+from nplm_kernel.cli import main
+from nplm_kernel.nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
+from nplm_kernel.store import read_store
+from nplm_kernel.toys import PermutationToys, ReferencePoolToys
+
+STORES = Path(__file__).parent / "data" / "stores_before_0_2"
+BENCHMARK = Exponential1D(n_expected=200.0, n_reference=4000)
+
+
+def campaigns():
+    """The campaigns of the stored files, as they were written (name: (test, generator, x_ref, w_ref, seed))."""
+    x_ref, w_ref = BENCHMARK.reference(np.random.default_rng(0))
+    kernel = KernelNPLM(n_centers=40, seed=1)
+    model = NuisanceModel([ShapeNuisance("scale", 0.05, ScaleCoefficients1D()), NormalizationNuisance("norm", 0.05)])
+    permutations = PermutationToys(BENCHMARK.data(np.random.default_rng(3)), x_ref[:1000], 200.0)
+    return {
+        "pool": (NPLMTest(kernel), ReferencePoolToys(x_ref[:2000], 200.0), x_ref[2000:], w_ref[2000:] * 2, 5),
+        "nuisance": (NPLMTest(kernel, nuisances=model), Exponential1DSystematics(benchmark=BENCHMARK).toys(), x_ref,
+                     w_ref, 6),
+        "baseline": (BaselineTest(BinnedLikelihoodRatio()), BENCHMARK.data, x_ref, w_ref, 7),
+        "permutation": (NPLMTest(kernel), permutations, None, None, 8),
+        "multiscale": (NPLMTest(KernelNPLM(n_centers=40, reuse_reference=True), widths=[0.5, 2.0]), BENCHMARK.data,
+                       x_ref, w_ref, 9),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(campaigns()))
+def test_a_store_written_before_the_move_resumes_and_its_t_are_reproduced(name, tmp_path):
+    test, generator, x_ref, w_ref, seed = campaigns()[name]
+    store = tmp_path / f"{name}.jsonl"
+    shutil.copy(STORES / f"{name}.jsonl", store)
+    stored = [row["t"] for row in read_store(store).rows]
+    resumed = run_toys(test, generator, x_ref, w_ref, n_toys=4, seed=seed, executor="serial", store=store,
+                       progress=False)
+    assert len(resumed.rows) == 4 and [row["t"] for row in resumed.rows[:3]] == stored
+    again = run_toys(test, generator, x_ref, w_ref, n_toys=3, seed=seed, executor="serial", progress=False)
+    np.testing.assert_allclose(again.t, np.array(stored), rtol=1e-10)
+
+
+def test_a_cli_store_written_before_the_move_resumes(tmp_path):
+    shutil.copy(STORES / "cli.jsonl", tmp_path / "cli.jsonl")
+    arguments = ["toys", "--reference", str(STORES / "reference.npy"), "--expected-yield", "200", "--pool-fraction",
+                 "0.5", "--n-centers", "40", "--store", str(tmp_path / "cli.jsonl"), "--executor", "serial",
+                 "--no-progress"]
+    assert main(arguments + ["--n-toys", "4"]) == 0
+    rows = read_store(tmp_path / "cli.jsonl").rows
+    assert len(rows) == 4 and json.loads((STORES / "cli.jsonl").read_text().splitlines()[1])["t"] == rows[0]["t"]
