@@ -28,7 +28,7 @@ import numpy as np
 
 from nplm_kernel import ConvergenceWarning, KernelNPLM, NPLMTest, run_toys
 from nplm_kernel.benchmarks import Dimuon5D, Exponential1D
-from nplm_kernel.solver import newton, nystrom
+from nplm_kernel.solver import nystrom, shared_reference
 from nplm_kernel.solver.nystrom import fixed_fit_memory
 from nplm_kernel.store import StoreWriter, read_store
 from nplm_kernel.toys import resolve_executor
@@ -77,8 +77,8 @@ def five_d(repeats: int) -> list[str]:
              "| Hessian products | cached (s) | blocked: budget 1/10 of K_nM (s) | blocked / cached | "
              "blocked: budget 1/2 of K_nM (s) | half / cached |", "|---|---|---|---|---|---|"]
     for name, rule in rules.items():
-        original = newton.prefers_explicit_gram
-        newton.prefers_explicit_gram = rule
+        original = shared_reference.prefers_explicit_gram
+        shared_reference.prefers_explicit_gram = rule
         try:
             times = {}
             for label, budget in budgets.items():
@@ -91,7 +91,7 @@ def five_d(repeats: int) -> list[str]:
                         samples.append(time.perf_counter() - start)
                 times[label] = float(np.median(samples))
         finally:
-            newton.prefers_explicit_gram = original
+            shared_reference.prefers_explicit_gram = original
         lines.append(f"| {name} | {times['cached']:.2f} | {times['blocked']:.2f} | "
                      f"{times['blocked'] / times['cached']:.2f} | {times['half']:.2f} | "
                      f"{times['half'] / times['cached']:.2f} |")

@@ -70,3 +70,23 @@ def dense_newton(knm, kmm, loss, offsets, penalty, steps=200):
             break
         w, value = w - scale * step, trial
     return to_alpha @ w, value
+
+
+def greedy_pivots(points: np.ndarray, sigma: float, tol: float, max_centers: int | None = None) -> list[int]:
+    """Greedy pivoted Cholesky of the Gaussian kernel matrix of `points`, one column at a time: each
+    step takes the first point of largest residual diagonal, until every residual is at most tol
+    or max_centers are taken. The textbook algorithm, as ground truth for the blocked one."""
+    n = len(points)
+    residual, rows, chosen = np.ones(n), [], []
+    while len(chosen) < (n if max_centers is None else max_centers):
+        pivot = int(np.argmax(residual))
+        if residual[pivot] <= tol:
+            break
+        column = gaussian_gram(points, points[pivot : pivot + 1], sigma)[:, 0]
+        for row in rows:
+            column = column - row * row[pivot]
+        rows.append(column / np.sqrt(residual[pivot]))
+        residual = residual - rows[-1] ** 2
+        residual[pivot] = 0.0
+        chosen.append(pivot)
+    return chosen

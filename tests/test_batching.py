@@ -66,16 +66,16 @@ def test_a_failing_toy_in_a_batch_is_recorded_against_itself(reference):
 def _random_reference(n_ref=3000, n_centers=6, seed=0):
     import torch
 
-    from nplm_kernel.solver.batch import SharedReference
+    from nplm_kernel.solver import PairProducts
 
     generator = torch.Generator().manual_seed(seed)
     features = torch.rand((n_ref, n_centers), generator=generator, dtype=torch.float64) - 0.5
     weights = torch.rand(n_ref, generator=generator, dtype=torch.float64) * 0.02 + 0.001
     gamma = (torch.rand((4, n_centers), generator=generator, dtype=torch.float64) - 0.5) * 3.0
-    return SharedReference(features, weights), features, weights, gamma
+    return PairProducts(features, weights), features, weights, gamma
 
 
-def test_the_shared_reference_sums_are_the_direct_ones_for_the_rows_asked():
+def test_the_pair_products_give_the_direct_sums_for_the_rows_asked():
     import torch
 
     reference, features, weights, gamma = _random_reference()
@@ -91,47 +91,85 @@ def test_the_shared_reference_sums_are_the_direct_ones_for_the_rows_asked():
     np.testing.assert_array_equal(partial_gradient, gradient)
     np.testing.assert_allclose(some, direct[[2, 0]], rtol=1e-5, atol=1e-6)
     assert reference.sums(gamma, torch.tensor([], dtype=torch.long))[2] is None
+    other = weights.flip(0)[:, None].expand(-1, 4)
+    np.testing.assert_allclose(reference.sums(gamma, weights=other)[1], (other.T * torch.exp(f)) @ features, rtol=1e-12)
+
+
+def _reference_problem(n_batch=6, n_ref=4000, seed=1, pairs=True):
+    """A ReferenceProblem of n_batch fits on a 1D reference with whitened rows (few centres)."""
+    import torch
+
+    from nplm_kernel.solver import NystromKernelRows, PairProducts, ReferenceProblem, kernel_products
+    from nplm_kernel.solver.nystrom import NystromFactor
+
+    generator = np.random.default_rng(seed)
+    points = torch.as_tensor(generator.exponential(1.0, size=(n_ref, 1)))
+    centers = torch.linspace(0.0, 4.0, 5, dtype=torch.float64)[:, None]
+    factor = NystromFactor(torch.exp(-(centers - centers.T) ** 2 / 2.0))
+    rows = NystromKernelRows(points, centers, 1.0, 10**8, torch.float64, factor)
+    weights = torch.full((n_ref,), 40.0 / n_ref, dtype=torch.float64)
+    data = [torch.as_tensor(generator.exponential(1.2, size=(40, 1))) for _ in range(n_batch)]
+    sums = factor.transpose_solve(torch.stack([kernel_products(x, centers, 1.0) for x in data], dim=1)).T
+    n_data = torch.full((n_batch,), 40.0, dtype=torch.float64)
+    return ReferenceProblem(rows, factor, weights, sums, n_data, pairs=PairProducts(rows.stored_rows(), weights)
+                            if pairs else None)
 
 
 def test_the_kept_hessian_and_the_last_step_rule_leave_the_newton_solution_unchanged(monkeypatch):
     """With the Hessian recomputed at every point (HESSIAN_REFRESH = 0) the iteration is exact
-    damped Newton; the default keeps a toy's Hessian near the minimum and gives a toy at tolerance
-    no step halvings, and must reach the same gamma and objective, with one pass per Newton step."""
-    import torch
+    damped Newton; the default keeps a fit's Hessian near the minimum and gives a fit at tolerance
+    no step halvings, and must reach the same gamma and objective, with one pass per Newton step; CG
+    on the same fits reaches them too."""
+    from nplm_kernel.solver import PairProducts, newton, solve
 
-    from nplm_kernel.solver import batch
-
-    reference, features, weights, _ = _random_reference(n_ref=4000, n_centers=5, seed=1)
-    generator = torch.Generator().manual_seed(2)
-    n_data = torch.full((6,), 40.0, dtype=torch.float64)
-    data_sums = (torch.rand((6, 5), generator=generator, dtype=torch.float64) - 0.3) * 40.0
     passes = []
-    sums = batch.SharedReference.sums
-    monkeypatch.setattr(batch.SharedReference, "sums", lambda self, *args: passes.append(1) or sums(self, *args))
-    kept = batch.solve_extended_likelihood_batch(reference, data_sums, n_data, 1e-4)
+    sums = PairProducts.sums
+    monkeypatch.setattr(PairProducts, "sums", lambda self, *args: passes.append(1) or sums(self, *args))
+    kept = solve(_reference_problem(), [1e-4])
     kept_passes = len(passes)
-    monkeypatch.setattr(batch, "HESSIAN_REFRESH", 0.0)
-    exact = batch.solve_extended_likelihood_batch(batch.SharedReference(features, weights), data_sums, n_data, 1e-4)
-    assert all(report.converged for report in kept.diagnostics + exact.diagnostics)
+    monkeypatch.setattr(newton, "HESSIAN_REFRESH", 0.0)
+    exact = solve(_reference_problem(), [1e-4])
+    by_cg = solve(_reference_problem(pairs=False), [1e-4])
+    assert all(report.converged for report in kept.diagnostics + exact.diagnostics + by_cg.diagnostics)
     np.testing.assert_allclose(kept.gamma, exact.gamma, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose([report.objective for report in kept.diagnostics],
-                               [report.objective for report in exact.diagnostics], rtol=1e-12)
+    np.testing.assert_allclose(by_cg.gamma, exact.gamma, rtol=1e-5, atol=1e-8)
+    for first, second in ((kept, exact), (by_cg, exact)):
+        np.testing.assert_allclose([report.objective for report in first.diagnostics],
+                                   [report.objective for report in second.diagnostics], rtol=1e-10)
     steps = max(report.newton_steps for report in kept.diagnostics)
     assert steps >= 3 and kept_passes <= 1 + steps + 1  # f = 0, one pass per step, at most one halving
+    assert all(sum(report.cg_iterations) > 0 for report in by_cg.diagnostics)
 
 
 def test_a_batch_spends_about_one_pass_over_the_reference_per_newton_step(reference, monkeypatch):
     """Toys at tolerance whose last step J rejects by rounding stop there instead of halving it
     pass after pass (which cost these 32 toys 7 extra passes before)."""
-    from nplm_kernel.solver import batch
+    from nplm_kernel.solver import PairProducts
 
     x_ref, w_ref = reference
     toys = [BENCHMARK.data(np.random.default_rng(seed)) for seed in range(32)]
     passes = []
-    sums = batch.SharedReference.sums
-    monkeypatch.setattr(batch.SharedReference, "sums", lambda self, *args: passes.append(1) or sums(self, *args))
+    sums = PairProducts.sums
+    monkeypatch.setattr(PairProducts, "sums", lambda self, *args: passes.append(1) or sums(self, *args))
     reference_cache.clear()
     fits = KernelNPLM(n_centers=200, reuse_reference=True).fit_batch(toys, x_ref, w_ref)
     steps = max(fit.diagnostics_.newton_steps for fit in fits)
     assert all(fit.converged_ for fit in fits)
     assert len(passes) <= 1 + steps + 2  # f = 0, one pass per Newton step, a couple of genuine halvings
+
+
+def test_toys_with_many_centres_are_solved_together_by_conjugate_gradient(monkeypatch):
+    """Beyond the centres whose Hessians are formed explicitly, a batch shares CG passes over the
+    reference rows; each toy still gets the t of its own fit."""
+    from nplm_kernel.solver import nystrom
+
+    monkeypatch.setattr(nystrom, "EXPLICIT_GRAM_MAX_CENTERS", 0)
+    bench = Exponential1D(n_expected=200.0, n_reference=6000)
+    x_ref, w_ref = bench.reference(np.random.default_rng(3))
+    toys = [bench.data(np.random.default_rng(seed)) for seed in range(5)]
+    reference_cache.clear()
+    together = KernelNPLM(n_centers=100, sigma=0.3, reuse_reference=True).fit_batch(toys, x_ref, w_ref)
+    alone = [KernelNPLM(n_centers=100, sigma=0.3, reuse_reference=True).fit(toy, x_ref, w_ref) for toy in toys]
+    assert together[0].n_centers_ > 10 and all(sum(fit.diagnostics_.cg_iterations) > 0 for fit in together)
+    for batch_fit, single in zip(together, alone):
+        assert batch_fit.converged_ and batch_fit.t_ == pytest.approx(single.t_, rel=1e-6)

@@ -1,5 +1,7 @@
 """Stores written before the package's rooms were moved (version 0.1, tests/data/stores_before_0_2)
-are the same campaigns today: each resumes, and the same campaign run again gives the stored t."""
+are the same campaigns today: each resumes, and the same campaign run again gives the stored t to
+the solver's tolerance (the move itself changed no bit; the NPLM fits have since stopped passing
+over data rows, which moves t by about 1e-9 relative)."""
 
 import json
 import shutil
@@ -47,7 +49,7 @@ def test_a_store_written_before_the_move_resumes_and_its_t_are_reproduced(name, 
                        progress=False)
     assert len(resumed.rows) == 4 and [row["t"] for row in resumed.rows[:3]] == stored
     again = run_toys(test, generator, x_ref, w_ref, n_toys=3, seed=seed, executor="serial", progress=False)
-    np.testing.assert_allclose(again.t, np.array(stored), rtol=1e-10)
+    np.testing.assert_allclose(again.t, np.array(stored), rtol=1e-7)
 
 
 def test_a_cli_store_written_before_the_move_resumes(tmp_path):

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-from reference_solver import PointLoss, dense_newton, gaussian_gram, objective
+import torch
+from reference_solver import PointLoss, dense_newton, gaussian_gram, greedy_pivots, objective
 
 from nplm_kernel import KernelNPLM, nplm_loss
-from nplm_kernel.solver import newton, nystrom
+from nplm_kernel.solver import nystrom, point_loss
 
 
 def _reference_problem(x_data, x_ref, w_ref, centers, sigma, loss):
@@ -24,7 +25,7 @@ def test_objective_and_t_match_dense_newton(gaussian_samples, rng, penalty, with
     centres), and one pass over K_nM per CG iteration (forced here by lowering the threshold)."""
     if not explicit_gram:  # one pass over K_nM per CG iteration, whatever the cost model prefers
         monkeypatch.setattr(nystrom, "EXPLICIT_GRAM_MAX_CENTERS", 0)
-        monkeypatch.setattr(newton, "prefers_explicit_gram", lambda rows, iterations: False)
+        monkeypatch.setattr(point_loss, "prefers_explicit_gram", lambda rows, iterations: False)
     x_data, x_ref, w_ref = gaussian_samples
     centers = rng.normal(0.0, 1.2, size=(40, 2))
     sigma = 1.0
@@ -35,9 +36,9 @@ def test_objective_and_t_match_dense_newton(gaussian_samples, rng, penalty, with
     estimator = KernelNPLM(centers=centers, sigma=sigma, penalty=penalty, loss=loss, standardize=False)
     estimator.fit(x_data, x_ref, w_ref, offset_data=offset_data, offset_ref=offset_ref)
 
-    knm, kmm, point_loss = _reference_problem(x_data, x_ref, w_ref, centers, sigma, loss)
-    alpha_best, objective_best = dense_newton(knm, kmm, point_loss, offsets, penalty)
-    objective_fit = objective(estimator.alpha_, knm, kmm, point_loss, offsets, penalty)
+    knm, kmm, losses = _reference_problem(x_data, x_ref, w_ref, centers, sigma, loss)
+    alpha_best, objective_best = dense_newton(knm, kmm, losses, offsets, penalty)
+    objective_fit = objective(estimator.alpha_, knm, kmm, losses, offsets, penalty)
     assert abs(objective_fit - objective_best) <= 1e-6 * abs(objective_best)
     assert estimator.diagnostics_.converged
 
@@ -107,6 +108,31 @@ def test_pruned_redundant_centres_lose_nothing(rng):
     assert abs(objective_fit - objective_best) <= 1e-6 * abs(objective_best)
     f_best = knm_all @ alpha_best
     assert estimator.t_ == pytest.approx(-2 * nplm_loss(f_best[:300], f_best[300:], w_ref), rel=1e-2)
+
+
+@pytest.mark.parametrize("max_centers", [None, 40])
+def test_blocked_pivoted_centers_take_the_greedy_pivots_in_order(rng, monkeypatch, max_centers):
+    """Above DENSE_PIVOTING_MAX candidates the factor is built in predicted blocks; the pivots and
+    their order are the textbook one-column-at-a-time greedy's (small blocks force predictions to
+    miss and be refreshed). LAPACK's dense path below the threshold breaks ties (candidates far from
+    every kept one all have residual 1) in its own order: its set differs, and covers every
+    candidate to the same tolerance."""
+    points = rng.normal(size=(700, 3))
+    expected = greedy_pivots(points, 0.8, 1e-8, max_centers)
+    assert 40 <= len(expected) < 700
+    monkeypatch.setattr(nystrom, "DENSE_PIVOTING_MAX", 100)
+    monkeypatch.setattr(nystrom, "PIVOT_BLOCK", 8)
+    monkeypatch.setattr(nystrom, "PIVOT_LOOKAHEAD", 16)
+    assert nystrom.pivoted_centers(torch.as_tensor(points), 0.8, 1e-8, max_centers).tolist() == expected
+    monkeypatch.setattr(nystrom, "DENSE_PIVOTING_MAX", 4096)
+    dense = nystrom.pivoted_centers(torch.as_tensor(points), 0.8, 1e-8, max_centers)
+    if max_centers is None:
+        kept = gaussian_gram(points, points[dense], 0.8)
+        factor = np.linalg.cholesky(kept[dense])
+        residual = 1.0 - (np.linalg.solve(factor, kept.T) ** 2).sum(axis=0)
+        assert residual.max() <= 1e-7 and abs(len(dense) - len(expected)) <= 0.02 * len(expected)
+    else:
+        assert len(dense) == max_centers and dense[0] == expected[0]
 
 
 def test_float32_cache_gives_the_float64_t(rng):

@@ -38,24 +38,20 @@ from ..core.samples import (
 from ..core.statistic import nplm_loss
 from ..solver import (
     STOP_REASONS,
-    ExtendedLikelihoodLoss,
     LogisticLoss,
     NystromFactor,
     NystromKernelRows,
-    PointLoss,
+    PairProducts,
+    PointLossProblem,
+    ReferenceProblem,
     SolverDiagnostics,
+    kernel_products,
     solve,
 )
-from ..solver.batch import SharedReference, solve_extended_likelihood_batch
-from ..solver.kernels import gaussian_kernel
-from ..solver.nystrom import EXPLICIT_GRAM_MAX_CENTERS
 from .geometry import default_n_centers, kernel_width, nystrom_centers, reference_widths, uniform_candidates
 from .memory import DEFAULT_MEMORY_BUDGET, MemoryBudget, reference_cache
 
 logger = logging.getLogger(__name__)
-
-#: Rows per block when evaluating f on new points.
-PREDICT_BLOCK_ROWS = 65536
 
 #: How centres are chosen when not given (the `center_selection` hyperparameter).
 CENTER_SELECTIONS = {
@@ -81,8 +77,8 @@ _CONVERGENCE_ADVICE = {
 class PreparedReference:
     """What KernelNPLM(reuse_reference=True) keeps of a reference sample between fits: its
     standardisation, the kept centres (standardised), sigma, the Nystrom factor, its kernel rows
-    (None when they do not fit the memory budget) and, once a batch of toys has been fitted on it,
-    the reference side of batched fits (solver.batch.SharedReference)."""
+    (None when they do not fit the memory budget) and, once fits with few centres have used it, their
+    explicit-Hessian products (solver.PairProducts)."""
 
     key: str
     mean: np.ndarray
@@ -91,12 +87,12 @@ class PreparedReference:
     sigma: float
     factor: NystromFactor
     reference_rows: torch.Tensor | None
-    shared: SharedReference | None = None
+    pairs: PairProducts | None = None
 
     def stored_bytes(self) -> int:
         """Memory the entry keeps: kernel rows and the arrays derived for batched fits."""
         rows = 0 if self.reference_rows is None else self.reference_rows.numel() * self.reference_rows.element_size()
-        return rows + (0 if self.shared is None else self.shared.stored_bytes())
+        return rows + (0 if self.pairs is None else self.pairs.stored_bytes())
 
 
 #: Hyperparameters that do not enter the reference's geometry and kernel rows (a change of any
@@ -267,28 +263,62 @@ class KernelNPLM(BaseEstimator):
                                                    prepared.factor)
         else:
             mean, scale, centers, sigma, factor = self._geometry(samples, np.random.default_rng(self.seed), True, device)
-        points = standardized(np.concatenate([samples.x_data, samples.x_ref]), mean, scale, "x_data and x_ref")
-        reference_rows = None if prepared is None else prepared.reference_rows
+        points = torch.as_tensor(standardized(np.concatenate([samples.x_data, samples.x_ref]), mean, scale,
+                                              "x_data and x_ref"), device=device)
+        data_points, reference_points = points[: samples.n_data], points[samples.n_data :]
+        centers_t = torch.as_tensor(centers, device=device)
         kernel_budget = self._memory().kernel_rows(len(points), samples.n_features, len(centers))
-        kernel_rows = NystromKernelRows(torch.as_tensor(points, device=device), torch.as_tensor(centers, device=device),
-                                        sigma, kernel_budget, dtype, factor, cached_tail=reference_rows)
+        reference_rows = None if prepared is None else prepared.reference_rows
+        settings = self._solver_settings()
+        if self.loss == "logistic":
+            rows = NystromKernelRows(points, centers_t, sigma, kernel_budget, dtype, factor, cached_tail=reference_rows)
+            offsets = torch.as_tensor(np.concatenate([samples.offset_data, samples.offset_ref]), device=device)
+            problem = PointLossProblem(rows, factor, self._logistic_loss(samples, device), offsets)
+            solution = solve(problem, penalties, **settings)
+            fitted = problem.fitted.cpu().numpy()
+            f_data, f_ref = fitted[: samples.n_data], fitted[samples.n_data :]
+        else:
+            rows = NystromKernelRows(reference_points, centers_t, sigma, kernel_budget, dtype, factor,
+                                     cached_tail=reference_rows)
+            weights = torch.as_tensor(samples.w_ref * np.exp(samples.offset_ref), device=device)
+            constants = torch.as_tensor([float((weights.cpu().numpy() - samples.w_ref).sum() - samples.offset_data.sum())],
+                                        device=device)
+            problem = ReferenceProblem(rows, factor, weights, self._data_sums([data_points], centers_t, sigma, factor),
+                                       torch.as_tensor([samples.n_data], device=device), constants,
+                                       self._pairs(rows, weights, prepared))
+            solution = solve(problem, penalties, **settings)
+            f_ref = problem.reference_values()[:, 0].cpu().numpy()
+            f_data = kernel_products(data_points, centers_t, sigma, factor.to_alpha(solution.gamma[0])).cpu().numpy()
+        alpha = factor.to_alpha(solution.gamma[0]).cpu().numpy()
+        return self._finish(samples, (mean, scale, centers, sigma), alpha, f_data, f_ref, solution.diagnostics[0])
 
-        solution = solve(
-            kernel_rows,
-            factor,
-            self._point_loss(samples, device),
-            torch.as_tensor(np.concatenate([samples.offset_data, samples.offset_ref]), dtype=torch.float64,
-                            device=device),
-            penalties,
-            max_newton_steps=int(self.max_newton_steps),
-            newton_tol=float(self.newton_tol),
-            max_cg_iter=int(self.max_cg_iter),
-            cg_tol=float(self.cg_tol),
-            max_total_cg_iter=int(self.max_total_cg_iter),
-        )
-        fitted = solution.fitted.cpu().numpy()
-        return self._finish(samples, (mean, scale, centers, sigma), solution.alpha.cpu().numpy(),
-                            fitted[: samples.n_data], fitted[samples.n_data :], solution.diagnostics)
+    def _solver_settings(self) -> dict:
+        """The Newton solve's settings (newton.solve's keywords)."""
+        return dict(max_newton_steps=int(self.max_newton_steps), newton_tol=float(self.newton_tol),
+                    max_cg_iter=int(self.max_cg_iter), cg_tol=float(self.cg_tol),
+                    max_total_cg_iter=int(self.max_total_cg_iter))
+
+    @staticmethod
+    def _data_sums(data: Sequence[torch.Tensor], centers: torch.Tensor, sigma: float,
+                   factor: NystromFactor) -> torch.Tensor:
+        """s_b = Phi(data_b)^T 1 = T^-T K(data_b, C)^T 1 of each data sample, (B, M): how the data enter
+        the NPLM loss (solver.ReferenceProblem)."""
+        return factor.transpose_solve(torch.stack([kernel_products(points, centers, sigma) for points in data], dim=1)).T
+
+    def _pairs(self, rows: NystromKernelRows, weights: torch.Tensor,
+               prepared: PreparedReference | None) -> PairProducts | None:
+        """The explicit-Hessian products of the reference rows (solver.PairProducts), kept with the
+        prepared reference, when the rows are whitened float64 (few centres, cached: solver.nystrom's
+        EXPLICIT_GRAM_MAX_CENTERS) and the products fit half the memory budget; None (conjugate
+        gradient) otherwise."""
+        n_ref, n_kept = rows.n_rows, rows.centers.shape[0]
+        if not (rows.whitened and rows.dtype == torch.float64 and self._memory().holds_shared_reference(n_ref, n_kept)):
+            return None
+        if prepared is None:
+            return PairProducts(rows.stored_rows(), weights)
+        if prepared.pairs is None:
+            prepared.pairs = PairProducts(rows.stored_rows(), weights)
+        return prepared.pairs
 
     def _finish(self, samples, geometry: tuple, alpha: np.ndarray, f_data: np.ndarray, f_ref: np.ndarray,
                 report: SolverDiagnostics) -> KernelNPLM:
@@ -316,73 +346,61 @@ class KernelNPLM(BaseEstimator):
 
     @property
     def fits_batches(self) -> bool:
-        """Whether fit_batch solves samples together with these settings: the NPLM loss, one penalty,
-        centres from the reference (reuse_reference=True) and float64 (the contract's capability)."""
-        return self.loss == "nplm" and self.penalty_list is None and bool(self.reuse_reference) and \
-            self.dtype == "float64"
+        """Whether fit_batch solves samples together with these settings: the NPLM loss and centres
+        from the reference (reuse_reference=True), so that the samples share the reference's kernel
+        rows (the contract's capability)."""
+        return self.loss == "nplm" and bool(self.reuse_reference)
 
     def fit_batch(self, x_data: Sequence[np.ndarray], x_ref: np.ndarray, w_ref: float | np.ndarray) -> list[KernelNPLM]:
         """Fit several data samples against one reference: one fitted clone per sample, each with
-        the t its own fit gives (to solver tolerance). With the NPLM loss, one penalty, centres from
-        the reference (reuse_reference=True), float64 and at most EXPLICIT_GRAM_MAX_CENTERS kept
-        centres, the samples are solved together (solver.batch: one pass over the reference per
-        Newton step for all of them, in groups within memory_budget); otherwise one by one."""
+        the t its own fit gives (to solver tolerance). With the NPLM loss and centres from the
+        reference (reuse_reference=True) the samples are solved together (solver.ReferenceProblem:
+        each Newton step, and each CG iteration, one pass over the reference rows for all of them, in
+        groups within memory_budget); otherwise one by one."""
         self.check_settings()
-        device = resolve_device(self.device)
         if not self.fits_batches:
             return [clone(self).fit(sample, x_ref, w_ref) for sample in x_data]
+        device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
         reference = validate_samples(x_data[0], x_ref, w_ref, owner="KernelNPLM", warn_sample_size=False)
-        prepared = self._prepare_reference(reference, device, torch.float64)
-        shared = self._shared_reference(prepared, reference)
-        if shared is None:
-            return [clone(self).fit(sample, x_ref, w_ref) for sample in x_data]
-        n_ref = reference.n_ref
-        group = self._memory().batch_group(n_ref, reference.n_features)
+        prepared = self._prepare_reference(reference, device, dtype)
+        centers = torch.as_tensor(prepared.centers, device=device)
+        points = torch.as_tensor(standardized(reference.x_ref, prepared.mean, prepared.scale, "x_ref"), device=device)
+        n_points = reference.n_ref + int(round(reference.expected_yield))
+        rows = NystromKernelRows(points, centers, prepared.sigma,
+                                 self._memory().kernel_rows(n_points, reference.n_features, len(centers)), dtype,
+                                 prepared.factor, cached_tail=prepared.reference_rows)
+        weights = torch.as_tensor(reference.w_ref, device=device)
+        pairs = self._pairs(rows, weights, prepared)
+        group = self._memory().batch_group(reference.n_ref, reference.n_features)
         fitted: list[KernelNPLM] = []
         for first in range(0, len(x_data), group):
-            fitted += self._fit_group(x_data[first : first + group], reference, prepared, shared, device)
+            fitted += self._fit_group(x_data[first : first + group], reference, prepared, rows, pairs, device)
         return fitted
 
-    def _shared_reference(self, prepared: PreparedReference, reference) -> SharedReference | None:
-        """The reference side of batched fits (kept with the prepared reference), or None when its
-        kernel rows are not whitened float64 (too many centres) or the arrays derived from them
-        (SharedReference.derived_bytes) do not fit half the memory budget."""
-        rows = prepared.reference_rows
-        n_kept = len(prepared.centers)
-        if rows is None or rows.dtype != torch.float64 or n_kept > EXPLICIT_GRAM_MAX_CENTERS or (
-                not self._memory().holds_shared_reference(reference.n_ref, n_kept)):
-            return None
-        if prepared.shared is None:
-            prepared.shared = SharedReference(rows, torch.as_tensor(reference.w_ref, device=rows.device))
-        return prepared.shared
-
-    def _fit_group(self, x_data, reference, prepared: PreparedReference, shared: SharedReference,
-                   device: torch.device) -> list[KernelNPLM]:
-        samples, features = [], []
+    def _fit_group(self, x_data, reference, prepared: PreparedReference, rows: NystromKernelRows,
+                   pairs: PairProducts | None, device: torch.device) -> list[KernelNPLM]:
+        samples = [with_data(reference, sample) for sample in x_data]
+        data = [torch.as_tensor(standardized(checked.x_data, prepared.mean, prepared.scale, "x_data"), device=device)
+                for checked in samples]
         centers = torch.as_tensor(prepared.centers, device=device)
-        for sample in x_data:
-            checked = with_data(reference, sample)
-            points = standardized(checked.x_data, prepared.mean, prepared.scale, "x_data")
-            samples.append(checked)
-            features.append(prepared.factor.whiten(gaussian_kernel(torch.as_tensor(points, device=device), centers,
-                                                                   prepared.sigma)))
-        solution = solve_extended_likelihood_batch(
-            shared, torch.stack([block.sum(dim=0) for block in features]),
-            torch.as_tensor([len(block) for block in features], device=device), float(self.penalty),
-            max_newton_steps=int(self.max_newton_steps), newton_tol=float(self.newton_tol))
-        alphas = prepared.factor.to_alpha(solution.gamma.T).T.cpu().numpy()
+        problem = ReferenceProblem(rows, prepared.factor, torch.as_tensor(reference.w_ref, device=device),
+                                   self._data_sums(data, centers, prepared.sigma, prepared.factor),
+                                   torch.as_tensor([len(points) for points in data], device=device), pairs=pairs)
+        solution = solve(problem, self._penalties(), **self._solver_settings())
+        alphas = prepared.factor.to_alpha(solution.gamma.T)
+        f_ref = problem.reference_values().T.cpu().numpy()
         geometry = (prepared.mean, prepared.scale, prepared.centers, prepared.sigma)
-        return [clone(self)._finish(checked, geometry, alphas[index], (block @ solution.gamma[index]).cpu().numpy(),
-                                    solution.fitted_ref[index].cpu().numpy(), solution.diagnostics[index])
-                for index, (checked, block) in enumerate(zip(samples, features))]
+        return [clone(self)._finish(checked, geometry, alphas[:, index].cpu().numpy(),
+                                    kernel_products(points, centers, prepared.sigma, alphas[:, index]).cpu().numpy(),
+                                    f_ref[index], solution.diagnostics[index])
+                for index, (checked, points) in enumerate(zip(samples, data))]
 
-    def _point_loss(self, samples, device: torch.device) -> PointLoss:
-        """The per-point loss the solver minimises (`loss`), on data + reference points in that order."""
+    def _logistic_loss(self, samples, device: torch.device) -> LogisticLoss:
+        """The weighted logistic surrogate on data + reference points in that order: labels 1 / 0,
+        weights 1 / w_R."""
         def tensor(values: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(values, dtype=torch.float64, device=device)
 
-        if self.loss == "nplm":
-            return ExtendedLikelihoodLoss(samples.n_data, tensor(samples.w_ref))
         labels = np.concatenate([np.ones(samples.n_data), np.zeros(samples.n_ref)])
         return LogisticLoss(tensor(labels), tensor(np.concatenate([np.ones(samples.n_data), samples.w_ref])))
 
@@ -455,11 +473,7 @@ class KernelNPLM(BaseEstimator):
         device, dtype = resolve_device(self.device), torch.float64  # alpha may be large: never round it
         centers = torch.as_tensor(self.centers_, dtype=dtype, device=device)
         alpha = torch.as_tensor(self.alpha_, dtype=dtype, device=device)
-        values = np.empty(points.shape[0])
-        for start in range(0, points.shape[0], PREDICT_BLOCK_ROWS):
-            block = torch.as_tensor(points[start : start + PREDICT_BLOCK_ROWS], dtype=dtype, device=device)
-            values[start : start + block.shape[0]] = (gaussian_kernel(block, centers, self.sigma_) @ alpha).cpu().numpy()
-        return values
+        return kernel_products(torch.as_tensor(points, dtype=dtype, device=device), centers, self.sigma_, alpha).cpu().numpy()
 
     def fitted_state(self) -> dict:
         """The fitted attributes, for nplm_kernel.save_model."""

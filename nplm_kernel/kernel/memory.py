@@ -10,11 +10,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..solver import kernel_memory_budget
-from ..solver.batch import SharedReference
+from ..solver import PairProducts, kernel_memory_budget
 
-#: Default bound on the memory a kernel fit adds, in bytes (2 GiB).
-DEFAULT_MEMORY_BUDGET = 2 * 1024**3
+#: Default bound on the memory a kernel fit adds, in bytes (4 GiB: the paper-scale 5D fit, K_nM of 1e5
+#: reference events and about 2,800 centres, is cached within it).
+DEFAULT_MEMORY_BUDGET = 4 * 1024**3
 #: Float64 vectors of N_R values that each toy of a batch holds while its group is solved (f, w e^f,
 #: trial values and their temporaries in solver.batch).
 BATCH_VECTORS_PER_TOY = 6
@@ -43,8 +43,8 @@ class MemoryBudget:
         return max(1, self.kernel_rows(n_ref, n_features, 1) // (BATCH_VECTORS_PER_TOY * 8 * n_ref))
 
     def holds_shared_reference(self, n_ref: int, n_centers: int) -> bool:
-        """Whether the reference side of batched fits (SharedReference.derived_bytes) fits half the budget."""
-        return SharedReference.derived_bytes(n_ref, n_centers) <= self.total // 2
+        """Whether the reference side of batched fits (PairProducts.derived_bytes) fits half the budget."""
+        return PairProducts.derived_bytes(n_ref, n_centers) <= self.total // 2
 
 
 class CachedEntry(Protocol):

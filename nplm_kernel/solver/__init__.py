@@ -1,7 +1,7 @@
 """The Falkon-style Nystrom solver for kernel models trained on a per-point convex loss (no physics:
 the kernel backend and the NPLM loss are given to it).
 
-Minimises over alpha in R^M
+Minimises over alpha in R^M, for one fit or several fits together,
 
     J(alpha) = (1/n) sum_i l_i(f_i + o_i) + (lambda/2) alpha^T K_MM alpha,   f = K_nM alpha,
 
@@ -9,26 +9,27 @@ for fixed offsets o_i and a smooth convex per-point loss given by a PointLoss: i
 derivatives l'_i and second derivatives l''_i >= 0. Two are provided: LogisticLoss (weighted
 binary cross-entropy on logits, l = a (softplus(z) - y z)) and ExtendedLikelihoodLoss (the NPLM
 loss, l = w (e^z - 1) on reference points and -z on data points). Newton steps run over a
-decreasing penalty list (one step per intermediate penalty, then steps at the final penalty until
-the Newton decrement is below tolerance). Each Newton system H d = g, with
+decreasing penalty list (newton.py, one loop for one fit or many). Each Newton system H d = g, with
 
     n g = K_nM^T l' + lambda n K_MM alpha,    n H = K_nM^T diag(l'') K_nM + lambda n K_MM,
 
 is solved by conjugate gradient with Falkon's preconditioner B = T^-1 A^-1 / sqrt(n),
-T = chol(K_MM), A = chol(T D_M T^T / M + lambda I), and the step is taken with a backtracking
-(Armijo) line search, so J never increases from its value at alpha = 0. Centres whose kernel
-functions are numerically dependent are dropped first (pivoted Cholesky, pivoted_centers),
-which makes K_MM positive definite to float64 resolution (Falkon's eps M I jitter is then only a
-fallback), and the iteration runs in Falkon's whitened coordinates gamma = T alpha, in which the
-penalty is |gamma|^2: J stays a sum of terms computed without cancellation even for wide Gaussian
-kernels. D_M are the loss curvatures at the centres; here they are kernel-smoothed
+T = chol(K_MM), A = chol(T D_M T^T / M + lambda I), or, with few centres, directly; the step is
+taken with a backtracking (Armijo) line search, so J never increases from its value at alpha = 0.
+Centres whose kernel functions are numerically dependent are dropped first (pivoted Cholesky,
+pivoted_centers), which makes K_MM positive definite to float64 resolution (Falkon's eps M I jitter
+is then only a fallback), and the iteration runs in Falkon's whitened coordinates gamma = T alpha, in
+which the penalty is |gamma|^2: J stays a sum of terms computed without cancellation even for wide
+Gaussian kernels. D_M are the loss curvatures at the centres; here they are kernel-smoothed
 (Nadaraya-Watson) from all points, which also works for centres that are not training points and
 is far less noisy than the curvature of the one point at each centre.
 
-Laid out like the Falkon library: kernels.py (Gaussian kernel blocks, the CPU threads that
-compute them, and the width heuristic), nystrom.py (centres, the factor T, the rows of K_nM and the
-memory they take), preconditioner.py, cg.py, losses.py (the per-point losses) and newton.py (the
-solve and its diagnostics).
+Laid out like the Falkon library: kernels.py (Gaussian kernel blocks, the CPU threads that compute
+them, and the width heuristic), nystrom.py (centres, the factor T, the rows of K_nM and the memory
+they take), preconditioner.py, cg.py, losses.py (the per-point losses), newton.py (the Newton loop
+and its diagnostics), and the two Newton problems: point_loss.py (any per-point loss on all points,
+one fit) and shared_reference.py (the NPLM loss of fits sharing a reference sample: data only
+through their kernel sums, B fits at once).
 """
 
 from .cg import conjugate_gradient
@@ -40,13 +41,17 @@ from .nystrom import (
     NystromKernelRows,
     fixed_fit_memory,
     kernel_memory_budget,
+    kernel_products,
     pivoted_centers,
     select_centers,
 )
+from .point_loss import PointLossProblem
 from .preconditioner import FalkonPreconditioner
+from .shared_reference import PairProducts, ReferenceProblem
 
 __all__ = [
     "conjugate_gradient", "gaussian_kernel", "pairwise_distance_quantile", "ExtendedLikelihoodLoss", "LogisticLoss",
     "PointLoss", "STOP_REASONS", "Solution", "SolverDiagnostics", "solve", "NystromFactor", "NystromKernelRows",
-    "fixed_fit_memory", "kernel_memory_budget", "pivoted_centers", "select_centers", "FalkonPreconditioner",
+    "fixed_fit_memory", "kernel_memory_budget", "kernel_products", "pivoted_centers", "select_centers",
+    "PointLossProblem", "FalkonPreconditioner", "PairProducts", "ReferenceProblem",
 ]

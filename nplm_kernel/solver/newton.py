@@ -1,27 +1,42 @@
-"""Newton-CG over a decreasing penalty list with Falkon's preconditioner and an Armijo line
-search: the solve itself, its diagnostics and its stopping reasons."""
+"""Newton's method for Falkon objectives, one loop for one fit or many fits solved together.
+
+Each fit b minimises, in whitened coordinates gamma_b = T alpha_b,
+
+    J_b(gamma_b) = (1/n_b) sum_i l_i(f_i) + (lambda/2) |gamma_b|^2,
+
+by damped Newton over a decreasing penalty list (one step per intermediate penalty, then steps at
+the final penalty until the Newton decrement is below tolerance), with a backtracking (Armijo) line
+search, so J never increases from its value at gamma = 0. Fits stop on their own and leave the
+batch: a fit is converged when its Newton decrement g^T H^-1 g / 2 (an estimate of J - min J) falls
+below newton_tol |J| at the final penalty; a fit already at tolerance takes its last full step or
+none (halvings there only chase rounding in J). The problem (point_loss.py: any per-point loss on
+all points, one fit; shared_reference.py: the NPLM loss of fits sharing one reference sample) holds
+each fit's point and what it computed there, and gives the Newton directions (conjugate gradient
+with Falkon's preconditioner, or a dense solve of explicit Hessians).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-import numpy as np
 import torch
 
 from ..core.exceptions import FitError
-from .cg import conjugate_gradient
-from .losses import PointLoss
-from .nystrom import EXPECTED_CG_ITERATIONS, NystromFactor, NystromKernelRows, prefers_explicit_gram
-from .preconditioner import FalkonPreconditioner
 
 #: Loosest CG tolerance of an early Newton step (inexact Newton forcing term, Eisenstat-Walker).
 MAX_FORCING = 1e-2
 #: Armijo sufficient-decrease constant and the number of step halvings tried by the line search.
 ARMIJO_SLOPE = 1e-4
 MAX_STEP_HALVINGS = 30
-
+#: A fit's explicit Hessian (where the problem forms one) is recomputed at its next point only while
+#: its Newton decrement exceeds this multiple of its stopping threshold (newton_tol |J|): nearer the
+#: minimum the Hessian changes by about the step's relative size, and the step with the Hessian
+#: already in hand contracts the error almost as much as a fresh one (on 512 toys of the 1D benchmark
+#: t stays within 1.2e-7 of a solve to 1e-15, exactly as with a fresh Hessian at every step).
+HESSIAN_REFRESH = 10.0
 
 #: Why the Newton iteration stopped (SolverDiagnostics.stop_reason).
 STOP_REASONS = {
@@ -34,10 +49,10 @@ STOP_REASONS = {
 
 @dataclass(frozen=True)
 class SolverDiagnostics:
-    """What the solver did: Newton steps taken, CG iterations per step, the final objective J and
-    gradient norm |dJ/dgamma| (whitened coordinates gamma = T alpha), whether the final Newton
-    decrement met tolerance, why the iteration stopped (a key of STOP_REASONS), whether K_nM was
-    cached, and the wall time in seconds."""
+    """What the solver did for one fit: Newton steps taken, CG iterations per step, the final
+    objective J and gradient norm |dJ/dgamma| (whitened coordinates gamma = T alpha), whether the
+    final Newton decrement met tolerance, why the iteration stopped (a key of STOP_REASONS), whether
+    K_nM was cached, and the wall time in seconds (a batch's time shared among its fits)."""
 
     newton_steps: int
     cg_iterations: tuple[int, ...]
@@ -51,174 +66,129 @@ class SolverDiagnostics:
 
 @dataclass(frozen=True)
 class Solution:
-    """alpha (M,) and the fitted f = K_nM alpha on the training points (n,), float64 tensors."""
+    """gamma (B, M), the fits' whitened coordinates, and each fit's diagnostics."""
 
-    alpha: torch.Tensor
-    fitted: torch.Tensor
-    diagnostics: SolverDiagnostics
-
-
-class _Problem:
-    """The objective J and its derivatives in whitened coordinates gamma = T alpha, for a fixed
-    per-point loss and offsets: J = (1/n) sum_i l_i(f_i + o_i) + (lambda/2) |gamma|^2."""
-
-    def __init__(self, kernel_rows: NystromKernelRows, factor: NystromFactor, loss: PointLoss, offsets: torch.Tensor):
-        self.kernel_rows = kernel_rows
-        self.factor = factor
-        self.loss = loss
-        self.offsets = offsets
-        self.n_points = offsets.shape[0]
-
-    def row_coefficients(self, gamma: torch.Tensor) -> torch.Tensor:
-        """The vector the kernel rows multiply to give f: gamma for whitened rows, T^-1 gamma otherwise."""
-        return gamma if self.kernel_rows.whitened else self.factor.to_alpha(gamma)
-
-    def gamma_gradient(self, projected: torch.Tensor) -> torch.Tensor:
-        """Rows^T u mapped to gamma: itself for whitened rows, T^-T (K_nM^T u) otherwise."""
-        return projected if self.kernel_rows.whitened else self.factor.transpose_solve(projected)
-
-    def objective(self, fitted: torch.Tensor, gamma: torch.Tensor, penalty: float) -> float:
-        """J at (f, gamma); +inf where the loss overflows (a line-search trial is then rejected)."""
-        value = float(self.loss.total(fitted + self.offsets) / self.n_points + 0.5 * penalty * (gamma @ gamma))
-        return value if np.isfinite(value) else np.inf
-
-    def derivatives(self, fitted: torch.Tensor, gamma: torch.Tensor, penalty: float):
-        """n * gradient in gamma, the per-point curvatures l'', and the curvatures at the centres
-        (kernel-smoothed: (K^T l'' + mean l'') / (K^T 1 + 1); K^T u = T^T Phi^T u for whitened rows)."""
-        slope, curvature = self.loss.slope_and_curvature(fitted + self.offsets)
-        stacked = torch.stack([slope, curvature, torch.ones_like(slope)], dim=1)
-        projected = self.kernel_rows.rmatvec(stacked)
-        scaled_gradient = self.gamma_gradient(projected[:, 0]) + penalty * self.n_points * gamma
-        if not torch.isfinite(scaled_gradient).all():
-            raise FitError("gradient of J is not finite.")
-        kernel_sums = self.factor.upper.T @ projected[:, 1:] if self.kernel_rows.whitened else projected[:, 1:]
-        center_curvature = (kernel_sums[:, 0] + curvature.mean()) / (kernel_sums[:, 1] + 1.0)
-        return scaled_gradient, curvature, center_curvature
-
-    def gradient_norm(self, fitted: torch.Tensor, gamma: torch.Tensor, penalty: float) -> float:
-        """|dJ/dgamma| (one single-column pass over K_nM)."""
-        slope, _ = self.loss.slope_and_curvature(fitted + self.offsets)
-        gradient = self.gamma_gradient(self.kernel_rows.rmatvec(slope)) / self.n_points + penalty * gamma
-        return float(torch.linalg.vector_norm(gradient))
-
-    def hessian_operator(self, curvature: torch.Tensor, penalty: float, expected_iterations: int):
-        """v -> n H_gamma v = T^-T K_nM^T diag(l'') K_nM T^-1 v + lambda n v. Where the cost model
-        says so (nystrom.prefers_explicit_gram: few centres, or K_nM streamed in blocks and many CG
-        iterations expected), Phi^T diag(l'') Phi (M x M, Phi = K_nM T^-1) is formed once, in one
-        pass, and every product is then a small matrix product; otherwise each product is one pass
-        over the rows of K_nM."""
-        ridge = penalty * self.n_points
-        if prefers_explicit_gram(self.kernel_rows, expected_iterations):
-            gram = self.kernel_rows.whitened_weighted_gram(curvature, self.factor)
-            return lambda vector: gram @ vector + ridge * vector
-
-        def apply(vector: torch.Tensor) -> torch.Tensor:
-            image = self.kernel_rows.weighted_gram_matvec(curvature, self.row_coefficients(vector))
-            return self.gamma_gradient(image) + ridge * vector
-
-        return apply
+    gamma: torch.Tensor
+    diagnostics: tuple[SolverDiagnostics, ...]
 
 
-def solve(
-    kernel_rows: NystromKernelRows,
-    factor: NystromFactor,
-    loss: PointLoss,
-    offsets: torch.Tensor,
-    penalties: Sequence[float],
-    *,
-    max_newton_steps: int = 30,
-    newton_tol: float = 1e-7,
-    max_cg_iter: int = 200,
-    cg_tol: float = 1e-6,
-    max_total_cg_iter: int = 1000,
-) -> Solution:
-    """Minimise J (module docstring) by preconditioned Newton-CG over `penalties` (decreasing; the
-    last one is the lambda of J). `offsets` is a float64 (n,) tensor, `loss` the per-point loss of
-    the same points, and `factor` holds T = chol(K_MM) of the same centres as `kernel_rows`. Converged means the Newton decrement g^T H^-1 g / 2, an estimate
-    of J - min J, fell below newton_tol * |J| at the final penalty. CG runs to a relative residual
-    min(1e-2, |g_k| / |g_0|), never below cg_tol (inexact Newton: loose early, tight at the end).
-    The reported gradient norm is |dJ/dgamma| in the whitened coordinates gamma = T alpha. The
-    whole fit uses at most max_total_cg_iter CG iterations (each one or two passes over K_nM), so
-    an ill-conditioned problem (very narrow kernel, tiny lambda) stops in bounded time, unconverged,
+class NewtonProblem(Protocol):
+    """B objectives J_b = loss_b + (lambda/2) |gamma_b|^2 minimised together. The problem keeps each
+    fit's point gamma (B, M), its loss_b = (1/n_b) sum_i l_i and loss_gradient_b = n_b d loss_b /
+    d gamma_b there; `toys` below index the fits (a long tensor)."""
+
+    gamma: torch.Tensor
+    loss: torch.Tensor
+    loss_gradient: torch.Tensor
+    n_points: torch.Tensor
+    kernel_cached: bool
+
+    def refresh(self, toys: torch.Tensor) -> None:
+        """Bring loss_gradient (and the curvature behind the Newton directions) of these fits up to
+        date at their current points, where an accepted step left them stale."""
+
+    def directions(self, toys: torch.Tensor, gradient: torch.Tensor, penalty: float, max_cg: torch.Tensor,
+                   cg_tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Newton directions d solving (n H) d = n g for these fits, g = `gradient` / n (rows), and the
+        CG iterations each took (0 for a dense solve); CG stops at the forcing tolerance
+        min(MAX_FORCING, max(cg_tol, |g| / |g at the fit's first step|)) or after max_cg."""
+
+    def prepare_steps(self, toys: torch.Tensor, steps: torch.Tensor, fresh_hessian: torch.Tensor) -> None:
+        """Get ready to try gamma - s * step for these fits; fresh_hessian says which fits want
+        their explicit Hessian recomputed at the point they accept."""
+
+    def try_steps(self, toys: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        """loss_b at gamma_b - s_b * step_b for these fits (+inf where the loss overflows)."""
+
+    def accept(self, toys: torch.Tensor) -> None:
+        """Move these fits to the point of their last try."""
+
+
+def solve(problem: NewtonProblem, penalties: Sequence[float], *, max_newton_steps: int = 30, newton_tol: float = 1e-7,
+          max_cg_iter: int = 200, cg_tol: float = 1e-6, max_total_cg_iter: int = 1000) -> Solution:
+    """Minimise every J_b (module docstring) from gamma = 0 over `penalties` (decreasing; the last
+    one is the lambda of J). Each fit uses at most max_total_cg_iter CG iterations in all, so an
+    ill-conditioned problem (a very narrow kernel, a tiny lambda) stops in bounded time, unconverged,
     with stop_reason 'cg_budget'."""
     start = time.perf_counter()
-    problem = _Problem(kernel_rows, factor, loss, offsets)
-    n_points, n_centers = problem.n_points, factor.upper.shape[0]
-    gamma = torch.zeros(n_centers, dtype=torch.float64, device=offsets.device)
-    fitted = torch.zeros(n_points, dtype=torch.float64, device=offsets.device)
-    cg_iterations: list[int] = []
-    stop_reason = "max_newton_steps"
-    first_gradient_norm = None
+    n_batch = problem.gamma.shape[0]
+    device = problem.gamma.device
+    cg_used = torch.zeros(n_batch, dtype=torch.long, device=device)
+    history: list[list[int]] = [[] for _ in range(n_batch)]
+    reasons = ["max_newton_steps"] * n_batch
+    active = torch.arange(n_batch, device=device)
     for stage, penalty in enumerate(penalties):
         final_stage = stage == len(penalties) - 1
         for _ in range(max_newton_steps if final_stage else 1):
-            cg_budget = max_total_cg_iter - sum(cg_iterations)
-            if cg_budget <= 0:
-                stop_reason = "cg_budget"
+            out_of_budget = cg_used[active] >= max_total_cg_iter
+            for toy in active[out_of_budget].tolist():
+                reasons[toy] = "cg_budget"
+            active = active[~out_of_budget]
+            if len(active) == 0:
                 break
-            objective = problem.objective(fitted, gamma, penalty)
-            if not np.isfinite(objective):
-                raise FitError("the objective J is not finite at the start of a Newton step (the offsets overflow the "
-                               "loss).")
-            scaled_gradient, curvature, center_curvature = problem.derivatives(fitted, gamma, penalty)
-            preconditioner = FalkonPreconditioner(factor, center_curvature, penalty, n_points)
-
-            rhs = preconditioner.apply_transpose(scaled_gradient)
-            gradient_norm = float(torch.linalg.vector_norm(rhs))
-            first_gradient_norm = first_gradient_norm or gradient_norm
-            forcing = min(MAX_FORCING, max(cg_tol, gradient_norm / first_gradient_norm))
-            expected = cg_iterations[-1] if cg_iterations else EXPECTED_CG_ITERATIONS
-            operator = _preconditioned_hessian(problem, curvature, penalty, preconditioner, expected)
-            beta, iterations = conjugate_gradient(operator, rhs, min(max_cg_iter, cg_budget), forcing)
-            cg_iterations.append(iterations)
-            step = preconditioner.apply(beta)
-            decrement = float(scaled_gradient @ step) / n_points
-            if not np.isfinite(decrement):
-                raise FitError("Newton step is not finite.")
-            at_tolerance = decrement / 2.0 <= newton_tol * abs(objective)
-            accepted = _line_search(problem, fitted, gamma, step, penalty, objective, decrement)
-            if accepted is not None:
-                fitted, gamma = accepted
-            if final_stage and (at_tolerance or accepted is None):
-                stop_reason = "converged" if at_tolerance else "no_descent"
-                break
-        if stop_reason == "cg_budget":
-            break
-    final_penalty = penalties[-1]
-    diagnostics = SolverDiagnostics(
-        newton_steps=len(cg_iterations),
-        cg_iterations=tuple(cg_iterations),
-        objective=problem.objective(fitted, gamma, final_penalty),
-        gradient_norm=problem.gradient_norm(fitted, gamma, final_penalty),
-        converged=stop_reason == "converged",
-        kernel_cached=kernel_rows.cached,
-        fit_time=time.perf_counter() - start,
-        stop_reason=stop_reason,
-    )
-    return Solution(alpha=factor.to_alpha(gamma), fitted=fitted, diagnostics=diagnostics)
+            accepted, at_tolerance, iterations = _newton_step(problem, active, penalty, newton_tol,
+                                                              torch.clamp(max_total_cg_iter - cg_used[active],
+                                                                          max=max_cg_iter), cg_tol)
+            cg_used[active] += iterations
+            for toy, count in zip(active.tolist(), iterations.tolist()):
+                history[toy].append(count)
+            if final_stage:
+                finished = at_tolerance | ~accepted
+                for toy, converged in zip(active[finished].tolist(), at_tolerance[finished].tolist()):
+                    reasons[toy] = "converged" if converged else "no_descent"
+                active = active[~finished]
+    everyone = torch.arange(n_batch, device=device)
+    problem.refresh(everyone)
+    penalty = penalties[-1]
+    objective = problem.loss + 0.5 * penalty * (problem.gamma * problem.gamma).sum(dim=1)
+    gradient = problem.loss_gradient / problem.n_points[:, None] + penalty * problem.gamma
+    norms = torch.linalg.vector_norm(gradient, dim=1)
+    seconds = (time.perf_counter() - start) / n_batch
+    diagnostics = tuple(SolverDiagnostics(
+        newton_steps=len(history[toy]), cg_iterations=tuple(history[toy]), objective=float(objective[toy]),
+        gradient_norm=float(norms[toy]), converged=reasons[toy] == "converged", kernel_cached=problem.kernel_cached,
+        fit_time=seconds, stop_reason=reasons[toy]) for toy in range(n_batch))
+    return Solution(gamma=problem.gamma, diagnostics=diagnostics)
 
 
-def _preconditioned_hessian(problem: _Problem, curvature, penalty: float, preconditioner: FalkonPreconditioner,
-                            expected_iterations: int):
-    """v -> B^T (n H_gamma) B v, the operator CG inverts at one Newton step."""
-    hessian = problem.hessian_operator(curvature, penalty, expected_iterations)
-
-    def apply(beta: torch.Tensor) -> torch.Tensor:
-        return preconditioner.apply_transpose(hessian(preconditioner.apply(beta)))
-
-    return apply
-
-
-def _line_search(problem: _Problem, fitted, gamma, step, penalty: float, objective: float, decrement: float):
-    """Backtracking (Armijo) along gamma - s * step; f moves along K_nM T^-1 step, computed once.
-    Returns (fitted, gamma) at the accepted s, or None when no s decreases J."""
-    fitted_step = problem.kernel_rows.matvec(problem.row_coefficients(step))
-    scale = 1.0
+def _newton_step(problem: NewtonProblem, toys: torch.Tensor, penalty: float, newton_tol: float,
+                 max_cg: torch.Tensor, cg_tol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One damped Newton step of these fits: (accepted, at tolerance, CG iterations), each (k,)."""
+    problem.refresh(toys)
+    gamma = problem.gamma[toys]
+    objective = problem.loss[toys] + 0.5 * penalty * (gamma * gamma).sum(dim=1)
+    if not bool(torch.isfinite(objective).all()):
+        raise FitError("the objective J is not finite at the start of a Newton step (the offsets overflow the loss).")
+    n_points = problem.n_points[toys]
+    gradient = problem.loss_gradient[toys] + penalty * n_points[:, None] * gamma
+    if not bool(torch.isfinite(gradient).all()):
+        raise FitError("gradient of J is not finite.")
+    steps, iterations = problem.directions(toys, gradient, penalty, max_cg, cg_tol)
+    decrement = (gradient * steps).sum(dim=1) / n_points
+    if not bool(torch.isfinite(decrement).all()):
+        raise FitError("Newton step is not finite.")
+    threshold = newton_tol * objective.abs()
+    at_tolerance = decrement / 2.0 <= threshold
+    problem.prepare_steps(toys, steps, decrement / 2.0 > HESSIAN_REFRESH * threshold)
+    scale = torch.ones(len(toys), dtype=torch.float64, device=toys.device)
+    accepted = torch.zeros(len(toys), dtype=torch.bool, device=toys.device)
+    searching = torch.ones(len(toys), dtype=torch.bool, device=toys.device)
     for _ in range(MAX_STEP_HALVINGS):
-        trial_fitted = fitted - scale * fitted_step
-        trial_gamma = gamma - scale * step
-        trial = problem.objective(trial_fitted, trial_gamma, penalty)
-        if trial <= objective - ARMIJO_SLOPE * scale * decrement:
-            return trial_fitted, trial_gamma
-        scale *= 0.5
-    return None
+        pending = searching.nonzero()[:, 0]
+        if len(pending) == 0:
+            break
+        trial_gamma = gamma[pending] - scale[pending, None] * steps[pending]
+        trial = problem.try_steps(toys[pending], scale[pending]) + 0.5 * penalty * (trial_gamma * trial_gamma).sum(dim=1)
+        good = trial <= objective[pending] - ARMIJO_SLOPE * scale[pending] * decrement[pending]
+        problem.accept(toys[pending[good]])
+        accepted[pending[good]] = True
+        # a fit already at tolerance tries its full step only: a rejection there is rounding
+        searching[pending] = ~good & ~at_tolerance[pending]
+        scale[pending] = torch.where(good, scale[pending], 0.5 * scale[pending])
+    return accepted, at_tolerance, iterations
+
+
+def forcing_tolerances(norms: torch.Tensor, first_norms: torch.Tensor, cg_tol: float) -> torch.Tensor:
+    """CG tolerances of a Newton step (inexact Newton: loose early, tight at the end):
+    min(MAX_FORCING, max(cg_tol, |g| / |g_0|)), |g| the preconditioned gradient norms."""
+    return torch.clamp(norms / first_norms, min=cg_tol, max=MAX_FORCING)

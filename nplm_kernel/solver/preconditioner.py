@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .nystrom import NystromFactor, stable_cholesky
@@ -12,20 +11,29 @@ class FalkonPreconditioner:
     """Falkon's preconditioner in the whitened coordinates: with A^T A = T diag(d) T^T / M + lambda I,
     n A^T A approximates the Hessian n H_gamma = T^-T K_nM^T D K_nM T^-1 + lambda n I (using
     K_nM^T D K_nM ~ (n/M) K_MM D_M K_MM), so B = A^-1 / sqrt(n) makes B^T (n H_gamma) B close to the
-    identity (in alpha: Falkon's T^-1 A^-1 / sqrt(n); Rudi et al. 2017, Meanti et al. 2020)."""
+    identity (in alpha: Falkon's T^-1 A^-1 / sqrt(n); Rudi et al. 2017, Meanti et al. 2020).
 
-    def __init__(self, factor: NystromFactor, center_curvature: torch.Tensor, penalty: float, n_points: int):
+    Fits solved together share A (from the curvatures d at the centres, one per fit: their mean)
+    and each has its own n: vectors are rows (B, M), row b scaled by 1 / sqrt(n_b)."""
+
+    def __init__(self, factor: NystromFactor, center_curvature: torch.Tensor, penalty: float, n_points: torch.Tensor):
         upper = factor.upper
         n_centers = upper.shape[0]
-        inner = (upper * center_curvature) @ upper.T / n_centers
+        curvature = center_curvature if center_curvature.ndim == 1 else center_curvature.mean(dim=0)
+        inner = (upper * curvature) @ upper.T / n_centers
         inner += penalty * torch.eye(n_centers, dtype=torch.float64, device=inner.device)
         self.inner_factor = stable_cholesky(inner, "preconditioner factor A")
-        self.scale = 1.0 / np.sqrt(n_points)
+        self.scale = 1.0 / torch.sqrt(torch.as_tensor(n_points, dtype=torch.float64, device=inner.device))
 
-    def apply(self, vector: torch.Tensor) -> torch.Tensor:
-        """B v = A^-1 v / sqrt(n)."""
-        return torch.linalg.solve_triangular(self.inner_factor, vector[:, None], upper=True)[:, 0] * self.scale
+    def apply(self, vectors: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """B v = A^-1 v / sqrt(n_b) for rows v (k, M) of the fits `rows` (all when None)."""
+        solved = torch.linalg.solve_triangular(self.inner_factor, vectors.T, upper=True).T
+        return solved * self._scale(rows)[:, None]
 
-    def apply_transpose(self, vector: torch.Tensor) -> torch.Tensor:
-        """B^T v = A^-T v / sqrt(n)."""
-        return torch.linalg.solve_triangular(self.inner_factor.mT, vector[:, None], upper=False)[:, 0] * self.scale
+    def apply_transpose(self, vectors: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """B^T v = A^-T v / sqrt(n_b) for rows v (k, M) of the fits `rows` (all when None)."""
+        solved = torch.linalg.solve_triangular(self.inner_factor.mT, vectors.T, upper=False).T
+        return solved * self._scale(rows)[:, None]
+
+    def _scale(self, rows: torch.Tensor | None) -> torch.Tensor:
+        return self.scale if rows is None else self.scale[rows]
