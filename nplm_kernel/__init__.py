@@ -25,6 +25,7 @@ _EXPORTS = {
     "ConfigurationError": "core.exceptions", "ConvergenceWarning": "core.exceptions",
     "FitConsistencyWarning": "core.exceptions", "FitError": "core.exceptions", "InputError": "core.exceptions",
     "NormalizationWarning": "core.exceptions", "NotFittedError": "core.exceptions", "NPLMError": "core.exceptions",
+    "ReferenceSupportWarning": "core.exceptions",
     "SampleSizeWarning": "core.exceptions",
     "Samples": "core.samples", "validate_samples": "core.samples",
     "chi2_p_value": "core.statistic", "nplm_loss": "core.statistic", "t_from_loss": "core.statistic",
@@ -41,7 +42,7 @@ __all__ = ["__version__", "Backend", "BackendFit", "BaselineTest", "CampaignResu
            "combine_settings", "compare_methods", "ConfigurationError", "ConvergenceWarning",
            "FitConsistencyWarning", "FitError", "InputError", "KernelNPLM", "KernelTaylorLearner", "load_model",
            "MultiScaleResult", "NormalizationWarning", "NotFittedError", "nplm_loss", "NPLMError", "NPLMResult",
-           "NPLMTest", "register_backend", "run_toys", "Samples", "SampleSizeWarning", "save_model", "significance",
+           "NPLMTest", "ReferenceSupportWarning", "register_backend", "run_toys", "Samples", "SampleSizeWarning", "save_model", "significance",
            "t_from_loss", "validate_samples", "z_score"]
 
 
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
         NormalizationWarning,
         NotFittedError,
         NPLMError,
+        ReferenceSupportWarning,
         SampleSizeWarning,
     )
     from .core.samples import Samples, validate_samples

@@ -115,8 +115,8 @@ def _tests(dataset: Dataset, multi_scale: bool) -> dict[str, NPLMTest | Baseline
 
 def empirical_power(null_t: np.ndarray, signal_t: np.ndarray, z: float) -> tuple[float, float] | None:
     """(power, half-width of its 68% Clopper-Pearson interval) at Z >= z, with each signal toy's
-    empirical p-value on null_t (calibration.significance without extrapolation: k / n, or min-p
-    over widths for a multi-scale t; 0 beyond every null toy); None when the null cannot resolve
+    empirical p-value on null_t (calibration.significance without extrapolation: (k + 1) / (n + 1),
+    or min-p over widths for a multi-scale t; 0 beyond every null toy); None when the null cannot resolve
     the level (n_null Phi(-z) < 1)."""
     level = stats.norm.sf(z)
     if len(null_t) * level < 1 or len(signal_t) == 0:

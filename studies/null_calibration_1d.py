@@ -46,7 +46,7 @@ def tail_rows(t_null: np.ndarray, dof: float) -> list[str]:
             rows.append(f"| {z:g} | {threshold:.2f} | {p_chi2:.3g} | - | fewer than one toy expected | - |")
             continue
         p, low, high = empirical_p_value(threshold, t_null)
-        count = int(round(p * len(t_null)))
+        count = int(np.count_nonzero(np.asarray(t_null) >= threshold))
         rows.append(f"| {z:g} | {threshold:.2f} | {p_chi2:.3g} | {count} | {p:.3g} [{low:.3g}, {high:.3g}] | "
                     f"{p / p_chi2:.2f} [{low / p_chi2:.2f}, {high / p_chi2:.2f}] |")
     return rows

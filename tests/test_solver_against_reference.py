@@ -15,6 +15,7 @@ def _reference_problem(x_data, x_ref, w_ref, centers, sigma, loss):
             PointLoss(loss, len(x_data), np.full(len(x_ref), w_ref)))
 
 
+@pytest.mark.filterwarnings("ignore::nplm_kernel.core.exceptions.ReferenceSupportWarning")  # lambda 1e-6: see below
 @pytest.mark.parametrize("loss", ["nplm", "logistic"])
 @pytest.mark.parametrize("penalty", [1e-3, 1e-6])
 @pytest.mark.parametrize("with_offsets", [False, True])
@@ -22,7 +23,10 @@ def _reference_problem(x_data, x_ref, w_ref, centers, sigma, loss):
 def test_objective_and_t_match_dense_newton(gaussian_samples, rng, penalty, with_offsets, explicit_gram, loss,
                                             monkeypatch):
     """Both losses and both Hessian paths: the Gram matrix formed once per Newton step (few
-    centres), and one pass over K_nM per CG iteration (forced here by lowering the threshold)."""
+    centres), and one pass over K_nM per CG iteration (forced here by lowering the threshold). At
+    lambda = 1e-6 the NPLM fit raises f to about 20 at a data event in the sparse corner of the
+    3000 reference events: the solver is right, and the fit warns that the reference cannot
+    support that event (checked in test_statistics)."""
     if not explicit_gram:  # one pass over K_nM per CG iteration, whatever the cost model prefers
         monkeypatch.setattr(nystrom, "EXPLICIT_GRAM_MAX_CENTERS", 0)
         monkeypatch.setattr(point_loss, "prefers_explicit_gram", lambda rows, iterations: False)

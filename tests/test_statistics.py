@@ -50,9 +50,10 @@ def test_empirical_p_values_of_a_known_chi2_sample_are_uniform(rng):
     assert stats.kstest(p_values, "uniform").pvalue > 0.01
 
 
-def test_clopper_pearson_interval():
+def test_clopper_pearson_interval_and_the_one_p_value_convention():
+    """p = (k + 1) / (n + 1): 10 of 100 toys beyond t give 11/101; the interval is k / n's."""
     p, low, high = empirical_p_value(5.0, np.r_[np.zeros(90), np.full(10, 10.0)])
-    assert p == 0.1
+    assert p == 11 / 101
     exact = stats.beta.ppf([0.15865, 0.84135], [10, 11], [91, 90])
     assert low == pytest.approx(exact[0], rel=1e-3) and high == pytest.approx(exact[1], rel=1e-3)
 
@@ -61,7 +62,7 @@ def test_significance_extrapolates_only_beyond_the_toys(rng):
     null = rng.chisquare(4.0, size=200)
     inside = significance(float(np.quantile(null, 0.9)), null)
     assert inside.method == EMPIRICAL and not inside.is_extrapolated
-    assert inside.p_value == pytest.approx(np.mean(null >= inside.t))
+    assert inside.p_value == pytest.approx((np.sum(null >= inside.t) + 1) / 201)
     assert inside.z == pytest.approx(stats.norm.isf(inside.p_value))
     beyond = significance(40.0, null)
     assert beyond.method == CHI2_EXTRAPOLATION and beyond.is_extrapolated
@@ -111,9 +112,9 @@ def test_combined_significance_sees_a_departure_in_one_setting(rng):
 
 
 def test_min_p_significance_matches_a_brute_force_count_and_is_uniform_under_the_null(rng):
-    """A multi-scale t (one value per width): p is the fraction of null toys whose min-p over the
-    widths (each toy's p-values against the other toys) is at most the observed min-p; under the
-    null it is uniform."""
+    """A multi-scale t (one value per width): p = (k + 1) / (n + 1) with k the null toys whose min-p
+    over the widths (each toy's p-values against the other toys) is at most the observed min-p; under
+    the null it is uniform."""
     from nplm_kernel.inference.calibration import MIN_P, MIN_P_EXTRAPOLATION
 
     covariance = [[1.0, 0.7], [0.7, 1.0]]  # two correlated widths
@@ -125,7 +126,7 @@ def test_min_p_significance_matches_a_brute_force_count_and_is_uniform_under_the
     null_min_p = [min(np.sum(null[:, k] >= null[j, k]) / n for k in range(2)) for j in range(n)]
     assert result.method == MIN_P and result.chi2_fit is None
     assert result.width_p_values == pytest.approx(observed_p)
-    assert result.p_value == pytest.approx(np.mean(np.array(null_min_p) <= min(observed_p)))
+    assert result.p_value == pytest.approx((np.sum(np.array(null_min_p) <= min(observed_p)) + 1) / (n + 1))
     assert result.z == pytest.approx(stats.norm.isf(result.p_value))
     beyond = significance(np.array([60.0, 80.0]), null)
     assert beyond.method == MIN_P_EXTRAPOLATION and beyond.is_extrapolated and 0 < beyond.p_value < 1 / n

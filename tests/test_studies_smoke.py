@@ -131,8 +131,8 @@ def test_baselines_study_smoke(tmp_path):
 
 def test_baselines_study_power_uses_empirical_p_values_only_where_the_null_resolves_them():
     study = _load(ROOT / "studies" / "baselines.py")
-    null = np.arange(1.0, 101.0)  # p(t) = #(null >= t) / 100
-    power, half_width = study.empirical_power(null, np.array([99.5, 98.5, 97.5, 50.0]), 2.0)
-    assert power == 0.5  # p = 0.01, 0.02 pass p <= 0.0228; p = 0.03 and 0.51 do not
+    null = np.arange(1.0, 101.0)  # p(t) = (#(null >= t) + 1) / 101
+    power, half_width = study.empirical_power(null, np.array([100.5, 99.5, 97.5, 50.0]), 2.0)
+    assert power == 0.5  # beyond every toy and p = 2/101 pass p <= 0.0228; p = 4/101 and 52/101 do not
     assert 0.25 < half_width < 0.35  # exact interval: a bit wider than the binomial sd sqrt(0.25 / 4) = 0.25
     assert study.empirical_power(null, np.array([1000.0]), 3.0) is None  # 100 toys cannot resolve p = 0.00135

@@ -127,6 +127,23 @@ def _plot(kind: str, *arguments, **options) -> bool:
     return True
 
 
+#: The files nplm run writes in its output directory (besides the toy store).
+OUTPUT_FILES = ("config.yaml", "provenance.json", "model.npz", "result.json", "f.png", "null.png")
+
+
+def _refuse_links(out: Path, targets: list[Path]) -> None:
+    """ConfigurationError when the output directory, a folder on the way to an output file, or an
+    output file is a symbolic link: nplm run writes only inside its output directory, never through
+    a link to somewhere else."""
+    for target in targets:
+        for path in [target, *target.parents]:
+            if path.is_symlink():
+                raise ConfigurationError(f"{path} is a symbolic link; nplm run writes only regular files inside its "
+                                         f"output directory {out}: remove the link or choose another directory.")
+            if path == out:
+                break
+
+
 def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the study of `config_path`; returns the result written to result.json."""
     config_path = Path(config_path)
@@ -147,6 +164,7 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
     if nuisances is not None:
         toys = AuxiliaryToys(toys, np.zeros(nuisances.n_nuisances), nuisances.sigmas)
     store = out / toys_config.store
+    _refuse_links(out, [store] + [out / name for name in OUTPUT_FILES])
     if store.exists():  # refuse a store of another setting before writing anything
         verify_identity(store, read_store(store), campaign_identity(test, toys, x_ref, w_ref, toys_config.seed))
     out.mkdir(parents=True, exist_ok=True)
@@ -173,6 +191,7 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
         "method": calibrated.method, "width_p_values": list(calibrated.width_p_values),
         "model_width": None if best is None else test.widths[best],
         "n_toys": calibrated.n_toys, "n_failed_toys": campaign.n_failed, "n_unconverged_toys": campaign.n_unconverged,
+        "n_unsupported_toys": campaign.n_unsupported,
         "null_chi2_fit": None if calibrated.chi2_fit is None else dataclasses.asdict(calibrated.chi2_fit),
         "plots": [name for name, made in [
             ("f.png", _plot("plot_learned_f", shown.estimator, x_data, x_ref, w_ref, out / "f.png", inputs.columns,

@@ -161,7 +161,7 @@ def load_config(path: str | Path) -> BaseModel:
         raise ConfigurationError(f"{path}: config file not found.")
     text = path.read_text()
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_unique_key_loader(yaml))
     except yaml.YAMLError as error:
         raise ConfigurationError(f"{path}: not valid YAML: {error}") from None
     try:
@@ -191,4 +191,30 @@ def load_config(path: str | Path) -> BaseModel:
     missing = [f"{key}: {base / file} not found" for key, file in files if not (base / file).is_file()]
     if missing:
         raise ConfigurationError(f"{path}: " + "; ".join(missing))
+    for key, location, where in (("outputs.directory", config.outputs.directory, "the config's folder"),
+                                 ("toys.store", config.toys.store, "the output directory")):
+        if location.is_absolute() or ".." in location.parts:
+            line = _line_of(text, tuple(key.split(".")))
+            raise ConfigurationError(f"{path}: invalid analysis config:\n  {key}{f' (line {line})' if line else ''}: "
+                                     f"{location} must be a relative path inside {where} (no absolute path, no '..'): "
+                                     "nplm run writes nowhere else.")
     return config
+
+
+def _unique_key_loader(yaml: Any) -> type:
+    """yaml's safe loader, refusing a key given twice in one mapping (with both lines) instead of
+    keeping the last one silently."""
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in lines:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (lines {lines[key]} and {key_node.start_mark.line + 1})",
+                        key_node.start_mark)
+                lines[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader

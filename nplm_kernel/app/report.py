@@ -29,8 +29,13 @@ def p_value_lines(result: Significance) -> list[str]:
 
 def null_summary(campaign: CampaignResult) -> list[str]:
     """The toy counts of a stored null, with a warning line when some fits did not converge."""
-    lines = [f"null:      {len(campaign.t)} toys ({campaign.n_failed} failed, {campaign.n_unconverged} not converged)"]
+    lines = [f"null:      {len(campaign.t)} toys ({campaign.n_failed} failed, {campaign.n_unconverged} not converged, "
+             f"{campaign.n_unsupported} with data the reference cannot support)"]
     if campaign.n_unconverged:
         lines.append(f"warning:   {campaign.n_unconverged} null toy fit(s) stopped before their tolerance; their t is "
                      "included in the calibration (see the store rows' warnings)")
+    if campaign.n_unsupported:
+        lines.append(f"warning:   {campaign.n_unsupported} null toy fit(s) have data events the reference sample cannot "
+                     "support (their t measures the reference's emptiness there); they are included in the calibration: "
+                     "a larger penalty or reference sample removes them (docs: statistics, reference support)")
     return lines

@@ -39,11 +39,12 @@ from ..core.exceptions import ConfigurationError, FitError
 from ..core.samples import (
     Samples,
     check_positive_integer,
+    check_positive_number,
     reference_standardization,
     standardized,
 )
 from ..kernel.geometry import nystrom_centers, uniform_candidates
-from ..solver import gaussian_kernel, pairwise_distance_quantile
+from ..solver import gaussian_kernel, pairwise_distance_quantiles
 from .base import Baseline
 
 
@@ -208,10 +209,13 @@ class MaximumMeanDiscrepancy(Baseline):
     def prepare(self, samples: Samples) -> _MeanEmbedding:
         """The Nystrom feature map and the reference's weighted mean embedding."""
         check_positive_integer(self.n_centers, "n_centers")
+        if self.sigma is not None:
+            check_positive_number(self.sigma, "sigma")
         rng = np.random.default_rng(self.seed)
         mean, scale = reference_standardization(samples.x_ref, samples.w_ref)
         reference = standardized(samples.x_ref, mean, scale, "x_ref")
-        sigma = float(self.sigma or pairwise_distance_quantile(reference, 0.5, seed=int(rng.integers(2**63))))
+        sigma = float(self.sigma if self.sigma is not None else
+                      pairwise_distance_quantiles(reference, [0.5], samples.w_ref)[0])
         centers, factor = nystrom_centers(uniform_candidates(reference, int(self.n_centers), rng), sigma, None,
                                           torch.device("cpu"))
         embedding = _MeanEmbedding(mean, scale, sigma, torch.as_tensor(centers), factor, torch.zeros(0))
@@ -323,8 +327,12 @@ class GaussianProcessBumpSearch(Baseline):
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import RBF, ConstantKernel
 
-        check_positive_integer(self.bins, "bins")
+        check_positive_integer(self.bins, "bins", minimum=2)
         check_positive_integer(self.window, "window")
+        if self.window > self.bins:
+            raise ConfigurationError(f"window = {self.window} bins cannot exceed bins = {self.bins}: a local excess is "
+                                     "a few consecutive bins of the spectrum.")
+        check_positive_number(self.min_length_scale, "min_length_scale")
         edges, expected = _reference_spectrum(samples, int(self.bins))
         low, high = edges[0], edges[-1]
         centres = ((0.5 * (edges[1:] + edges[:-1]) - low) / (high - low))[:, None]

@@ -58,6 +58,9 @@ def _test(arguments: argparse.Namespace) -> str:
     lines = [f"backend:   {result.backend} {result.hyperparameters}",
              f"samples:   N_D = {len(x_data)}, N_R = {len(x_ref)}, N(R) = {w_ref.sum():.6g}",
              f"t:         {result.t:.4f}  (fit {result.wall_time:.2f} s)"]
+    if result.unsupported_events:
+        lines.append(f"warning:   {result.unsupported_events} data event(s) lie where the reference sample cannot "
+                     "support them: t measures the reference's emptiness there (docs: statistics, reference support)")
     calibrated = None
     if arguments.null:
         null = CampaignResult.from_store(arguments.null, test, x_ref, w_ref)

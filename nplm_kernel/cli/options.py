@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from ..contract import Backend, Setting, backend_entry, backend_names, build_backend, role_setting
-from ..core.exceptions import ConfigurationError
+from ..core.exceptions import ConfigurationError, brief
 from ..toys import DEFAULT_EXECUTOR, EXECUTOR_SETTINGS, ReferencePoolToys
 
 #: Namespace prefix of the generated backend options.
@@ -131,7 +131,7 @@ def backend_from_options(name: str, options: dict[str, str]) -> Backend:
     except ValidationError as error:
         problem = error.errors()[0]
         option = "--" + str(problem["loc"][0]).replace("_", "-") if problem["loc"] else "a backend option"
-        raise ConfigurationError(f"{option}: {problem['msg']} (got {options.get(str(problem['loc'][0]))!r}).") from None
+        raise ConfigurationError(f"{option}: {problem['msg']} (got {brief(options.get(str(problem['loc'][0])))}).") from None
     return build_backend(section)
 
 

@@ -23,6 +23,8 @@ through this contract:
   settings) of fitting several data samples on one reference together: such a backend has
   fit_batch(list of x_data, x_ref, w_ref) returning one fitted clone per sample, each with the t
   of its own fit to solver tolerance (campaigns use it for throughput).
+- identity_details() (optional): what defines t besides the hyperparameters (e.g. the rule behind
+  a default), part of a campaign's identity;
 - setting_roles: {role: hyperparameter name} for the roles the shared layer needs (SETTING_ROLES):
   a kernel width (with reference_widths(x_ref, w_ref, quantiles), the widths at quantiles of
   pairwise reference distances in the backend's units), a device, a seed, a progress bar. The
@@ -31,14 +33,15 @@ through this contract:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from ..core.devices import resolve_device
-from ..core.exceptions import NotFittedError
+from ..core.exceptions import FitConsistencyWarning, NotFittedError, ReferenceSupportWarning
 from ..core.samples import Samples
 from ..core.statistic import nplm_loss, t_from_loss
 
@@ -59,7 +62,8 @@ class BackendFit:
     """What one backend fit produced: t = -2 L at the learned f, the NPLM loss L (offsets included,
     without any penalty or auxiliary term), f on the data (N_D,) and reference (N_R,) points,
     whether the fit met its tolerance (None when the backend has no criterion, e.g. a fixed number
-    of epochs), and the backend's own diagnostics."""
+    of epochs), the backend's own diagnostics, and the indices of the data events the reference
+    sample cannot support (unsupported_events: the fitted f exceeds log(UNSUPPORTED_RATIO) there)."""
 
     t: float
     loss: float
@@ -67,6 +71,7 @@ class BackendFit:
     f_ref: np.ndarray
     converged: bool | None
     diagnostics: Any
+    unsupported_events: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 @runtime_checkable
@@ -107,16 +112,45 @@ def contract_gaps(backend: Any) -> list[str]:
     return [name for name in CONTRACT_MEMBERS if not hasattr(backend, name)]
 
 
+#: A data event at which the fitted f exceeds log(UNSUPPORTED_RATIO) has, as the fit resolves the
+#: reference around it, less than 1 / UNSUPPORTED_RATIO of an expected reference event per data event
+#: there: the reference sample cannot support it (docs: statistics, reference support).
+UNSUPPORTED_RATIO = 1e3
+
+
 def finish_fit(estimator: Any, samples: Samples, f_data: np.ndarray, f_ref: np.ndarray, converged: bool | None,
-               diagnostics: Any, offset_data: np.ndarray | None = None, offset_ref: np.ndarray | None = None) -> None:
+               diagnostics: Any, offset_data: np.ndarray | None = None, offset_ref: np.ndarray | None = None,
+               rising_loss_advice: str = "") -> None:
     """Set the contract's fitted attributes from f on the training points: fit_ (BackendFit), t_,
-    loss_ (L with the samples' offsets, or the given ones), converged_ and diagnostics_."""
+    loss_ (L with the samples' offsets, or the given ones), converged_, diagnostics_ and
+    unsupported_events_, warning (ReferenceSupportWarning) about data events the reference sample
+    cannot support, and (FitConsistencyWarning, with the backend's rising_loss_advice) when the
+    learned f raises L above its value at f = 0, which a minimiser of L never does."""
     offset_data = samples.offset_data if offset_data is None else offset_data
     offset_ref = samples.offset_ref if offset_ref is None else offset_ref
     loss = nplm_loss(f_data, f_ref, samples.w_ref, offset_data, offset_ref)
-    estimator.fit_ = BackendFit(t_from_loss(loss), loss, f_data, f_ref, converged, diagnostics)
+    unsupported = np.flatnonzero(f_data > np.log(UNSUPPORTED_RATIO))
+    estimator.fit_ = BackendFit(t_from_loss(loss), loss, f_data, f_ref, converged, diagnostics, unsupported)
     estimator.loss_, estimator.t_ = loss, estimator.fit_.t
     estimator.converged_, estimator.diagnostics_ = converged, diagnostics
+    estimator.unsupported_events_ = unsupported
+    name = type(estimator).__name__
+    if len(unsupported):
+        where = "; ".join(f"x = {np.array2string(samples.x_data[index], precision=4)} (f = {f_data[index]:.3g})"
+                          for index in unsupported[:3])
+        warnings.warn(
+            f"{name}: {len(unsupported)} data event(s) lie where the reference sample cannot support them: the fitted "
+            f"f exceeds log({UNSUPPORTED_RATIO:g}) there, i.e. the fit resolves less than 1/{UNSUPPORTED_RATIO:g} of an "
+            f"expected reference event around them ({where}{' ...' if len(unsupported) > 3 else ''}). t = "
+            f"{estimator.t_:.6g} then measures how empty the reference sample is there, not the data. Use a larger "
+            "penalty or a larger reference sample (docs: statistics, reference support).",
+            ReferenceSupportWarning, stacklevel=3)
+    baseline = nplm_loss(np.zeros_like(f_data), np.zeros_like(f_ref), samples.w_ref, offset_data, offset_ref)
+    if loss > baseline + 1e-9 * max(1.0, abs(baseline)):
+        warnings.warn(
+            f"{name}: the learned f raises the NPLM loss above that of f = 0 (L = {loss:.6g} > {baseline:.6g}, "
+            f"t = {estimator.t_:.6g}): a minimiser of L never does that, so this t is not the test statistic. "
+            f"{rising_loss_advice}".rstrip(), FitConsistencyWarning, stacklevel=3)
 
 
 def require_fitted(estimator: Any, attribute: str) -> None:

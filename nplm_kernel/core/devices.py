@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, brief
 
 #: The float dtypes a backend's `dtype` setting may name.
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -18,7 +18,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ConfigurationError(f"device {device!r} is not a valid torch device: {error}") from None
+        raise ConfigurationError(f"device {brief(device)} is not a valid torch device: {brief(str(error))}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigurationError(f"device {device!r} was asked for but CUDA is not available here; use device='cpu' "
                                  "(or 'auto').")
@@ -31,4 +31,4 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         return dtype
     if isinstance(dtype, str) and dtype in DTYPES:
         return DTYPES[dtype]
-    raise ConfigurationError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
+    raise ConfigurationError(f"dtype must be 'float32' or 'float64', got {brief(dtype)}.")

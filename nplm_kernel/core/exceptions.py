@@ -2,6 +2,16 @@
 
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
+#: At most this many characters of a user's value are echoed in an error message.
+ECHO_LIMIT = 80
+
+
+def brief(value: object) -> str:
+    """repr(value), cut to ECHO_LIMIT characters (with the full length) so that an error about a
+    huge value stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= ECHO_LIMIT else f"{text[:ECHO_LIMIT]}... ({len(text)} characters)"
+
 
 class NPLMError(Exception):
     """Base class of every error raised on purpose by nplm-kernel."""
@@ -28,7 +38,7 @@ class ConvergenceWarning(UserWarning):
 
 
 class SampleSizeWarning(UserWarning):
-    """The reference sample is not much larger than the data sample (N_R should be >> N_D)."""
+    """The reference sample is not much larger than the data sample (its effective size should be >> N_D)."""
 
 
 class FitConsistencyWarning(UserWarning):
@@ -37,3 +47,8 @@ class FitConsistencyWarning(UserWarning):
 
 class NormalizationWarning(UserWarning):
     """The reference weights do not look normalised to the expected yield of the data."""
+
+
+class ReferenceSupportWarning(UserWarning):
+    """Data events lie where the reference sample cannot support them: t there measures how empty
+    the reference sample is, not the data (docs: statistics, reference support)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .exceptions import ConfigurationError, InputError, NormalizationWarning, SampleSizeWarning
+from .exceptions import ConfigurationError, InputError, NormalizationWarning, SampleSizeWarning, brief
 
 #: Warn when the reference sample has fewer than this many events per data event.
 MIN_REFERENCE_TO_DATA_RATIO = 5.0
@@ -185,10 +185,14 @@ def validate_samples(
     different names are refused). When warn_sample_size (off where the same samples go on to a
     backend, which warns itself), warns with SampleSizeWarning when N_R < MIN_REFERENCE_TO_DATA_RATIO
     * N_D and with NormalizationWarning when N(R) = sum w_R and N_D differ by more than a factor
-    MAX_YIELD_RATIO (weights that do not sum to the expected yield).
+    MAX_YIELD_RATIO (weights that do not sum to the expected yield). The reference's size is its
+    effective size (effective_sample_size): a few events carrying most of N(R) count as few.
     """
     names = column_names(x_ref)
     ref = as_events(x_ref, "x_ref")
+    if not (ref != ref[0]).any():
+        raise InputError(f"x_ref: all {len(ref)} reference event(s) are the same point {ref[0].tolist()}; a reference "
+                         "sample must describe a distribution of events to compare the data with.")
     reference = Samples(x_data=ref[:0], x_ref=ref, w_ref=as_weights(w_ref, ref.shape[0], owner=owner, reason=weights_reason),
                         offset_data=np.zeros(0), offset_ref=as_offsets(offset_ref, ref.shape[0], "offset_ref"),
                         feature_names=names)
@@ -208,10 +212,13 @@ def with_data(reference: Samples, x_data: object, offset_data: object = None, wa
             f"x_data has {data.shape[1]} feature(s) but x_ref has {ref.shape[1]}; both samples must "
             "describe the same input variables."
         )
-    if warn_sample_size and ref.shape[0] < MIN_REFERENCE_TO_DATA_RATIO * data.shape[0]:
+    effective = effective_sample_size(weights)
+    if warn_sample_size and effective < MIN_REFERENCE_TO_DATA_RATIO * data.shape[0]:
+        size = (f"N_R = {ref.shape[0]}" if effective > (1.0 - 1e-9) * ref.shape[0] else
+                f"effective size (Kish: (sum w)^2 / sum w^2) {effective:.4g} of N_R = {ref.shape[0]} events")
         warnings.warn(
-            f"the reference sample (N_R = {ref.shape[0]}) is less than {MIN_REFERENCE_TO_DATA_RATIO:g} "
-            f"times the data sample (N_D = {data.shape[0]}); its statistical fluctuations will bias t.",
+            f"the reference sample ({size}) is less than {MIN_REFERENCE_TO_DATA_RATIO:g} times the data sample "
+            f"(N_D = {data.shape[0]}); its statistical fluctuations will bias t.",
             SampleSizeWarning,
             stacklevel=3,
         )
@@ -232,6 +239,12 @@ def with_data(reference: Samples, x_data: object, offset_data: object = None, wa
         offset_ref=reference.offset_ref,
         feature_names=names if column_names(x_data) is not None else None,
     )
+
+
+def effective_sample_size(weights: np.ndarray) -> float:
+    """Kish's effective sample size (sum w)^2 / sum w^2 of weighted events (N for equal weights): the
+    number of unweighted events with the same statistical power."""
+    return float(weights.sum() ** 2 / np.square(weights).sum())
 
 
 def reference_standardization(
@@ -278,19 +291,19 @@ def check_positive_integer(value: object, name: str, minimum: int = 1) -> None:
     """ConfigurationError naming `name` unless value is an integer >= minimum."""
     if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum):
         adjective = "positive" if minimum == 1 else f">= {minimum}"
-        raise ConfigurationError(f"{name} must be a {adjective} integer, got {value!r}.")
+        raise ConfigurationError(f"{name} must be a {adjective} integer, got {brief(value)}.")
 
 
 def check_choice(value: object, choices, name: str) -> None:
     """ConfigurationError naming `name` unless value is one of `choices` (a collection of names)."""
     if value not in choices:
-        raise ConfigurationError(f"{name} must be one of {sorted(choices)}, got {value!r}.")
+        raise ConfigurationError(f"{name} must be one of {sorted(choices)}, got {brief(value)}.")
 
 
 def check_positive_number(value: object, name: str) -> None:
     """ConfigurationError naming `name` unless value is a finite number > 0."""
     if not (isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value) and value > 0):
-        raise ConfigurationError(f"{name} must be positive and finite, got {value!r}.")
+        raise ConfigurationError(f"{name} must be positive and finite, got {brief(value)}.")
 
 
 def fitted_inputs(x: object, n_features: int, names: Sequence[str] | None, mean: np.ndarray, scale: np.ndarray,

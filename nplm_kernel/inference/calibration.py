@@ -1,6 +1,12 @@
 """Calibration of an observed t against null toys: empirical p-value with a Clopper-Pearson
 interval, a chi2 fit of the null (fitted dof and its KS p-value), and Z = Phi^-1(1 - p).
 
+One p-value convention everywhere (empirical_p_value, min-p over widths, combined settings): with k
+of n null toys at least as extreme as the observed value, p = (k + 1) / (n + 1). Under the null the
+observed t is one more draw exchangeable with the toys, so P(p <= alpha) <= alpha exactly, for any n
+(a valid Monte Carlo p-value, never 0); k / n is not valid at small n and is 0 beyond the last toy.
+The Clopper-Pearson interval is that of the toys' fraction k / n.
+
 When the observed t exceeds every null toy the empirical p-value is only bounded, so the p-value
 is taken from the fitted chi2 tail and labelled as an extrapolation, provided the chi2 describes
 the null (positive t, KS p-value of the fit at least MIN_CHI2_KS_P_VALUE); otherwise the
@@ -44,11 +50,11 @@ class Chi2Fit:
 class Significance:
     """p-value of an observed t and its one-sided Z = Phi^-1(1 - p).
 
-    method is EMPIRICAL (p = fraction of null toys with t_null >= t; [p_low, p_high] is the
-    Clopper-Pearson interval at `confidence`) or CHI2_EXTRAPOLATION (p from the fitted chi2 tail;
-    p_high is then the empirical upper bound on p from having no toy above t). For a multi-scale
-    test (t one value per width) method is MIN_P (p = fraction of null toys whose min-p over the
-    widths is at most the observed one; `width_p_values` holds the observed per-width p-values) or
+    method is EMPIRICAL (p = (k + 1) / (n + 1) with k of the n null toys at t_null >= t; [p_low,
+    p_high] is the Clopper-Pearson interval of k / n at `confidence`) or CHI2_EXTRAPOLATION (p from
+    the fitted chi2 tail; p_high is then the empirical upper bound on p from having no toy above t).
+    For a multi-scale test (t one value per width) method is MIN_P (p = (k + 1) / (n + 1) with k the
+    null toys whose min-p over the widths is at most the observed one; `width_p_values` holds the observed per-width p-values) or
     MIN_P_EXTRAPOLATION (beyond every null toy: the Bonferroni bound K min_k p_k from each width's
     fitted chi2 tail), and chi2_fit is None. When t is beyond every toy and the null has non-positive
     t values (no chi2 fit), method is UPPER_BOUND and p_value the Clopper-Pearson upper bound."""
@@ -74,7 +80,12 @@ class Significance:
 
 
 def _as_null_sample(t_null: object) -> np.ndarray:
-    values = np.asarray(t_null, dtype=np.float64).reshape(-1)
+    """The null toys' t of a one-number statistic, (n,); InputError for one column per width."""
+    values = np.asarray(t_null, dtype=np.float64)
+    if values.ndim == 2 and values.shape[1] > 1:
+        raise InputError(f"t_null has one column per width {values.shape} (a multi-scale null): calibrate it with one "
+                         "observed t per width (significance(t_per_width, t_null)), or select one width's column.")
+    values = values.reshape(-1)
     if values.size < 2:
         raise InputError(f"t_null needs at least 2 null toys, got {values.size}.")
     check_finite(values[:, None], "t_null")
@@ -118,18 +129,18 @@ def chi2_ks_test(t_null: object, dof: float) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
+def monte_carlo_p_value(exceeding: int, n_toys: int) -> float:
+    """(k + 1) / (n + 1) for k of n toys at least as extreme (the convention: module docstring)."""
+    return (exceeding + 1.0) / (n_toys + 1.0)
+
+
 def empirical_p_value(t: float, t_null: object, confidence: float = 0.6827) -> tuple[float, float, float]:
-    """(p, p_low, p_high): p = #(t_null >= t) / n_toys with its Clopper-Pearson interval."""
+    """(p, p_low, p_high): p = (k + 1) / (n + 1) with k = #(t_null >= t) of n null toys, and the
+    Clopper-Pearson interval of k / n."""
     values = _as_null_sample(t_null)
     exceeding = int(np.count_nonzero(values >= t))
     interval = stats.binomtest(exceeding, values.size).proportion_ci(confidence_level=confidence, method="exact")
-    return exceeding / values.size, float(interval.low), float(interval.high)
-
-
-def permutation_p_value(t: float, t_null: object) -> float:
-    """(k + 1) / (n + 1), k = #(t_null >= t): the exact p-value of a permutation test (never 0)."""
-    values = _as_null_sample(t_null)
-    return (np.count_nonzero(values >= t) + 1.0) / (values.size + 1.0)
+    return monte_carlo_p_value(exceeding, values.size), float(interval.low), float(interval.high)
 
 
 def significance(t: float | Sequence[float], t_null: object, confidence: float = 0.6827,
@@ -146,7 +157,7 @@ def significance(t: float | Sequence[float], t_null: object, confidence: float =
     chi2_fit = _chi2_fit_or_none(values)
     p_value, p_low, p_high = empirical_p_value(t, values, confidence)
     method = EMPIRICAL
-    if p_value == 0.0:
+    if not (values >= t).any():
         p_value, method = ((float(stats.chi2.sf(t, chi2_fit.dof)), CHI2_EXTRAPOLATION)
                            if extrapolate and _extends_tail(chi2_fit) else (p_high, UPPER_BOUND))
     return Significance(
@@ -202,8 +213,8 @@ def _settings_p_values(t_observed: object, t_null: object) -> tuple[np.ndarray, 
     observed_p = np.empty(observed.size)
     for column in range(observed.size):
         at_least[:, column] = n_toys - np.searchsorted(ordered[:, column], null[:, column], side="left")
-        observed_p[column] = (n_toys - np.searchsorted(ordered[:, column], observed[column], side="left") + 1.0) / (
-            n_toys + 1.0)
+        observed_p[column] = monte_carlo_p_value(n_toys - np.searchsorted(ordered[:, column], observed[column],
+                                                                           side="left"), n_toys)
     return observed, observed_p, at_least / n_toys  # (k + 1) / n with k = others at least as large
 
 
@@ -213,7 +224,7 @@ def _min_p_significance(observed_t: np.ndarray, t_null: object, confidence: floa
     null_min_p, observed_min_p = null_p.min(axis=1), observed_p.min()
     count = int(np.count_nonzero(null_min_p <= observed_min_p))
     interval = stats.binomtest(count, n_toys).proportion_ci(confidence_level=confidence, method="exact")
-    p_value, method = count / n_toys, MIN_P
+    p_value, method = monte_carlo_p_value(count, n_toys), MIN_P
     if count == 0:
         null = np.asarray(t_null, dtype=np.float64)
         fits = [_chi2_fit_or_none(null[:, column]) for column in range(observed.size)]
@@ -237,8 +248,8 @@ def combine_settings(t_observed: object, t_null: object) -> CombinedSignificance
         "min_p": (observed_p.min(), null_p.min(axis=1)),
         "fisher": (-2 * np.log(observed_p).sum(), -2 * np.log(null_p).sum(axis=1)),
     }
-    min_p = float((np.count_nonzero(statistics["min_p"][1] <= statistics["min_p"][0]) + 1) / (n_toys + 1))
-    fisher = float((np.count_nonzero(statistics["fisher"][1] >= statistics["fisher"][0]) + 1) / (n_toys + 1))
+    min_p = monte_carlo_p_value(np.count_nonzero(statistics["min_p"][1] <= statistics["min_p"][0]), n_toys)
+    fisher = monte_carlo_p_value(np.count_nonzero(statistics["fisher"][1] >= statistics["fisher"][0]), n_toys)
     return CombinedSignificance(
         p_values=tuple(float(p) for p in observed_p),
         min_p=min_p,

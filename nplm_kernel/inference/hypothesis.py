@@ -72,11 +72,16 @@ class NPLMResult:
         """The backend's fit diagnostics (KernelNPLM: SolverDiagnostics; NNNPLM: loss history)."""
         return self.estimator.fit_.diagnostics
 
+    @property
+    def unsupported_events(self) -> int:
+        """Data events of the final fit that the reference sample cannot support (contract.finish_fit)."""
+        return len(self.estimator.fit_.unsupported_events)
+
     def row_fields(self) -> dict[str, Any]:
         """What a campaign stores of this test (JSON-safe)."""
         return {"t": self.t, "tau": self.tau, "delta": self.delta, "nu_hat_tau": self.nu_hat_tau.tolist(),
                 "nu_hat_delta": self.nu_hat_delta.tolist(), "nuisance_iterations": self.nuisance_iterations,
-                "converged": self.converged}
+                "converged": self.converged, "unsupported_events": self.unsupported_events}
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,11 @@ class MultiScaleResult:
         return sum(result.wall_time for result in self.results)
 
     @property
+    def unsupported_events(self) -> list[int]:
+        """Per width, the data events the reference sample cannot support."""
+        return [result.unsupported_events for result in self.results]
+
+    @property
     def estimator(self) -> BaseEstimator:
         """The first width's fitted estimator (each width's: results[k].estimator)."""
         return self.results[0].estimator
@@ -128,15 +138,18 @@ class MultiScaleResult:
                 "nu_hat_tau": [result.nu_hat_tau.tolist() for result in self.results],
                 "nu_hat_delta": self.results[0].nu_hat_delta.tolist(),
                 "nuisance_iterations": sum(result.nuisance_iterations for result in self.results),
-                "converged": self.converged}
+                "converged": self.converged, "unsupported_events": self.unsupported_events}
 
 
 def backend_identity(backend: BaseEstimator) -> dict[str, Any]:
     """The backend's class and the hyperparameters that define its fit (described; execution
-    settings such as the device, which change how but not what is computed, are left out)."""
+    settings such as the device, which change how but not what is computed, are left out), and what
+    else defines it (the contract's optional identity_details, e.g. the rule behind a default)."""
     execution = set(getattr(type(backend), "execution_settings", ()))
     parameters = {name: value for name, value in backend.get_params(deep=False).items() if name not in execution}
-    return {"class": qualified_name(type(backend)), "hyperparameters": describe(parameters)}
+    identity = {"class": qualified_name(type(backend)), "hyperparameters": describe(parameters)}
+    details = backend.identity_details() if hasattr(backend, "identity_details") else {}
+    return identity | ({"details": describe(details)} if details else {})
 
 
 def json_safe_parameters(estimator: BaseEstimator) -> dict[str, Any]:
@@ -205,7 +218,10 @@ class NPLMTest:
         if self.nuisances is not None:
             nuisances = {"model": describe(self.nuisances.nuisances), "nuisance_tol": self.nuisance_tol,
                          "max_alternations": self.max_alternations}
-        return {"backend": backend_identity(self.backend), "nuisances": nuisances, "reference": reference,
+        backend = backend_identity(self.backend)
+        if self.widths is not None:  # the widths replace the backend's own width and whatever sets its default
+            backend.pop("details", None)
+        return {"backend": backend, "nuisances": nuisances, "reference": reference,
                 "widths": None if self.widths is None else list(self.widths)}
 
     def run(self, x_data: np.ndarray, x_ref: np.ndarray, w_ref: float | np.ndarray,

@@ -23,6 +23,8 @@ from ..core.identity import qualified_name
 from ..core.version import __version__
 
 FORMAT = "nplm-model-v1"
+#: The largest model file load_model reads, packed or unpacked (the models it writes take megabytes).
+MAX_MODEL_BYTES = 256 * 2**20
 METADATA_KEYS = {"format", "package_version", "class", "parameters", "state"}
 #: A shape spec: one entry per axis, an int (that size) or a letter (the same size wherever it
 #: appears); () for a number; None for a value of any form (a dict, a list of names, or None).
@@ -42,6 +44,9 @@ def save_model(estimator: Any, path: str | os.PathLike) -> None:
     if loadable_class(path_name) is None:
         raise ConfigurationError(f"cannot save a {type(estimator).__name__}: not a registered backend or Taylor "
                                  f"learner ({', '.join(loadable_paths())}).")
+    if Path(path).is_symlink():
+        raise InputError(f"{path} is a symbolic link; save_model writes a regular file and never through a link: "
+                         "remove the link or choose another path.")
     state = estimator.fitted_state()
     parameter_arrays, parameters = _split(estimator.get_params(deep=False), "parameter:")
     state_arrays, state_values = _split(state, "state:")
@@ -81,10 +86,18 @@ def check_fitted_state(state: dict[str, Any], spec: dict[str, ShapeSpec]) -> Non
 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The metadata and arrays of a model file, sizes bounded before anything is read."""
     try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+        if max(path.stat().st_size, unpacked) > MAX_MODEL_BYTES:
+            raise InputError(f"{path}: {max(path.stat().st_size, unpacked) / 2**20:.0f} MiB unpacked, more than any model "
+                             f"nplm-kernel writes ({MAX_MODEL_BYTES / 2**20:.0f} MiB): not loaded.")
         with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
             metadata = json.loads(str(archive["metadata"]))
             arrays = {name: archive[name] for name in archive.files if name != "metadata"}
+    except RecursionError:
+        raise InputError(f"{path}: damaged model file: its metadata is nested too deeply to be one.") from None
     except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as error:
         raise InputError(f"{path}: not an nplm-kernel model file, or a damaged one ({type(error).__name__}: "
                          f"{error}).") from None
@@ -104,8 +117,9 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 def load_model(path: str | os.PathLike, device: str | None = None) -> Any:
     """Read a model written by save_model. InputError, naming the file and the problem, for a
-    missing, truncated, foreign or damaged file: unknown class, unknown hyperparameters, missing or
-    unexpected fitted attributes, wrong shapes. Only the class's declared fitted attributes
+    missing, truncated, oversized, foreign or damaged file: unknown class, unknown or invalid
+    hyperparameters (each checked as the estimator checks its own), missing or unexpected fitted
+    attributes, wrong shapes, a fitted state the estimator refuses. Only the class's declared fitted attributes
     (fitted_state_spec) are set, and nothing is imported but the declared classes. device: where
     the loaded model computes (e.g. 'cpu' for a model saved on a GPU machine); None: as saved."""
     path = Path(path)
@@ -138,6 +152,8 @@ def load_model(path: str | os.PathLike, device: str | None = None) -> Any:
                          f"{sorted(accepted)}).")
     try:
         estimator = cls(**parameters)
+        if hasattr(estimator, "check_settings"):
+            estimator.check_settings()
         check_fitted_state(state, estimator.fitted_state_spec())
         estimator.restore_fitted_state(state)
     except (ValueError, TypeError, KeyError, RuntimeError) as error:

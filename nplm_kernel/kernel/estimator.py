@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, clone
 
 from ..contract import finish_fit, require_fitted
 from ..core.devices import resolve_device, resolve_dtype
-from ..core.exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
+from ..core.exceptions import ConfigurationError, ConvergenceWarning
 from ..core.identity import describe, sample_digest
 from ..core.samples import (
     as_events,
@@ -35,7 +35,6 @@ from ..core.samples import (
     validate_samples,
     with_data,
 )
-from ..core.statistic import nplm_loss
 from ..solver import (
     STOP_REASONS,
     LogisticLoss,
@@ -64,6 +63,12 @@ LOSSES = {
     "nplm": "the NPLM loss itself, L = sum_R w (e^f - 1) - sum_D f: t = -2 L >= 0 by construction",
     "logistic": "the weighted logistic surrogate of the published Falkon-NPLM (same minimiser as n -> infinity)",
 }
+#: The rule behind the default kernel width (geometry.kernel_width), in a campaign's identity.
+DEFAULT_WIDTH_RULE = "0.9 quantile of the distances of 1e6 weighted random pairs of reference events (rule 2)"
+#: Why the logistic surrogate's f can raise the NPLM loss, and what to do (contract.finish_fit).
+SURROGATE_ADVICE = ("With loss='logistic' a large f on reference events costs only linearly, so f grows where the "
+                    "reference has events the data lack (typically beyond the last data event) while t = -2 L pays for it "
+                    "exponentially. Use loss='nplm', a larger penalty or a wider sigma.")
 #: What a user can do about each way of stopping short (solver.STOP_REASONS).
 _CONVERGENCE_ADVICE = {
     "max_newton_steps": "Raise max_newton_steps (max_newton_steps=1 is the published one-step schedule).",
@@ -159,6 +164,12 @@ class KernelNPLM(BaseEstimator):
     fits_nuisances_jointly = False
     #: The hyperparameters that play the roles the shared layer knows (contract.SETTING_ROLES).
     setting_roles = {"width": "sigma", "device": "device", "seed": "seed"}
+
+    def identity_details(self) -> dict:
+        """What defines t besides the hyperparameters (the contract's optional identity_details): the
+        rule behind the default width when sigma is None, so that a store filled under another rule is
+        another campaign."""
+        return {} if self.sigma is not None else {"default_width": DEFAULT_WIDTH_RULE}
 
     def __init__(
         self,
@@ -332,7 +343,8 @@ class KernelNPLM(BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        finish_fit(self, samples, f_data, f_ref, report.converged, report)
+        finish_fit(self, samples, f_data, f_ref, report.converged, report, rising_loss_advice=SURROGATE_ADVICE
+                   if self.loss == "logistic" else "")
         logger.debug("KernelNPLM fit: t = %.6g, %d Newton steps, %d CG iterations, %s, %.3f s", self.t_,
                      report.newton_steps, sum(report.cg_iterations), report.stop_reason, report.fit_time)
         self.input_mean_, self.input_scale_, self.centers_, self.sigma_ = geometry
@@ -340,8 +352,6 @@ class KernelNPLM(BaseEstimator):
         self.alpha_ = alpha
         self.n_features_in_ = samples.n_features
         self.feature_names_in_ = None if samples.feature_names is None else list(samples.feature_names)
-        if self.loss == "logistic":
-            self._check_surrogate(samples)
         return self
 
     @property
@@ -404,22 +414,6 @@ class KernelNPLM(BaseEstimator):
         labels = np.concatenate([np.ones(samples.n_data), np.zeros(samples.n_ref)])
         return LogisticLoss(tensor(labels), tensor(np.concatenate([np.ones(samples.n_data), samples.w_ref])))
 
-    def _check_surrogate(self, samples) -> None:
-        """With the logistic surrogate, warn when the learned f raises the NPLM loss above that of
-        f = 0 (t < 0 without offsets): a minimiser of L could never do that."""
-        baseline = nplm_loss(np.zeros(samples.n_data), np.zeros(samples.n_ref), samples.w_ref, samples.offset_data,
-                             samples.offset_ref)
-        if self.loss_ > baseline:
-            warnings.warn(
-                f"KernelNPLM(loss='logistic'): the learned f raises the NPLM loss above that of f = 0 (L = "
-                f"{self.loss_:.6g} > {baseline:.6g}, t = {self.t_:.6g}): the logistic surrogate penalises a large f on "
-                "reference events only linearly, so f grows where the reference has events the data lack (typically "
-                "beyond the last data event) while t = -2 L pays for it exponentially. Use loss='nplm', a larger "
-                "penalty or a wider sigma.",
-                FitConsistencyWarning,
-                stacklevel=3,
-            )
-
     def _geometry(self, samples, rng: np.random.Generator, from_data: bool, device: torch.device):
         """(mean, scale, centres (standardised), sigma, Nystrom factor). Centres: the given ones, or
         (center_selection='uniform') M drawn uniformly from data + reference (the reference only, when
@@ -440,7 +434,7 @@ class KernelNPLM(BaseEstimator):
             subsample = uniform_candidates(reference, max(n_data, n_centers), rng)
             candidates = np.concatenate([(samples.x_data - mean) / scale, subsample]) if from_data else subsample
             max_centers = n_centers
-        sigma = kernel_width(self.sigma, reference, rng)
+        sigma = kernel_width(self.sigma, reference, samples.w_ref)
         centers, factor = nystrom_centers(candidates, sigma, self.center_tol, device, max_centers)
         return mean, scale, centers, sigma, factor
 
@@ -499,8 +493,14 @@ class KernelNPLM(BaseEstimator):
         if state["n_centers_"] != len(centers) or state["n_features_in_"] != centers.shape[1]:
             raise ValueError(f"n_centers_ = {state['n_centers_']} and n_features_in_ = {state['n_features_in_']} do "
                              f"not match centers_ of shape {centers.shape}")
-        if not float(state["sigma_"]) > 0:
-            raise ValueError(f"sigma_ must be positive, got {state['sigma_']}")
+        sigma = float(state["sigma_"])
+        if not (np.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma_ must be positive and finite, got {sigma}")
+        if self.sigma is not None and not np.isclose(sigma, self.sigma, rtol=1e-12):
+            raise ValueError(f"sigma_ = {sigma} differs from the model's sigma = {self.sigma}")
+        if len(centers) > 1 and np.ptp(centers, axis=0).max() < 1e-7 * sigma:
+            raise ValueError(f"sigma_ = {sigma:g} is so wide that every kernel value between centers_ is 1 to float64 "
+                             "precision: not the width of a fit")
         names = state["feature_names_in_"]
         if names is not None and (not isinstance(names, list) or len(names) != centers.shape[1]):
             raise ValueError(f"feature_names_in_ must be None or {centers.shape[1]} names, got {names!r}")

@@ -7,11 +7,13 @@ pairwise distances between reference events (the papers' heuristic, 2.3 for the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
 from ..core.samples import reference_standardization
-from ..solver import NystromFactor, gaussian_kernel, pairwise_distance_quantile, pivoted_centers, select_centers
+from ..solver import NystromFactor, gaussian_kernel, pairwise_distance_quantiles, pivoted_centers, select_centers
 
 #: Default kernel width: this quantile of pairwise reference distances.
 SIGMA_QUANTILE = 0.9
@@ -24,20 +26,22 @@ def default_n_centers(n_data: int, n_total: int) -> int:
     return int(min(n_total, np.clip(n_data // 4, 100, 3000)))
 
 
-def kernel_width(sigma: float | None, reference: np.ndarray, rng: np.random.Generator) -> float:
-    """`sigma` if given, else the SIGMA_QUANTILE of pairwise distances between events of
-    `reference` (already in the kernel's units), on a subsample seeded from `rng`."""
+def kernel_width(sigma: float | None, reference: np.ndarray, weights: np.ndarray) -> float:
+    """`sigma` if given, else the SIGMA_QUANTILE of pairwise distances between events of `reference`
+    (already in the kernel's units, weighted by `weights`): kernels.pairwise_distance_quantiles, the
+    one rule behind every default width."""
     if sigma is not None:
         return float(sigma)
-    return pairwise_distance_quantile(reference, SIGMA_QUANTILE, seed=int(rng.integers(2**63)))
+    return pairwise_distance_quantiles(reference, [SIGMA_QUANTILE], weights)[0]
 
 
-def reference_widths(x_ref: np.ndarray, w_ref: np.ndarray, quantiles, standardize: bool = True,
-                     seed: int = 0) -> list[float]:
+def reference_widths(x_ref: np.ndarray, w_ref: np.ndarray, quantiles: Sequence[float],
+                     standardize: bool = True) -> list[float]:
     """Kernel widths at these quantiles of pairwise reference distances, in the units a kernel
-    backend sees (standardised with the reference's weighted mean and spread when `standardize`)."""
+    backend sees (standardised with the reference's weighted mean and spread when `standardize`):
+    the rule of kernel_width, at other quantiles."""
     mean, scale = reference_standardization(x_ref, w_ref, standardize)
-    return [pairwise_distance_quantile((x_ref - mean) / scale, quantile, seed=seed) for quantile in quantiles]
+    return pairwise_distance_quantiles((x_ref - mean) / scale, quantiles, w_ref)
 
 
 def uniform_candidates(pool: np.ndarray, n_centers: int, rng: np.random.Generator) -> np.ndarray:

@@ -71,7 +71,7 @@ class KernelTaylorLearner(BaseEstimator):
         rng = np.random.default_rng(self.seed)
         pooled = np.concatenate([training.nominal] + [points for _, points, _ in training.shifted])
         candidates = uniform_candidates(pooled, self.n_centers, rng)
-        sigma = kernel_width(self.sigma, training.nominal, rng)
+        sigma = kernel_width(self.sigma, training.nominal, training.nominal_weights)
         device = resolve_device(self.device)
         centers, factor = nystrom_centers(candidates, sigma, None, device)
         centers_t = torch.as_tensor(centers, device=device)

@@ -33,7 +33,7 @@ through their kernel sums, B fits at once).
 """
 
 from .cg import conjugate_gradient
-from .kernels import gaussian_kernel, pairwise_distance_quantile
+from .kernels import gaussian_kernel, pairwise_distance_quantiles
 from .losses import ExtendedLikelihoodLoss, LogisticLoss, PointLoss
 from .newton import STOP_REASONS, Solution, SolverDiagnostics, solve
 from .nystrom import (
@@ -50,7 +50,7 @@ from .preconditioner import FalkonPreconditioner
 from .shared_reference import PairProducts, ReferenceProblem
 
 __all__ = [
-    "conjugate_gradient", "gaussian_kernel", "pairwise_distance_quantile", "ExtendedLikelihoodLoss", "LogisticLoss",
+    "conjugate_gradient", "gaussian_kernel", "pairwise_distance_quantiles", "ExtendedLikelihoodLoss", "LogisticLoss",
     "PointLoss", "STOP_REASONS", "Solution", "SolverDiagnostics", "solve", "NystromFactor", "NystromKernelRows",
     "fixed_fit_memory", "kernel_memory_budget", "kernel_products", "pivoted_centers", "select_centers",
     "PointLossProblem", "FalkonPreconditioner", "PairProducts", "ReferenceProblem",

@@ -62,6 +62,13 @@ class CampaignResult:
         """Successful toys whose fit reported non-convergence (their t is kept, and counted here)."""
         return sum(row["status"] == STATUS_OK and row.get("converged") is False for row in self.rows)
 
+    @property
+    def n_unsupported(self) -> int:
+        """Successful toys with data events the reference sample cannot support (in any width's fit;
+        their t is kept, and counted here)."""
+        return sum(row["status"] == STATUS_OK and bool(np.any(row.get("unsupported_events") or 0))
+                   for row in self.rows)
+
     @classmethod
     def from_store(cls, path: str | os.PathLike, test: NPLMTest | None = None, x_ref: np.ndarray | None = None,
                    w_ref: float | np.ndarray | None = None) -> CampaignResult:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..contract import backend_device
-from ..core.exceptions import ConfigurationError
+from ..core.exceptions import ConfigurationError, brief
 from .worker import ToyTask, failed_row, run_toy_batch
 
 #: A worker that dies while running a toy alone is replaced and the toy retried this many times
@@ -56,7 +56,7 @@ def resolve_executor(setting: Any) -> Any:
         return setting
     raise ConfigurationError(
         f"executor must be 'serial', 'local' (all cores), a number of processes, a dask Client or a "
-        f"concurrent.futures.Executor, got {setting!r}.")
+        f"concurrent.futures.Executor, got {brief(setting)}.")
 
 
 def _is_dask_client(executor: Any) -> bool:

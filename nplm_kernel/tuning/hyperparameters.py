@@ -146,7 +146,7 @@ def scan_hyperparameters(
         raise ConfigurationError("sigma_quantiles must list at least one quantile.")
     n_events = probe_events or max(5, int(round(0.03 * weights.sum())))
     probe = LocalExcessToys(generator, reference, n_events, min(len(reference), 4 * n_events))
-    sigmas = dict(zip(sigma_quantiles, reference_widths(reference, weights, sigma_quantiles, seed=seed)))
+    sigmas = dict(zip(sigma_quantiles, reference_widths(reference, weights, sigma_quantiles)))
     rng = np.random.default_rng(seed)
     rows = []
     for quantile, centers, penalty in itertools.product(sigma_quantiles, n_centers, penalties):
