@@ -128,7 +128,10 @@ def as_weights(w: object, n_events: int, name: str = "w_ref", owner: str = "the 
         raise InputError(
             f"{name} has {int((weights <= 0).sum())} non-positive weight(s) (first at index "
             f"{int(np.flatnonzero(weights <= 0)[0])}, value {weights[weights <= 0][0]:g}); {owner} refuses "
-            f"them: {reason}. Merge negative-weight (NLO) events with their neighbours or reweight them first."
+            f"them: {reason}. Negative (NLO) weights are removed, keeping the weighted distribution and the sum of "
+            "weights, by cell resampling: negative_weights='resample' (app.analysis.load_reference), "
+            "--negative-weights resample (nplm), inputs.negative_weights: resample (analysis config), or "
+            "nplm_kernel.core.weights.resample_negative_weights(x_ref, w_ref)."
         )
     return weights
 

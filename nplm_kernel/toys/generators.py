@@ -4,13 +4,30 @@ permutations) or its auxiliary measurements of the nuisance parameters."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.exceptions import ConfigurationError, InputError
-from ..core.samples import as_events
+from ..core.exceptions import ConfigurationError, InputError, SampleSizeWarning
+from ..core.samples import as_events, as_weights
+from ..core.weights import effective_sample_size
+
+#: The null toys the command line and analysis configs offer, and what each is.
+NULL_TOYS = {
+    "pool": "held out from the reference (--pool-fraction) or a file (--pool); a weighted pool is drawn in "
+            "proportion to weight",
+    "permutation": "the data pooled with an unweighted reference and permuted (needs --data)",
+}
+#: A weighted pool is refused below this Kish n_eff per toy event, n_eff < MIN_WEIGHTED_POOL_RATIO N(R):
+#: its own statistical error (a fraction N(R) / n_eff of each toy's fluctuation) would exceed 10%.
+MIN_WEIGHTED_POOL_RATIO = 10.0
+
+
+def _unweighted(weights: np.ndarray) -> bool:
+    """All weights equal (to 1e-12 of their mean)."""
+    return bool(np.ptp(weights) <= 1e-12 * abs(weights.mean()))
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,29 @@ class PermutationToys:
             raise ConfigurationError(f"expected_yield must be positive and finite, got {expected_yield!r}.")
         self.expected_yield = float(expected_yield)
 
+    @classmethod
+    def from_reference(cls, x_data: np.ndarray, x_ref: np.ndarray, w_ref: np.ndarray) -> PermutationToys:
+        """Permutation toys of the data and an unweighted reference, N(R) = sum w_ref (the observed t
+        is then the test's on (x_data, x_ref, w_ref)). A weighted reference is refused: permuting
+        exchanges events, which is valid only when data and reference events are drawn from one
+        density event by event, and the events of a weighted sample follow the generator's own
+        density, not the weighted one."""
+        reference = as_events(x_ref, "x_ref")
+        weights = as_weights(w_ref, len(reference), owner="permutation toys")
+        if not _unweighted(weights):
+            raise InputError(
+                f"permutation toys need an unweighted reference (all w_ref equal; these range from {weights.min():.4g} "
+                f"to {weights.max():.4g}): a permutation exchanges data and reference events, which is valid only "
+                "when both are drawn from one density event by event, and the events of a weighted sample follow "
+                "the generator's density, not the weighted one. Draw the null from a held-out pool instead "
+                "(--null-toys pool with --pool-fraction or --pool; the pool is drawn in proportion to weight).")
+        return cls(x_data, reference, float(weights.sum()))
+
+    def summary(self) -> str:
+        """One line: what is permuted."""
+        return (f"permutation toys: {self.n_data} data events pooled with {len(self.pooled) - self.n_data} reference "
+                f"events, N(R) = {self.expected_yield:.6g}")
+
     def __call__(self, rng: np.random.Generator) -> ToySample:
         order = rng.permutation(len(self.pooled))
         reference = self.pooled[order[self.n_data:]]
@@ -66,7 +106,43 @@ class AuxiliaryToys:
         return ToySample(sample.x_data, sample.x_ref, sample.w_ref, rng.normal(self.truth, self.sigmas))
 
 
-class ReferencePoolToys:
+class _PoolSize:
+    """What a held-out pool of effective size n_eff (`effective_size`) supports for toys of
+    N(R) = `n_expected` events: two toys share about a fraction N(R) / n_eff of their events, so
+    their t (quadratic in the data's fluctuations) are correlated by about rho = (N(R) / n_eff)^2,
+    and n toys carry the information of n / (1 + (n - 1) rho) independent ones, at most
+    (n_eff / N(R))^2 (docs/statistics.md)."""
+
+    effective_size: float
+    n_expected: float
+
+    @property
+    def independent_toys(self) -> float:
+        """(n_eff / N(R))^2: about the most independent toys' worth of information the pool holds."""
+        return (self.effective_size / self.n_expected) ** 2
+
+    def check_toys(self, n_toys: int) -> None:
+        """SampleSizeWarning, with the figures, when n_toys exceed (n_eff / N(R))^2: more toys then
+        add less than half their number's information."""
+        if n_toys <= self.independent_toys:
+            return
+        effective = n_toys / (1.0 + (n_toys - 1) / self.independent_toys)
+        warnings.warn(
+            f"{n_toys} toys from a pool of effective size n_eff = {self.effective_size:.0f} (Kish) for toys of N(R) = "
+            f"{self.n_expected:.6g} events: two toys share about N(R) / n_eff = {self.n_expected / self.effective_size:.1%} "
+            f"of their events, their t are correlated by about (N(R) / n_eff)^2, and the {n_toys} toys carry the "
+            f"information of about {effective:.0f} independent ones (at most (n_eff / N(R))^2 = "
+            f"{self.independent_toys:.0f}). Hold out a larger pool for more.",
+            SampleSizeWarning, stacklevel=2)
+
+    def summary(self) -> str:
+        """One line: the pool, its effective size and the independent toys it supports."""
+        return (f"{self._kind()}: {len(self.pool)} events, Kish n_eff = {self.effective_size:.0f} = "
+                f"{self.effective_size / self.n_expected:.1f} N(R); about (n_eff / N(R))^2 = "
+                f"{self.independent_toys:.0f} independent toys")
+
+
+class ReferencePoolToys(_PoolSize):
     """Null toys from a held-out pool of unweighted reference events (not the reference sample
     itself): each toy has N ~ Poisson(n_expected) events drawn from the pool without replacement."""
 
@@ -76,23 +152,23 @@ class ReferencePoolToys:
             raise ConfigurationError(f"n_expected must be positive and finite, got {n_expected!r}.")
         self.n_expected = float(n_expected)
 
+    @property
+    def effective_size(self) -> float:  # type: ignore[override]
+        return float(len(self.pool))
+
+    @staticmethod
+    def _kind() -> str:
+        return "held-out pool (unweighted, drawn without replacement)"
+
     @classmethod
     def split(
         cls, x_ref: np.ndarray, w_ref: np.ndarray, pool_fraction: float, seed: int
-    ) -> tuple[ReferencePoolToys, np.ndarray, np.ndarray]:
-        """Hold out a random `pool_fraction` of an unweighted reference sample as the toy pool.
-
-        Returns (toys, x_rest, w_rest): toys draw Poisson(N(R)) events from the pool, N(R) = sum
-        w_ref; the rest is the reference, its weights rescaled so that they still sum to N(R).
-        The split depends only on `seed`, so a test and its toys use the same reference."""
-        if not 0.0 < pool_fraction < 1.0:
-            raise ConfigurationError(f"pool_fraction must lie in (0, 1), got {pool_fraction!r}.")
-        weights = np.asarray(w_ref, dtype=np.float64)
-        if np.ptp(weights) > 1e-12 * weights.mean():
-            raise InputError("held-out pool toys need an unweighted reference sample (all w_ref equal).")
-        in_pool = np.random.default_rng(seed).random(len(x_ref)) < pool_fraction
-        rest = weights[~in_pool]
-        return cls(x_ref[in_pool], weights.sum()), x_ref[~in_pool], rest * (weights.sum() / rest.sum())
+    ) -> tuple[ReferencePoolToys | WeightedPoolToys, np.ndarray, np.ndarray]:
+        """Hold out a random `pool_fraction` of the reference sample as the toy pool
+        (split_reference); returns (toys, x_rest, w_rest): toys draw Poisson(N(R)) events from the
+        pool (pool_toys: a WeightedPoolToys when the weights differ), N(R) = sum w_ref."""
+        x_pool, w_pool, x_rest, w_rest = split_reference(x_ref, w_ref, pool_fraction, seed)
+        return pool_toys(x_pool, w_pool, float(np.sum(w_ref))), x_rest, w_rest
 
     def __call__(self, rng: np.random.Generator) -> np.ndarray:
         n_events = rng.poisson(self.n_expected)
@@ -102,6 +178,67 @@ class ReferencePoolToys:
                 f"well above n_expected = {self.n_expected:g} events."
             )
         return self.pool[rng.choice(len(self.pool), size=n_events, replace=False)]
+
+
+class WeightedPoolToys(_PoolSize):
+    """Null toys from a held-out pool of weighted reference events: each toy has N ~
+    Poisson(n_expected) events drawn with replacement, event i with probability w_i / sum w, so the
+    counts of the pool's events are independent Poisson(n_expected w_i / sum w): a toy is a Poisson
+    sample of the pool's own estimate of the reference density. That estimate's statistical error
+    adds about a fraction N(R) / n_eff to each toy's fluctuation (a slightly conservative null), so
+    a pool with Kish n_eff < MIN_WEIGHTED_POOL_RATIO N(R) is refused. `effective_size`: the pool's
+    n_eff when its weights came out of cell resampling (the n_eff of the weights before it; None:
+    Kish's of `weights`)."""
+
+    def __init__(self, pool: np.ndarray, weights: np.ndarray, n_expected: float, effective_size: float | None = None):
+        self.pool = as_events(pool, "pool")
+        self.weights = as_weights(weights, len(self.pool), "pool weights", owner="the weighted pool",
+                                  reason="toys draw each event with probability proportional to its weight")
+        if not (np.isfinite(n_expected) and n_expected > 0):
+            raise ConfigurationError(f"n_expected must be positive and finite, got {n_expected!r}.")
+        self.n_expected = float(n_expected)
+        self.effective_size = effective_sample_size(self.weights) if effective_size is None else float(effective_size)
+        if self.effective_size < MIN_WEIGHTED_POOL_RATIO * self.n_expected:
+            raise InputError(
+                f"the weighted pool's effective size (Kish, (sum w)^2 / sum w^2) is n_eff = {self.effective_size:.0f} "
+                f"events, {self.effective_size / self.n_expected:.1f} times the N(R) = {self.n_expected:.6g} events of a "
+                f"toy: toys drawn from it in proportion to weight sample the pool's own estimate of the reference "
+                f"density, whose statistical error would add about N(R) / n_eff = "
+                f"{self.n_expected / self.effective_size:.0%} to every toy's fluctuation (a null too wide, the same "
+                f"for all toys). A weighted pool needs n_eff >= {MIN_WEIGHTED_POOL_RATIO:g} N(R) = "
+                f"{MIN_WEIGHTED_POOL_RATIO * self.n_expected:.0f}: hold out a larger fraction of the reference or a "
+                "larger pool file.")
+
+    @staticmethod
+    def _kind() -> str:
+        return "held-out pool (weighted, drawn in proportion to weight)"
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        n_events = rng.poisson(self.n_expected)
+        return self.pool[rng.choice(len(self.pool), size=n_events, p=self.weights / self.weights.sum())]
+
+
+def split_reference(x_ref: np.ndarray, w_ref: np.ndarray, pool_fraction: float,
+                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_pool, w_pool, x_rest, w_rest): each event goes to the pool with probability
+    `pool_fraction` (the split depends only on `seed`, so a test and its toys use the same
+    reference); the rest's weights are rescaled to sum to N(R) = sum w_ref, the pool's kept."""
+    if not 0.0 < pool_fraction < 1.0:
+        raise ConfigurationError(f"pool_fraction must lie in (0, 1), got {pool_fraction!r}.")
+    weights = np.asarray(w_ref, dtype=np.float64)
+    in_pool = np.random.default_rng(seed).random(len(x_ref)) < pool_fraction
+    rest = weights[~in_pool]
+    return x_ref[in_pool], weights[in_pool], x_ref[~in_pool], rest * (weights.sum() / rest.sum())
+
+
+def pool_toys(pool: np.ndarray, weights: np.ndarray | None, n_expected: float,
+              effective_size: float | None = None) -> ReferencePoolToys | WeightedPoolToys:
+    """The null toys of a held-out pool for toys of N(R) = n_expected events: ReferencePoolToys
+    when the weights are None or all equal, WeightedPoolToys otherwise or when `effective_size` is
+    given (weights out of cell resampling: equal ones too, whose events are no independent sample)."""
+    if weights is None or (effective_size is None and _unweighted(np.asarray(weights, dtype=np.float64))):
+        return ReferencePoolToys(pool, n_expected)
+    return WeightedPoolToys(pool, weights, n_expected, effective_size)
 
 
 class LocalExcessToys:
