@@ -93,15 +93,35 @@ def test_the_resampled_5d_nlo_reference_keeps_every_feature_and_a_2d_projection(
         assert stats.chi2.sf(np.sum((h_resampled - h_truth) ** 2 / variance), n_bins) > 0.001, columns
 
 
+def _inclusion_probabilities(weights: np.ndarray, n_expected: float) -> np.ndarray:
+    """Exact P(event i in a toy) of accept-reject (keep i with a_i = w_i / max w) followed by
+    N ~ Poisson(n_expected) kept events drawn without replacement, when a toy never needs more than
+    are kept: a_i n_expected E[1 / (1 + K_i)], K_i the number of other events kept (Poisson-binomial,
+    its distribution by convolution)."""
+    kept = weights / weights.max()
+    probabilities = np.empty(len(weights))
+    for i in range(len(weights)):
+        distribution = np.array([1.0])
+        for j in np.delete(np.arange(len(weights)), i):
+            distribution = np.append(distribution * (1 - kept[j]), 0.0) + np.insert(distribution * kept[j], 0, 0.0)
+        probabilities[i] = kept[i] * n_expected * np.sum(distribution / (1.0 + np.arange(len(distribution))))
+    return probabilities
+
+
 def test_a_weighted_pool_draws_each_event_in_proportion_to_its_weight(rng):
     pool = np.arange(60.0)[:, None]
     weights = rng.uniform(0.5, 3.0, size=60)
     toys = WeightedPoolToys(pool, weights, n_expected=4.0)
     n_toys = 20_000
     draws = [toys(rng)[:, 0] for _ in range(n_toys)]
+    assert all(len(np.unique(draw)) == len(draw) for draw in draws)  # no event twice in a toy
     counts = np.bincount(np.concatenate(draws).astype(int), minlength=60)
-    expected = n_toys * 4.0 * weights / weights.sum()  # each event's count: Poisson(N(R) w_i / sum w) per toy
-    assert stats.chi2.sf(np.sum((counts - expected) ** 2 / expected), 60) > 0.001
+    exact = _inclusion_probabilities(weights, 4.0)
+    assert np.corrcoef(exact, weights)[0, 1] > 0.999 and exact.sum() == pytest.approx(4.0, rel=1e-6)
+    chi2 = np.sum((counts - n_toys * exact) ** 2 / (n_toys * exact * (1 - exact)))
+    assert stats.chi2.sf(chi2, 60) > 0.001
+    uniform = np.full(60, 4.0 / 60)  # a pool that ignored the weights would fail
+    assert stats.chi2.sf(np.sum((counts - n_toys * uniform) ** 2 / (n_toys * uniform)), 60) < 1e-10
     sizes = np.array([len(draw) for draw in draws])
     assert sizes.mean() == pytest.approx(4.0, abs=0.05) and sizes.var() == pytest.approx(4.0, rel=0.05)
 
@@ -118,6 +138,9 @@ def test_a_small_weighted_pool_is_refused_and_too_many_toys_warn_with_the_figure
         toys.check_toys(300)
     with pytest.raises(InputError, match="pool weights has 1 non-positive weight.*negative_weights='resample'"):
         WeightedPoolToys(rng.normal(size=(3, 1)), [1.0, -1.0, 2.0], n_expected=0.1)
+    outlier = np.append(np.ones(10_000), 200.0)  # Kish n_eff 2081, but accept-reject keeps 51 events per toy
+    with pytest.raises(InputError, match=r"on average sum w / max w = 51 events \(the largest weight is 196 times"):
+        WeightedPoolToys(rng.normal(size=(10_001, 1)), outlier, n_expected=50.0)
     unweighted = ReferencePoolToys(rng.normal(size=(1000, 1)), n_expected=50.0)
     assert unweighted.independent_toys == pytest.approx(400.0) and "unweighted" in unweighted.summary()
 
@@ -185,7 +208,7 @@ def test_toys_and_test_run_on_a_weighted_root_reference(root_files, capsys, refe
     store = root_files / f"{reference}.jsonl"
     assert main(["toys", *common, "--store", str(store), "--n-toys", "6", "--executor", "serial", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "6 toys in" in out and "weighted, drawn in proportion to weight" in out
+    assert "6 toys in" in out and "weighted: accept-reject keeps about" in out
     assert float(re.search(r"Kish n_eff = (\d+) = ([\d.]+) N\(R\)", out).group(2)) > 10
     assert main(["test", "--data", str(root_files / "data.root"), *common, "--null", str(store)]) == 0
     out = capsys.readouterr().out
@@ -218,3 +241,66 @@ def test_permutation_toys_from_the_command_line_calibrate_nplm_test(root_files, 
     assert "permutation toys:" in capsys.readouterr().out
     assert main(["test", *common, "--null", str(store)]) == 0  # the same reference: the store's identity matches
     assert "null:      4 toys" in capsys.readouterr().out
+
+
+NLO_CONFIG = """\
+inputs:
+  data: {path: data.root}
+  reference: {path: nlo.root, weight_column: w}
+  columns: [x]
+  key: Events
+  negative_weights: resample
+backend: {kind: kernel, n_centers: 30}
+toys: {n_toys: 4, seed: 1, executor: serial, pool_fraction: 0.5}
+test: {width_quantiles: []}
+outputs: {directory: nlo_out}
+"""
+
+
+def test_analysis_configs_check_negative_weights_and_the_kind_of_null_toys(root_files):
+    from nplm_kernel import ConfigurationError
+    from nplm_kernel.app.config import load_config
+
+    config = root_files / "nlo.yaml"
+    config.write_text(NLO_CONFIG.replace("resample", "drop"))
+    with pytest.raises(ConfigurationError, match=r"inputs\.negative_weights \(line 6\): .*\['refuse', 'resample'\]"):
+        load_config(config)
+    config.write_text(NLO_CONFIG.replace("executor: serial,", "executor: serial, kind: permutation,"))
+    with pytest.raises(ConfigurationError, match=r"toys \(line 8\): .*permutation toys permute the data"):
+        load_config(config)
+    config.write_text(NLO_CONFIG.replace("pool_fraction: 0.5", "kind: pools"))
+    with pytest.raises(ConfigurationError, match=r"toys\.kind \(line 8\): .*\['permutation', 'pool'\]"):
+        load_config(config)
+
+
+@pytest.mark.slow
+def test_nplm_run_on_an_nlo_reference_and_with_permutation_toys(root_files):
+    import json
+
+    config = root_files / "nlo.yaml"
+    config.write_text(NLO_CONFIG)
+    assert main(["run", str(config), "--no-progress"]) == 0
+    result = json.loads((root_files / "nlo_out" / "result.json").read_text())
+    assert result["n_toys"] == 4 and result["null_toys"].startswith("held-out pool (weighted")
+    permuted = NLO_CONFIG.replace("{path: nlo.root, weight_column: w}", "{path: weighted.root, expected_yield: 100}")
+    config.write_text(permuted.replace("pool_fraction: 0.5", "kind: permutation").replace("nlo_out", "perm_out"))
+    assert main(["run", str(config), "--no-progress"]) == 0
+    result = json.loads((root_files / "perm_out" / "result.json").read_text())
+    assert result["null_toys"].startswith("permutation toys:") and result["n_reference"] == 20_000
+
+
+@pytest.mark.slow
+def test_weighted_reference_study_smoke(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "studies" / "weighted_reference.py"
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    table = study.run("smoke", tmp_path, progress=False)
+    assert "| 5D | pT1 x eta1 | 36 |" in table and "sum of weights 100.000000 -> 100.000000" in table
+    for reference, toys in (("unweighted", "ReferencePoolToys"), ("weighted", "WeightedPoolToys"),
+                            ("NLO, resampled", "WeightedPoolToys")):
+        assert f"| {reference} | {toys} |" in table
+    assert (tmp_path / "table.md").read_text() == table + "\n" and (tmp_path / "r2_null.jsonl").exists()

@@ -87,12 +87,7 @@ def load_reference(
     """(x_ref, w_ref, null toys or None) after the selection and the cuts, read in one pass.
     Weights: the weight column, or expected_yield / N_R (N(R) after the cuts). Toys: from a
     held-out pool file (weighted by the same column), or a seeded split of the reference (the same
-    for the observed test and its toys); a weighted pool is drawn in proportion to weight
-    (toys.pool_toys). negative_weights: 'refuse' (InputError naming the events) or 'resample'
-    (cell resampling, core.weights.resample_negative_weights), applied to the reference and the
-    pool separately after the split, so that they stay independent samples. n_toys: the toys the
-    pool is asked for (SampleSizeWarning when the pool cannot make them count, toys.check_toys)."""
-    check_choice(negative_weights, NEGATIVE_WEIGHT_TREATMENTS, "negative_weights")
+    for the observed test and its toys); negative_weights and n_toys as in prepare_reference."""
     cuts = cuts or {}
     extra = [reference.weight_column] if reference.weight_column else []
     x_ref, weights = _selected(reference.path, columns, key, cuts, selection, extra)
@@ -100,12 +95,35 @@ def load_reference(
         w_ref = weights[:, 0]
     else:
         w_ref = np.full(len(x_ref), reference.expected_yield / len(x_ref))
-    expected_yield = float(w_ref.sum())
     x_pool = w_pool = None
     if pool is not None:
         x_pool, pool_weights = _selected(pool, columns, key, cuts, selection, extra)
         w_pool = pool_weights[:, 0] if reference.weight_column else None
-    elif pool_fraction is not None:
+    return prepare_reference(x_ref, w_ref, pool_fraction, seed, x_pool, w_pool, negative_weights, n_toys)
+
+
+def prepare_reference(
+    x_ref: np.ndarray,
+    w_ref: np.ndarray,
+    pool_fraction: float | None = None,
+    seed: int = 0,
+    x_pool: np.ndarray | None = None,
+    w_pool: np.ndarray | None = None,
+    negative_weights: str = "refuse",
+    n_toys: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, ReferencePoolToys | WeightedPoolToys | None]:
+    """(x_ref, w_ref, null toys or None) of a reference sample and its held-out pool: the pool
+    x_pool (weights w_pool, None: unweighted), or else a seeded split of `pool_fraction` of the
+    reference (toys.split_reference), or none. The toys draw Poisson(N(R) = sum w_ref) events, a
+    weighted pool unweighted by accept-reject in each toy (toys.pool_toys). negative_weights: 'refuse'
+    (InputError naming the events and this option) or 'resample' (cell resampling,
+    core.weights.resample_negative_weights), applied to the reference and the pool separately
+    after the split, so that they stay independent samples. n_toys: the toys the pool is asked for
+    (SampleSizeWarning when the pool cannot make them count, with the figures)."""
+    check_choice(negative_weights, NEGATIVE_WEIGHT_TREATMENTS, "negative_weights")
+    w_ref = np.asarray(w_ref, dtype=np.float64)
+    expected_yield = float(w_ref.sum())
+    if x_pool is None and pool_fraction is not None:
         x_pool, w_pool, x_ref, w_ref = split_reference(x_ref, w_ref, pool_fraction, seed)
     x_ref, w_ref, _ = _usable_weights(x_ref, w_ref, negative_weights, "reference")
     if x_pool is None:
@@ -217,7 +235,8 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
         "p_value": calibrated.p_value, "p_interval_68": [calibrated.p_low, calibrated.p_high], "z": calibrated.z,
         "method": calibrated.method, "width_p_values": list(calibrated.width_p_values),
         "model_width": None if best is None else test.widths[best],
-        "null_toys": null_toys, "n_toys": calibrated.n_toys, "n_failed_toys": campaign.n_failed, "n_unconverged_toys": campaign.n_unconverged,
+        "null_toys": null_toys,
+        "n_toys": calibrated.n_toys, "n_failed_toys": campaign.n_failed, "n_unconverged_toys": campaign.n_unconverged,
         "null_chi2_fit": None if calibrated.chi2_fit is None else dataclasses.asdict(calibrated.chi2_fit),
         "plots": [name for name, made in [
             ("f.png", _plot("plot_learned_f", shown.estimator, x_data, x_ref, w_ref, out / "f.png", inputs.columns,

@@ -89,7 +89,7 @@ class Inputs(_Strict):
 
 class Toys(_Strict):
     """kind: 'pool' (a held-out part of the reference, pool_fraction, or a file, pool; a weighted
-    pool is drawn in proportion to weight) or 'permutation' (the data and an unweighted reference
+    pool is unweighted by accept-reject in each toy) or 'permutation' (the data and an unweighted reference
     permuted; no pool)."""
 
     n_toys: Annotated[int, Field(ge=2)]

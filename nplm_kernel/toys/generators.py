@@ -16,12 +16,12 @@ from ..core.weights import effective_sample_size
 
 #: The null toys the command line and analysis configs offer, and what each is.
 NULL_TOYS = {
-    "pool": "held out from the reference (--pool-fraction) or a file (--pool); a weighted pool is drawn in "
-            "proportion to weight",
+    "pool": "held out from the reference (--pool-fraction) or a file (--pool); a weighted pool is unweighted by "
+            "accept-reject in each toy",
     "permutation": "the data pooled with an unweighted reference and permuted (needs --data)",
 }
 #: A weighted pool is refused below this Kish n_eff per toy event, n_eff < MIN_WEIGHTED_POOL_RATIO N(R):
-#: its own statistical error (a fraction N(R) / n_eff of each toy's fluctuation) would exceed 10%.
+#: two toys would share over 10% of their events (fewer than 100 independent toys).
 MIN_WEIGHTED_POOL_RATIO = 10.0
 
 
@@ -75,7 +75,7 @@ class PermutationToys:
                 f"to {weights.max():.4g}): a permutation exchanges data and reference events, which is valid only "
                 "when both are drawn from one density event by event, and the events of a weighted sample follow "
                 "the generator's density, not the weighted one. Draw the null from a held-out pool instead "
-                "(--null-toys pool with --pool-fraction or --pool; the pool is drawn in proportion to weight).")
+                "(--null-toys pool with --pool-fraction or --pool; a weighted pool is unweighted by accept-reject).")
         return cls(x_data, reference, float(weights.sum()))
 
     def summary(self) -> str:
@@ -156,8 +156,7 @@ class ReferencePoolToys(_PoolSize):
     def effective_size(self) -> float:  # type: ignore[override]
         return float(len(self.pool))
 
-    @staticmethod
-    def _kind() -> str:
+    def _kind(self) -> str:
         return "held-out pool (unweighted, drawn without replacement)"
 
     @classmethod
@@ -181,41 +180,62 @@ class ReferencePoolToys(_PoolSize):
 
 
 class WeightedPoolToys(_PoolSize):
-    """Null toys from a held-out pool of weighted reference events: each toy has N ~
-    Poisson(n_expected) events drawn with replacement, event i with probability w_i / sum w, so the
-    counts of the pool's events are independent Poisson(n_expected w_i / sum w): a toy is a Poisson
-    sample of the pool's own estimate of the reference density. That estimate's statistical error
-    adds about a fraction N(R) / n_eff to each toy's fluctuation (a slightly conservative null), so
-    a pool with Kish n_eff < MIN_WEIGHTED_POOL_RATIO N(R) is refused. `effective_size`: the pool's
-    n_eff when its weights came out of cell resampling (the n_eff of the weights before it; None:
-    Kish's of `weights`)."""
+    """Null toys from a held-out pool of weighted reference events, unweighted by accept-reject in
+    each toy: event i is kept with probability a_i = w_i / max w, and N ~ Poisson(n_expected) of the
+    kept events are drawn without replacement, so that P(i in a toy) = a_i n_expected
+    E[1 / (1 + K_i)] (K_i: the other events kept), about n_expected w_i / sum w. When the pool's
+    events are independent draws with positive weights (a generator's weighted events), the kept
+    events are an independent sample of the weighted density, and each toy an exact sample of the
+    null, as with an unweighted pool. Refused when the pool's Kish n_eff < MIN_WEIGHTED_POOL_RATIO
+    N(R) (toys sharing over 10% of their events, fewer than 100 independent toys), or when
+    accept-reject keeps on average sum w / max w < 2 N(R) events (too few for a toy).
+    effective_size: for a pool whose weights came out of cell resampling, the Kish n_eff of its
+    weights before it; such a pool is no independent sample (its statistical error is that of the
+    weights before resampling), so its toys are conservative by about a fraction N(R) / n_eff of
+    their fluctuation (more where the negative weights gathered)."""
 
     def __init__(self, pool: np.ndarray, weights: np.ndarray, n_expected: float, effective_size: float | None = None):
         self.pool = as_events(pool, "pool")
         self.weights = as_weights(weights, len(self.pool), "pool weights", owner="the weighted pool",
-                                  reason="toys draw each event with probability proportional to its weight")
+                                  reason="accept-reject keeps each event with probability proportional to its weight")
         if not (np.isfinite(n_expected) and n_expected > 0):
             raise ConfigurationError(f"n_expected must be positive and finite, got {n_expected!r}.")
         self.n_expected = float(n_expected)
+        self.resampled = effective_size is not None
         self.effective_size = effective_sample_size(self.weights) if effective_size is None else float(effective_size)
         if self.effective_size < MIN_WEIGHTED_POOL_RATIO * self.n_expected:
             raise InputError(
                 f"the weighted pool's effective size (Kish, (sum w)^2 / sum w^2) is n_eff = {self.effective_size:.0f} "
                 f"events, {self.effective_size / self.n_expected:.1f} times the N(R) = {self.n_expected:.6g} events of a "
-                f"toy: toys drawn from it in proportion to weight sample the pool's own estimate of the reference "
-                f"density, whose statistical error would add about N(R) / n_eff = "
-                f"{self.n_expected / self.effective_size:.0%} to every toy's fluctuation (a null too wide, the same "
-                f"for all toys). A weighted pool needs n_eff >= {MIN_WEIGHTED_POOL_RATIO:g} N(R) = "
-                f"{MIN_WEIGHTED_POOL_RATIO * self.n_expected:.0f}: hold out a larger fraction of the reference or a "
-                "larger pool file.")
+                f"toy: two toys would share about N(R) / n_eff = {self.n_expected / self.effective_size:.0%} of their "
+                f"events, and the whole null hold the information of fewer than (n_eff / N(R))^2 = "
+                f"{self.independent_toys:.0f} independent toys. A weighted pool needs n_eff >= "
+                f"{MIN_WEIGHTED_POOL_RATIO:g} N(R) = {MIN_WEIGHTED_POOL_RATIO * self.n_expected:.0f}: hold out a larger "
+                "fraction of the reference or a larger pool file.")
+        if self.accepted < 2.0 * self.n_expected:
+            raise InputError(
+                f"accept-reject keeps each pool event with probability w / max w, on average sum w / max w = "
+                f"{self.accepted:.0f} events (the largest weight is {self.weights.max() / self.weights.mean():.3g} "
+                f"times the mean), fewer than the 2 N(R) = {2 * self.n_expected:.0f} a toy of N(R) = "
+                f"{self.n_expected:.6g} events needs: check the largest weights, or hold out a larger pool.")
 
-    @staticmethod
-    def _kind() -> str:
-        return "held-out pool (weighted, drawn in proportion to weight)"
+    @property
+    def accepted(self) -> float:
+        """sum w / max w: the events accept-reject keeps on average in a toy."""
+        return float(self.weights.sum() / self.weights.max())
+
+    def _kind(self) -> str:
+        resampled = (f"; weights from cell resampling, toys conservative by about N(R) / n_eff = "
+                     f"{self.n_expected / self.effective_size:.1%}" if self.resampled else "")
+        return f"held-out pool (weighted: accept-reject keeps about {self.accepted:.0f} events per toy{resampled})"
 
     def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        kept = np.flatnonzero(rng.random(len(self.weights)) * self.weights.max() < self.weights)
         n_events = rng.poisson(self.n_expected)
-        return self.pool[rng.choice(len(self.pool), size=n_events, p=self.weights / self.weights.sum())]
+        if n_events > len(kept):
+            raise InputError(f"accept-reject kept {len(kept)} events of the weighted pool but the toy needs {n_events}; "
+                             f"the pool must keep well above n_expected = {self.n_expected:g} events.")
+        return self.pool[rng.choice(kept, size=n_events, replace=False)]
 
 
 def split_reference(x_ref: np.ndarray, w_ref: np.ndarray, pool_fraction: float,
