@@ -301,6 +301,6 @@ def test_weighted_reference_study_smoke(tmp_path):
     table = study.run("smoke", tmp_path, progress=False)
     assert "| 5D | pT1 x eta1 | 36 |" in table and "sum of weights 100.000000 -> 100.000000" in table
     for reference, toys in (("unweighted", "ReferencePoolToys"), ("weighted", "WeightedPoolToys"),
-                            ("NLO, resampled", "WeightedPoolToys")):
+                            ("NLO, resampled", "WeightedPoolToys"), ("NLO, resampled, pool 80%", "WeightedPoolToys")):
         assert f"| {reference} | {toys} |" in table
     assert (tmp_path / "table.md").read_text() == table + "\n" and (tmp_path / "r2_null.jsonl").exists()

@@ -113,6 +113,7 @@ class _PoolSize:
     and n toys carry the information of n / (1 + (n - 1) rho) independent ones, at most
     (n_eff / N(R))^2 (docs/statistics.md)."""
 
+    pool: np.ndarray
     effective_size: float
     n_expected: float
 
