@@ -2,11 +2,13 @@
 
 1D exponential benchmark: reference x ~ Exp(1) with expected yield N(R) = 2000 and a reference
 sample of N_R = 200,000 events (w_R = N(R) / N_R); data = Poisson(N(R)) background events plus
-Poisson(N(S)) signal events. x is dimensionless (the papers' Exp(1) units).
+Poisson(N(S)) signal events. x is dimensionless (the papers' Exp(1) units). NLOReference gives the
+1D and 5D benchmarks an NLO-like reference with negative weights and the same weighted density.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -78,6 +80,15 @@ class Exponential1D:
         """(x_ref (N_R, 1), w_ref (N_R,)) with sum w_ref = N(R)."""
         x_ref = rng.exponential(1.0, size=(self.n_reference, 1))
         return x_ref, np.full(self.n_reference, self.reference_weight)
+
+    def events(self, n_events: int, rng: np.random.Generator) -> np.ndarray:
+        """n_events reference events x ~ Exp(1), (n_events, 1)."""
+        return rng.exponential(1.0, size=(n_events, 1))
+
+    def counter_events(self, n_events: int, rng: np.random.Generator) -> np.ndarray:
+        """n_events from the softer density of NLOReference's cancelling pairs, x ~ Exp with mean
+        1/2, (n_events, 1)."""
+        return rng.exponential(0.5, size=(n_events, 1))
 
     def data(self, rng: np.random.Generator, signal: Signal | None = None) -> np.ndarray:
         """A data sample: Poisson(N(R)) background events plus Poisson(N(S)) signal events, (N_D, 1)."""
@@ -224,6 +235,11 @@ class Dimuon5D:
             count += len(features)
         return np.concatenate(accepted)[:n_events] if n_events else np.empty((0, 5))
 
+    def counter_events(self, n_events: int, rng: np.random.Generator) -> np.ndarray:
+        """n_events from the softer spectrum of NLOReference's cancelling pairs: the same process
+        with the mass spectrum steeper by m^-2 (m^-(slope + 2)), (n_events, 5)."""
+        return dataclasses.replace(self, slope=self.slope + 2.0).events(n_events, rng)
+
     def _kinematics(self, masses: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n = len(masses)
         cos_theta = np.empty(0)
@@ -249,6 +265,39 @@ class Dimuon5D:
             np.where(first_leads, pt[0], pt[1]), np.where(first_leads, pt[1], pt[0]),
             np.where(first_leads, eta[0], eta[1]), np.where(first_leads, eta[1], eta[0]), delta_phi])
         return features[keep]
+
+
+@dataclass(frozen=True)
+class NLOReference:
+    """An NLO-like reference of a benchmark (Exponential1D or Dimuon5D): negative weights, and the
+    benchmark's density as its weighted density. Of its N_R = benchmark.n_reference events, a
+    fraction 1 - 2f is drawn from the benchmark's density p(x) with weight +W, and a fraction f
+    each from the benchmark's softer counter-event density c(x) (`counter_events`) with weights +W
+    and -W, pairs that cancel in expectation (f = negative_fraction; the kinds drawn as a
+    multinomial, in random order). So the expected weighted density is (1 - 2f) N_R W p(x), and
+    W = N(R) / (n_+ - n_-) makes the weights sum to N(R) exactly. Kish's n_eff is (1 - 2f)^2 N_R.
+    The data of this reference are the benchmark's own (`benchmark.data`)."""
+
+    benchmark: Exponential1D | Dimuon5D = Exponential1D()
+    negative_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.negative_fraction < 0.5:
+            raise ConfigurationError(f"negative_fraction must lie in [0, 0.5), got {self.negative_fraction!r}.")
+
+    def reference(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(x_ref (N_R, d), w_ref (N_R,)) with sum w_ref = N(R); a fraction about f of w_ref < 0."""
+        n_events, fraction = self.benchmark.n_reference, self.negative_fraction
+        kind = rng.choice(3, size=n_events, p=[1.0 - 2.0 * fraction, fraction, fraction])  # p(x) +W, c(x) +W, c(x) -W
+        central = self.benchmark.events(int(np.sum(kind == 0)), rng)
+        counter = self.benchmark.counter_events(int(np.sum(kind > 0)), rng)
+        x_ref = np.empty((n_events, central.shape[1]))
+        x_ref[kind == 0], x_ref[kind > 0] = central, counter
+        sign = np.where(kind == 2, -1.0, 1.0)
+        if not sign.sum() > 0:
+            raise ConfigurationError(f"n_reference = {n_events} is too small: the drawn weights do not sum to a "
+                                     "positive number.")
+        return x_ref, sign * (self.benchmark.n_expected / sign.sum())
 
 
 #: The 5D dimuon problem at the size of the Falkon-NPLM paper (arXiv 2204.02317): N(R) = 2e4 expected

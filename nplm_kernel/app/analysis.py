@@ -24,12 +24,23 @@ import numpy as np
 
 from ..contract import build_backend
 from ..core.exceptions import ConfigurationError, InputError
+from ..core.samples import as_weights, check_choice
 from ..core.version import __version__
+from ..core.weights import NEGATIVE_WEIGHT_TREATMENTS, resample_negative_weights
 from ..inference import NPLMTest, multi_scale_widths, significance
 from ..io import load_events, load_model, save_model
 from ..nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
 from ..store import read_store, verify_identity
-from ..toys import AuxiliaryToys, ReferencePoolToys, campaign_identity, run_toys
+from ..toys import (
+    AuxiliaryToys,
+    PermutationToys,
+    ReferencePoolToys,
+    WeightedPoolToys,
+    campaign_identity,
+    pool_toys,
+    run_toys,
+    split_reference,
+)
 from .config import NuisanceEntry, ReferenceInput, load_config
 
 logger = logging.getLogger(__name__)
@@ -70,11 +81,13 @@ def load_reference(
     pool_fraction: float | None = None,
     seed: int = 0,
     selection: str | None = None,
-) -> tuple[np.ndarray, np.ndarray, ReferencePoolToys | None]:
+    negative_weights: str = "refuse",
+    n_toys: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, ReferencePoolToys | WeightedPoolToys | None]:
     """(x_ref, w_ref, null toys or None) after the selection and the cuts, read in one pass.
     Weights: the weight column, or expected_yield / N_R (N(R) after the cuts). Toys: from a
-    held-out pool file, or a seeded split of the reference (the same for the observed test and its
-    toys)."""
+    held-out pool file (weighted by the same column), or a seeded split of the reference (the same
+    for the observed test and its toys); negative_weights and n_toys as in prepare_reference."""
     cuts = cuts or {}
     extra = [reference.weight_column] if reference.weight_column else []
     x_ref, weights = _selected(reference.path, columns, key, cuts, selection, extra)
@@ -82,12 +95,58 @@ def load_reference(
         w_ref = weights[:, 0]
     else:
         w_ref = np.full(len(x_ref), reference.expected_yield / len(x_ref))
-    toys = None
+    x_pool = w_pool = None
     if pool is not None:
-        toys = ReferencePoolToys(load_data(pool, columns, key, cuts, selection), float(w_ref.sum()))
-    elif pool_fraction is not None:
-        toys, x_ref, w_ref = ReferencePoolToys.split(x_ref, w_ref, pool_fraction, seed)
+        x_pool, pool_weights = _selected(pool, columns, key, cuts, selection, extra)
+        w_pool = pool_weights[:, 0] if reference.weight_column else None
+    return prepare_reference(x_ref, w_ref, pool_fraction, seed, x_pool, w_pool, negative_weights, n_toys)
+
+
+def prepare_reference(
+    x_ref: np.ndarray,
+    w_ref: np.ndarray,
+    pool_fraction: float | None = None,
+    seed: int = 0,
+    x_pool: np.ndarray | None = None,
+    w_pool: np.ndarray | None = None,
+    negative_weights: str = "refuse",
+    n_toys: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, ReferencePoolToys | WeightedPoolToys | None]:
+    """(x_ref, w_ref, null toys or None) of a reference sample and its held-out pool: the pool
+    x_pool (weights w_pool, None: unweighted), or else a seeded split of `pool_fraction` of the
+    reference (toys.split_reference), or none. The toys draw Poisson(N(R) = sum w_ref) events, a
+    weighted pool unweighted by accept-reject in each toy (toys.pool_toys). negative_weights: 'refuse'
+    (InputError naming the events and this option) or 'resample' (cell resampling,
+    core.weights.resample_negative_weights), applied to the reference and the pool separately
+    after the split, so that they stay independent samples. n_toys: the toys the pool is asked for
+    (SampleSizeWarning when the pool cannot make them count, with the figures)."""
+    check_choice(negative_weights, NEGATIVE_WEIGHT_TREATMENTS, "negative_weights")
+    w_ref = np.asarray(w_ref, dtype=np.float64)
+    expected_yield = float(w_ref.sum())
+    if x_pool is None and pool_fraction is not None:
+        x_pool, w_pool, x_ref, w_ref = split_reference(x_ref, w_ref, pool_fraction, seed)
+    x_ref, w_ref, _ = _usable_weights(x_ref, w_ref, negative_weights, "reference")
+    if x_pool is None:
+        return x_ref, w_ref, None
+    effective_size = None
+    if w_pool is not None:
+        x_pool, w_pool, effective_size = _usable_weights(x_pool, w_pool, negative_weights, "pool")
+    toys = pool_toys(x_pool, w_pool, expected_yield, effective_size)
+    logger.info("null toys: %s", toys.summary())
+    if n_toys is not None:
+        toys.check_toys(n_toys)
     return x_ref, w_ref, toys
+
+
+def _usable_weights(x: np.ndarray, w: np.ndarray, negative_weights: str,
+                    name: str) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """(x, w, n_eff before resampling or None): the weights refused when not all positive, or, with
+    negative_weights='resample', cell-resampled when any is not positive."""
+    if negative_weights == "refuse" or (w > 0).all():
+        return x, as_weights(w, len(x), f"the {name}'s weights", owner="the test"), None
+    resampled = resample_negative_weights(x, w)
+    logger.info("%s: %s", name, resampled.summary())
+    return resampled.x, resampled.w, resampled.original_effective_size
 
 
 def build_nuisances(entries: list[NuisanceEntry], base: Path) -> NuisanceModel | None:
@@ -155,8 +214,12 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
     x_ref, w_ref, toys = load_reference(reference, inputs.columns, inputs.key, inputs.cuts,
                                         pool=None if toys_config.pool is None else base / toys_config.pool,
                                         pool_fraction=toys_config.pool_fraction, seed=toys_config.seed,
-                                        selection=inputs.selection)
+                                        selection=inputs.selection, negative_weights=inputs.negative_weights,
+                                        n_toys=toys_config.n_toys)
     x_data = load_data(base / inputs.data.path, inputs.columns, inputs.key, inputs.cuts, inputs.selection)
+    if toys_config.kind == "permutation":
+        toys = PermutationToys.from_reference(x_data, x_ref, w_ref)
+    null_toys = toys.summary()
     nuisances = build_nuisances(config.nuisances, base)
     backend = build_backend(config.backend)
     test = NPLMTest(backend, nuisances=nuisances, widths=multi_scale_widths(backend, x_ref, w_ref,
@@ -190,6 +253,7 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
         "p_value": calibrated.p_value, "p_interval_68": [calibrated.p_low, calibrated.p_high], "z": calibrated.z,
         "method": calibrated.method, "width_p_values": list(calibrated.width_p_values),
         "model_width": None if best is None else test.widths[best],
+        "null_toys": null_toys,
         "n_toys": calibrated.n_toys, "n_failed_toys": campaign.n_failed, "n_unconverged_toys": campaign.n_unconverged,
         "n_unsupported_toys": campaign.n_unsupported,
         "null_chi2_fit": None if calibrated.chi2_fit is None else dataclasses.asdict(calibrated.chi2_fit),

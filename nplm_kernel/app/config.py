@@ -10,10 +10,12 @@ key path and its line in the file. Relative paths are relative to the config fil
       key: null                     # .npz array, HDF5 dataset/group, ROOT tree
       cuts: {x: [0.0, null]}        # keep low <= value < high (null = open)
       selection: "nMuon >= 2"       # ROOT TTrees: an uproot cut; columns may be expressions ('Muon_pt[:, 0]')
+      negative_weights: refuse      # or resample: cell resampling of negative (NLO) weights
     backend: {kind: kernel, n_centers: 500, penalty: 1.0e-6}   # any KernelNPLM setting (device: cuda, dtype:
                                     # float32, ...); or kind: nn with any NNNPLM setting; or a registered backend
     toys: {n_toys: 300, seed: 0, executor: local, pool_fraction: 0.5}   # or pool: heldout.parquet
                                     # store: toys.jsonl (relative to the output directory)
+                                    # kind: permutation (no pool): the data permuted with an unweighted reference
     nuisances:                      # optional: t = tau - Delta; toys draw nu0 ~ N(0, sigma)
       - {name: lumi, kind: normalization, sigma: 0.025}
       - {name: scale, kind: shape, sigma: 0.05, coefficients: delta_scale.npz}   # save_model of a Taylor learner
@@ -31,12 +33,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..contract import backend_entry, backend_names, build_backend
 from ..core.exceptions import ConfigurationError
+from ..core.samples import check_choice
+from ..core.weights import NEGATIVE_WEIGHT_TREATMENTS
 from ..inference import DEFAULT_WIDTH_QUANTILES
-from ..toys import DEFAULT_EXECUTOR, resolve_executor
+from ..toys import DEFAULT_EXECUTOR, NULL_TOYS, resolve_executor
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _checked(check, value: Any, *arguments: Any) -> Any:
+    """`value` when check(value, *arguments) passes; its ConfigurationError as the ValueError pydantic reports."""
+    try:
+        check(value, *arguments)
+    except ConfigurationError as error:
+        raise ValueError(str(error)) from None
+    return value
 
 
 class DataInput(_Strict):
@@ -56,21 +69,41 @@ class ReferenceInput(_Strict):
 
 
 class Inputs(_Strict):
+    """negative_weights: a reference (and pool) with negative weights is refused ('refuse') or made
+    usable by cell resampling ('resample'), which keeps the weighted distribution and the sum of
+    weights (docs/statistics.md)."""
+
     data: DataInput
     reference: ReferenceInput
     columns: list[str] | None = None
     key: str | None = None
     cuts: dict[str, tuple[float | None, float | None]] = {}
     selection: str | None = None
+    negative_weights: str = "refuse"
+
+    @field_validator("negative_weights")
+    @classmethod
+    def _known_treatment(cls, value: str) -> str:
+        return _checked(check_choice, value, NEGATIVE_WEIGHT_TREATMENTS, "negative_weights")
 
 
 class Toys(_Strict):
+    """kind: 'pool' (a held-out part of the reference, pool_fraction, or a file, pool; a weighted
+    pool is unweighted by accept-reject in each toy) or 'permutation' (the data and an unweighted reference
+    permuted; no pool)."""
+
     n_toys: Annotated[int, Field(ge=2)]
     seed: int = 0
     executor: str | int = DEFAULT_EXECUTOR
+    kind: str = "pool"
     pool: Path | None = None
     pool_fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
     store: Path = Path("toys.jsonl")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        return _checked(check_choice, value, NULL_TOYS, "kind")
 
     @field_validator("executor")
     @classmethod
@@ -83,7 +116,10 @@ class Toys(_Strict):
 
     @model_validator(mode="after")
     def _one_pool(self) -> Toys:
-        if (self.pool is None) == (self.pool_fraction is None):
+        pooled = (self.pool is not None) + (self.pool_fraction is not None)
+        if self.kind == "permutation" and pooled:
+            raise ValueError("permutation toys permute the data with the whole reference: give no pool or pool_fraction")
+        if self.kind == "pool" and pooled != 1:
             raise ValueError("null toys need exactly one of pool (a held-out file) or pool_fraction")
         return self
 

@@ -16,7 +16,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     from ..benchmarks import SIGNALS_1D
 
     test = commands.add_parser("test", help="run the NPLM test on a data file against a reference file")
-    test.add_argument("--data", required=True, help="data events (same formats and columns as the reference)")
+    options.add_data_option(test)
     options.add_sample_options(test)
     test.add_argument("--null", help="campaign store (from nplm toys) to calibrate t against")
     test.add_argument("--plot", help="figure of data, reference and reference x e^f per variable (.png, .pdf, ...)")

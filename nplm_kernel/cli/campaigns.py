@@ -14,6 +14,7 @@ from . import options
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     toys = commands.add_parser("toys", help="run or resume a null toy campaign")
+    options.add_data_option(toys, required=False)
     options.add_sample_options(toys)
     toys.add_argument("--store", required=True, help="JSON-Lines store to append to and resume from")
     toys.add_argument("--n-toys", type=int, required=True)
@@ -42,12 +43,13 @@ def _toys(arguments: argparse.Namespace) -> str:
 
     x_ref, w_ref, toys = options.reference_from_arguments(arguments)
     if toys is None:
-        raise ConfigurationError("null toys need a held-out pool: --pool FILE or --pool-fraction F.")
+        raise ConfigurationError("null toys need a held-out pool: --pool FILE or --pool-fraction F (or --null-toys "
+                                 "permutation with --data).")
     campaign = run_toys(NPLMTest(options.chosen_backend(arguments)), toys, x_ref, w_ref, n_toys=arguments.n_toys,
                         seed=arguments.seed, executor=arguments.executor, store=arguments.store,
                         progress=not arguments.no_progress)
     return (f"{len(campaign.rows)} toys in {arguments.store} ({campaign.n_failed} failed, "
-            f"{campaign.n_unconverged} not converged); median t = {np.median(campaign.t):.3f}")
+            f"{campaign.n_unconverged} not converged); median t = {np.median(campaign.t):.3f}\n{toys.summary()}")
 
 
 def _calibrate(arguments: argparse.Namespace) -> str:

@@ -1,7 +1,7 @@
-"""Command-line options shared by the `nplm` commands, each declared once: the samples and the
-reference (files, columns, normalisation, held-out pool), the backend and one option per setting of
-the registered backends (from their constructor signatures and docstrings), the executor and
---no-progress."""
+"""Command-line options shared by the `nplm` commands, each declared once: the data, the samples and
+the reference (files, columns, normalisation, negative weights, the null toys and their held-out
+pool), the backend and one option per setting of the registered backends (from their constructor
+signatures and docstrings), the executor and --no-progress."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from ..contract import Backend, Setting, backend_entry, backend_names, build_backend, role_setting
 from ..core.exceptions import ConfigurationError, brief
-from ..toys import DEFAULT_EXECUTOR, EXECUTOR_SETTINGS, ReferencePoolToys
+from ..core.weights import NEGATIVE_WEIGHT_TREATMENTS
+from ..toys import DEFAULT_EXECUTOR, EXECUTOR_SETTINGS, NULL_TOYS, PermutationToys, ReferencePoolToys, WeightedPoolToys
 
 #: Namespace prefix of the generated backend options.
 BACKEND_OPTION = "backend_option_"
@@ -42,15 +43,30 @@ def add_executor_option(parser: argparse.ArgumentParser) -> None:
                         help=f"where toys run: {choices}; or a number of processes (default {DEFAULT_EXECUTOR!r})")
 
 
+def add_data_option(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """--data: the observed events (needed by the command, or only by --null-toys permutation)."""
+    parser.add_argument("--data", required=required,
+                        help="data events (same formats and columns as the reference)" +
+                        ("" if required else "; --null-toys permutation permutes them with the reference"))
+
+
 def add_sample_options(parser: argparse.ArgumentParser, choose_backend: bool = True) -> None:
-    """The reference's file, columns, normalisation and held-out pool, the backend options and --seed."""
+    """The reference's file, columns, normalisation, negative weights, null toys and held-out pool,
+    the backend options and --seed."""
     parser.add_argument("--reference", required=True, help="reference events (.npy .npz .h5 .parquet .root)")
     parser.add_argument("--columns", help="comma-separated input variables (columns, branches, datasets)")
     parser.add_argument("--key", help="array in .npz, dataset or group in HDF5, tree in ROOT")
     parser.add_argument("--selection", help="ROOT TTrees: an uproot cut, e.g. 'nMuon >= 2' (columns may be "
                                             "expressions such as 'Muon_pt[:, 0]')")
-    parser.add_argument("--weight-column", help="per-event reference weights (sum = N(R)) from this column")
+    parser.add_argument("--weight-column", help="per-event reference weights (sum = N(R)) from this column "
+                                                "(and from the same column of a --pool file)")
     parser.add_argument("--expected-yield", type=float, help="N(R): every reference event weighs N(R) / N_R")
+    parser.add_argument("--negative-weights", choices=NEGATIVE_WEIGHT_TREATMENTS, default="refuse",
+                        help="reference events with negative (NLO) weights: 'refuse' them (default) or 'resample' "
+                             "them by cell resampling, which keeps the weighted distribution and the sum of weights")
+    parser.add_argument("--null-toys", choices=list(NULL_TOYS), default="pool",
+                        help="; ".join(f"'{name}': {meaning}" for name, meaning in NULL_TOYS.items()) +
+                        " (default 'pool')")
     pool = parser.add_mutually_exclusive_group()
     pool.add_argument("--pool", help="held-out reference events for null toys")
     pool.add_argument("--pool-fraction", type=float, help="hold out this fraction of the reference for null toys")
@@ -80,9 +96,13 @@ def add_backend_options(parser: argparse.ArgumentParser, choose_backend: bool = 
                            help=f"[{', '.join(owners[option])}] {text} (default: {setting.default!r})")
 
 
-def reference_from_arguments(arguments: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, ReferencePoolToys | None]:
-    """(x_ref, w_ref, pool toys or None) from the reference options."""
-    from ..app.analysis import load_reference
+def reference_from_arguments(
+    arguments: argparse.Namespace,
+) -> tuple[np.ndarray, np.ndarray, ReferencePoolToys | WeightedPoolToys | PermutationToys | None]:
+    """(x_ref, w_ref, null toys or None) from the reference options: pool toys when a pool is held
+    out, permutation toys with --null-toys permutation (of --data); the pool is checked against
+    --n-toys where the command has it."""
+    from ..app.analysis import load_data, load_reference
     from ..app.config import ReferenceInput
 
     if (arguments.expected_yield is None) == (arguments.weight_column is None):
@@ -90,10 +110,25 @@ def reference_from_arguments(arguments: argparse.Namespace) -> tuple[np.ndarray,
             "neither was given"
         raise ConfigurationError(f"give exactly one reference normalisation, --expected-yield N(R) (every event weighs "
                                  f"N(R) / N_R) or --weight-column (per-event weights summing to N(R)); {given}.")
+    permutation = arguments.null_toys == "permutation"
+    if permutation and (arguments.pool is not None or arguments.pool_fraction is not None):
+        raise ConfigurationError("--null-toys permutation permutes the data with the whole reference; --pool and "
+                                 "--pool-fraction hold out a pool for --null-toys pool: give one or the other.")
+    data = getattr(arguments, "data", None)
+    if permutation and data is None:
+        raise ConfigurationError("--null-toys permutation permutes the data with the reference: " + (
+            "give the data with --data." if hasattr(arguments, "data") else
+            "this command takes no --data; use --null-toys pool."))
     reference = ReferenceInput(path=arguments.reference, expected_yield=arguments.expected_yield,
                                weight_column=arguments.weight_column)
-    return load_reference(reference, columns(arguments.columns), arguments.key, pool=arguments.pool,
-                          pool_fraction=arguments.pool_fraction, seed=arguments.seed, selection=arguments.selection)
+    x_ref, w_ref, toys = load_reference(
+        reference, columns(arguments.columns), arguments.key, pool=arguments.pool,
+        pool_fraction=arguments.pool_fraction, seed=arguments.seed, selection=arguments.selection,
+        negative_weights=arguments.negative_weights, n_toys=getattr(arguments, "n_toys", None))
+    if permutation:
+        x_data = load_data(data, columns(arguments.columns), arguments.key, selection=arguments.selection)
+        return x_ref, w_ref, PermutationToys.from_reference(x_data, x_ref, w_ref)
+    return x_ref, w_ref, toys
 
 
 def backend_options(arguments: argparse.Namespace) -> dict[str, str]:

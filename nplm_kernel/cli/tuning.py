@@ -38,7 +38,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     scan.set_defaults(run=_scan)
 
     compare = commands.add_parser("compare", help="NPLM and baseline methods on the same data and null toys")
-    compare.add_argument("--data", required=True, help="data events (same formats and columns as the reference)")
+    options.add_data_option(compare)
     options.add_sample_options(compare, choose_backend=False)  # the backends run are those in --methods
     compare.add_argument("--methods", help="comma-separated methods (default: kernel and every baseline that applies): "
                                            + ", ".join(method_names()))

@@ -128,7 +128,10 @@ def as_weights(w: object, n_events: int, name: str = "w_ref", owner: str = "the 
         raise InputError(
             f"{name} has {int((weights <= 0).sum())} non-positive weight(s) (first at index "
             f"{int(np.flatnonzero(weights <= 0)[0])}, value {weights[weights <= 0][0]:g}); {owner} refuses "
-            f"them: {reason}. Merge negative-weight (NLO) events with their neighbours or reweight them first."
+            f"them: {reason}. Negative (NLO) weights are removed, keeping the weighted distribution and the sum of "
+            "weights, by cell resampling: negative_weights='resample' (app.analysis.load_reference), "
+            "--negative-weights resample (nplm), inputs.negative_weights: resample (analysis config), or "
+            "nplm_kernel.core.weights.resample_negative_weights(x_ref, w_ref)."
         )
     return weights
 
@@ -241,10 +244,18 @@ def with_data(reference: Samples, x_data: object, offset_data: object = None, wa
     )
 
 
-def effective_sample_size(weights: np.ndarray) -> float:
-    """Kish's effective sample size (sum w)^2 / sum w^2 of weighted events (N for equal weights): the
-    number of unweighted events with the same statistical power."""
-    return float(weights.sum() ** 2 / np.square(weights).sum())
+def effective_sample_size(weights: object) -> float:
+    """Kish's effective sample size n_eff = (sum w)^2 / sum w^2, in events: the number of unweighted
+    events whose total has the relative statistical error of the weighted sample's
+    (sqrt(sum w^2) / sum w = 1 / sqrt(n_eff)). N for N equal weights, less when they spread."""
+    values = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        raise InputError("weights is empty: the effective sample size needs at least one weight.")
+    check_finite(values, "weights")
+    squares = float(np.sum(values**2))
+    if squares == 0.0:
+        raise InputError("every weight is zero: the effective sample size is undefined.")
+    return float(np.sum(values)) ** 2 / squares
 
 
 def reference_standardization(

@@ -4,9 +4,22 @@ into a toy store."""
 
 from .campaign import DEFAULT_BATCH_SIZE, CampaignResult, campaign_identity, run_toys
 from .executors import DEFAULT_EXECUTOR, EXECUTOR_SETTINGS, resolve_executor
-from .generators import AuxiliaryToys, LocalExcessToys, PermutationToys, ReferencePoolToys, ToyGenerator, ToySample
+from .generators import (
+    MIN_WEIGHTED_POOL_RATIO,
+    NULL_TOYS,
+    AuxiliaryToys,
+    LocalExcessToys,
+    PermutationToys,
+    ReferencePoolToys,
+    ToyGenerator,
+    ToySample,
+    WeightedPoolToys,
+    pool_toys,
+    split_reference,
+)
 from .worker import ToyTask, run_one_toy, run_toy_batch, toy_seed
 
 __all__ = ["DEFAULT_BATCH_SIZE", "CampaignResult", "campaign_identity", "run_toys", "DEFAULT_EXECUTOR",
            "EXECUTOR_SETTINGS", "resolve_executor", "AuxiliaryToys", "LocalExcessToys", "PermutationToys",
-           "ReferencePoolToys", "ToyGenerator", "ToySample", "ToyTask", "run_one_toy", "run_toy_batch", "toy_seed"]
+           "ReferencePoolToys", "ToyGenerator", "ToySample", "ToyTask", "run_one_toy", "run_toy_batch", "toy_seed",
+           "MIN_WEIGHTED_POOL_RATIO", "NULL_TOYS", "WeightedPoolToys", "pool_toys", "split_reference"]
