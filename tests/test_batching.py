@@ -135,3 +135,11 @@ def test_a_batch_spends_about_one_pass_over_the_reference_per_newton_step(refere
     steps = max(fit.diagnostics_.newton_steps for fit in fits)
     assert all(fit.converged_ for fit in fits)
     assert len(passes) <= 1 + steps + 2  # f = 0, one pass per Newton step, a couple of genuine halvings
+
+
+def test_a_batched_campaigns_bar_is_drawn_at_the_end_of_every_batch(reference, capsys):
+    x_ref, w_ref = reference  # rows arrive a batch at a time: the bar must show each batch's last toy
+    run_toys(NPLMTest(KernelNPLM(n_centers=50, reuse_reference=True)), BENCHMARK.data, x_ref, w_ref, n_toys=10,
+             seed=2, executor=None, batch_size=4)
+    drawn = capsys.readouterr().err
+    assert all(f"| {done}/10 [" in drawn for done in (4, 8, 10)), drawn

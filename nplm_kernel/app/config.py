@@ -18,7 +18,7 @@ key path and its line in the file. Relative paths are relative to the config fil
       - {name: lumi, kind: normalization, sigma: 0.025}
       - {name: scale, kind: shape, sigma: 0.05, coefficients: delta_scale.npz}   # save_model of a Taylor learner
     test: {width_quantiles: [0.5, 0.9]}   # kernel sigma not fixed: multi-scale test (min-p); [] for one width
-    outputs: {directory: results}
+    outputs: {directory: results, units: [GeV], labels: ['$m_{\\mu\\mu}$'], experiment_label: CMS Simulation}
 """
 
 from __future__ import annotations
@@ -113,6 +113,9 @@ class TestSettings(_Strict):
 
 class Outputs(_Strict):
     directory: Path = Path("results")
+    labels: list[str] | None = None
+    units: list[str] | None = None
+    experiment_label: str | None = None
 
 
 def backend_section_type() -> Any:

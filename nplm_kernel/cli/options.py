@@ -6,7 +6,6 @@ the registered backends (from their constructor signatures and docstrings), the 
 from __future__ import annotations
 
 import argparse
-import re
 from typing import Any
 
 import numpy as np
@@ -21,10 +20,19 @@ BACKEND_OPTION = "backend_option_"
 
 
 def columns(text: str | None) -> list[str] | None:
-    """Comma-separated columns; a comma inside brackets belongs to an expression ('Muon_pt[:, 0]')."""
+    """Comma-separated items; a comma inside brackets or braces belongs to its item ('Muon_pt[:, 0]',
+    a label '$p_{T,1}$')."""
     if text is None:
         return None
-    return [column.strip() for column in re.split(r",(?![^\[]*\])", text) if column.strip()]
+    items, depth, current = [], 0, ""
+    for character in text + ",":
+        if character == "," and depth == 0:
+            items.append(current.strip())
+            current = ""
+            continue
+        depth += (character in "([{") - (character in ")]}")
+        current += character
+    return [item for item in items if item]
 
 
 def numbers(text: str, kind: type) -> list:
@@ -34,6 +42,18 @@ def numbers(text: str, kind: type) -> list:
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def add_plot_options(parser: argparse.ArgumentParser, units: bool = True) -> None:
+    """How figures label the inputs (per variable: axis label and unit) and the experiment."""
+    group = parser.add_argument_group("figures")
+    if units:
+        group.add_argument("--labels", help="comma-separated axis labels of the input variables (default: the column "
+                                            "names; matplotlib mathtext works, e.g. '$m_{\\mu\\mu}$')")
+        group.add_argument("--units", help="comma-separated units of the input variables, e.g. GeV,GeV,rad "
+                                           "(default: none)")
+    group.add_argument("--experiment-label", help="text at the top left of each figure, e.g. 'CMS Simulation' (its "
+                                                  "first word in bold; default: none)")
 
 
 def add_executor_option(parser: argparse.ArgumentParser) -> None:

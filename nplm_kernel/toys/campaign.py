@@ -138,7 +138,10 @@ def run_toys(
         task = ToyTask(test=test, generator=generator, x_ref=x_ref, w_ref=w_ref, seed=seed)
         new_rows: dict[int, dict[str, Any]] = {}
         failures = sum(row["status"] != STATUS_OK for row in content.rows if row["toy"] < n_toys)
-        bar = tqdm(total=n_toys, initial=len(done), desc="toys", unit="toy", disable=not progress, file=sys.stderr)
+        # rows arrive a batch at a time: the rate is the average since the start (smoothing=0), and
+        # the bar is drawn at least every 0.1% of the toys, so it shows each batch's end
+        bar = tqdm(total=n_toys, initial=len(done), desc="toys", unit="toy", disable=not progress, file=sys.stderr,
+                   smoothing=0.0, mininterval=0.0, miniters=max(1, n_toys // 1000))
         try:
             for row in results(executor, task, pending, batch_size):
                 new_rows[row["toy"]] = row
