@@ -14,6 +14,7 @@ their parent process dies, so a killed campaign leaves no orphans.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -61,6 +62,16 @@ class CampaignResult:
     def n_unconverged(self) -> int:
         """Successful toys whose fit reported non-convergence (their t is kept, and counted here)."""
         return sum(row["status"] == STATUS_OK and row.get("converged") is False for row in self.rows)
+
+    def to_pandas(self) -> Any:
+        """The rows as a pandas DataFrame indexed by the (integer) toy index, one column per store
+        field (a multi-scale test's t is a list per toy). Reading a store with
+        pandas.read_json(lines=True) instead mixes in the header line and makes toy indices floats."""
+        try:
+            pandas = importlib.import_module("pandas")
+        except ImportError:
+            raise ConfigurationError("to_pandas needs pandas: pip install pandas") from None
+        return pandas.DataFrame.from_records(list(self.rows)).set_index("toy")
 
     @classmethod
     def from_store(cls, path: str | os.PathLike, test: NPLMTest | None = None, x_ref: np.ndarray | None = None,
