@@ -17,6 +17,8 @@ from ..toys import DEFAULT_EXECUTOR, EXECUTOR_SETTINGS, ReferencePoolToys
 
 #: Namespace prefix of the generated backend options.
 BACKEND_OPTION = "backend_option_"
+#: The title of their group in a command's help.
+BACKEND_SETTINGS_TITLE = "backend settings (each backend's own defaults unless given)"
 
 
 def columns(text: str | None) -> list[str] | None:
@@ -93,7 +95,7 @@ def add_backend_options(parser: argparse.ArgumentParser, choose_backend: bool = 
             if setting.configurable and setting.name != seed:
                 owners.setdefault(setting.name, []).append(name)
                 helps.setdefault(setting.name, setting)
-    group = parser.add_argument_group("backend settings (each backend's own defaults unless given)")
+    group = parser.add_argument_group(BACKEND_SETTINGS_TITLE)
     for option, setting in helps.items():
         text = setting.help.replace("%", "%%")
         group.add_argument(f"--{option.replace('_', '-')}", dest=BACKEND_OPTION + option, metavar="VALUE",
