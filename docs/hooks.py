@@ -55,7 +55,7 @@ def _default(field) -> str:
 def _model_table(model) -> list[str]:
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
-        meaning = (field.description or "").replace("|", "/")
+        meaning = (field.description or "").replace("|", "\\|")
         kind = " ".join([_type(field.annotation), _bounds(field.metadata)]).strip()
         lines.append(f"| `{name}` | {kind} | `{_default(field)}` | {meaning} |")
     return lines
@@ -83,8 +83,8 @@ def config_page() -> str:
         for setting in entry.settings():
             where = "" if setting.configurable else " (Python only)"
             default = "null" if setting.default is None else repr(setting.default)
-            lines.append(f"| `{setting.name}` | {_type(setting.annotation)} | `{default}` | "
-                         f"{setting.help.replace('|', '/')}{where} |")
+            meaning = setting.help.replace("|", "\\|")
+            lines.append(f"| `{setting.name}` | {_type(setting.annotation)} | `{default}` | {meaning}{where} |")
         lines.append("")
     return "\n".join(lines)
 
