@@ -156,3 +156,15 @@ def test_a_commands_help_shows_its_own_options_only(capsys):
         main(["toys", "--help"])
     printed = capsys.readouterr().out
     assert re.search(r"--n-toys N_TOYS\s+toys the store should hold", printed) and "--t-observed" not in printed
+
+
+def test_every_option_of_every_command_has_help_text():
+    import argparse
+
+    from nplm_kernel.cli import build_parser
+
+    parser = build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    silent = [(name, action.dest) for name, command in commands.choices.items() for action in command._actions
+              if not action.help]
+    assert not silent
