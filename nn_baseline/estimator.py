@@ -53,26 +53,49 @@ class NNNPLM(BaseEstimator):
 
     Parameters
     ----------
-    architecture : layer widths (d, hidden..., 1), e.g. (1, 4, 1) or (5, 5, 5, 5, 1); None: (d, 4, 1)
-        for d input variables.
-    weight_clip : c, the bound on every weight matrix entry after each step.
-    activation : hidden activation ('sigmoid' as in the papers, 'tanh', 'relu').
-    bias_init : 'zeros' (Keras Dense default) or 'glorot_uniform', which NPLM_package 0.0.6 really
-        uses (its network class passes no initializer to Keras' add_weight): network.BIAS_INITIALISATIONS.
-    epochs : full-batch optimiser steps (the papers use 1e5 to 3e5).
-    learning_rate : Adam learning rate (Keras default 1e-3).
-    checkpoint_every : record L every this many epochs in loss_history_.
-    standardize : scale inputs by the reference's weighted mean and standard deviation.
-    seed : seed of the weight initialisation.
-    device : 'cpu', 'cuda' (or 'cuda:N'), or 'auto' (CUDA when available).
-    progress : show a progress bar over epochs on stderr.
+    architecture
+        Layer widths (d, hidden..., 1), e.g. (1, 4, 1) or (5, 5, 5, 5, 1); None: (d, 4, 1) for d input
+        variables.
+    weight_clip
+        c, the bound on every weight matrix entry after each step.
+    activation
+        Hidden activation ('sigmoid' as in the papers, 'tanh', 'relu').
+    bias_init
+        'zeros' (Keras Dense default) or 'glorot_uniform', which NPLM_package 0.0.6 really uses (its
+        network class passes no initializer to Keras' add_weight): network.BIAS_INITIALISATIONS.
+    epochs
+        Full-batch optimiser steps (the papers use 1e5 to 3e5).
+    learning_rate
+        Adam learning rate (Keras default 1e-3).
+    checkpoint_every
+        Record L every this many epochs in loss_history_.
+    standardize
+        Scale inputs by the reference's weighted mean and standard deviation.
+    seed
+        Seed of the weight initialisation.
+    device
+        'cpu', 'cuda' (or 'cuda:N'), or 'auto' (CUDA when available).
+    progress
+        Show a progress bar over the epochs on stderr (on by default on the command line).
 
-    Fitted attributes: network_ (ClippedMLP), n_parameters_, loss_ (L at the final f, float64,
-    offsets included; without A(nu)), t_ = -2 loss_, fit_ (backends.BackendFit: f on the training
-    points), converged_ (None: a fixed number of epochs has no convergence criterion),
-    diagnostics_ = loss_history_, a (k, 2) array of (epoch, L) where L is the float32 training loss
-    before that epoch's step, nuisance_values_ (nu, when trained jointly), fit_time_ (s),
-    input_mean_, input_scale_.
+    Attributes
+    ----------
+    network_
+        The trained ClippedMLP.
+    n_parameters_
+        Its number of trainable parameters (the papers' chi2 target dof).
+    loss_
+        L at the final f (float64, offsets included; without A(nu)); t_ = -2 loss_.
+    fit_
+        contract.BackendFit: f on the training points.
+    converged_
+        None: a fixed number of epochs has no convergence criterion.
+    diagnostics_, loss_history_
+        A (k, 2) array of (epoch, L), L the float32 training loss before that epoch's step.
+    nuisance_values_
+        nu, when trained jointly.
+    fit_time_, input_mean_, input_scale_
+        Seconds of the fit; the standardisation.
     """
 
     def __init__(

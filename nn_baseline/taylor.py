@@ -28,12 +28,33 @@ from .network import ClippedMLP, check_architecture
 class NNTaylorLearner(BaseEstimator):
     """Learns delta_k(x), k = 1..degree, with one ClippedMLP per coefficient.
 
-    Parameters: degree (1 or 2); hidden (hidden-layer widths); activation; weight_clip (None: no
-    clipping); epochs and learning_rate (full-batch Adam); seed (initialisation); device ('cpu',
-    'cuda' or 'auto': where the networks train and predict).
+    Parameters
+    ----------
+    degree
+        1 or 2.
+    hidden
+        Hidden-layer widths.
+    activation
+        Hidden activation.
+    weight_clip
+        Bound on every weight matrix entry (None: no clipping).
+    epochs, learning_rate
+        Full-batch Adam.
+    seed
+        Seed of the initialisation.
+    device
+        'cpu', 'cuda' or 'auto': where the networks train and predict.
 
-    Fitted attributes: networks_ (one per coefficient), input_mean_, input_scale_, nu_scale_ (s),
-    loss_ (final loss per unit weight), n_features_in_.
+    Attributes
+    ----------
+    networks_
+        One network per coefficient.
+    input_mean_, input_scale_, nu_scale_
+        The inputs' standardisation and the scale s of nu.
+    loss_
+        The final loss per unit weight.
+    n_features_in_
+        Number of input variables.
     """
 
     #: The hyperparameters that play the roles the shared layer knows (contract.SETTING_ROLES).

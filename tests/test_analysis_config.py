@@ -130,3 +130,26 @@ def test_nplm_run_with_nuisances_from_the_config(analysis, rng):
     (analysis / "bad.yaml").write_text(config.replace("delta_scale.npz", "missing.npz"))
     with pytest.raises(ConfigurationError, match=r"nuisances\.1\.coefficients: .*missing\.npz not found"):
         load_config(analysis / "bad.yaml")
+
+
+def test_every_output_of_an_analysis_shows_its_one_p_value(analysis, capsys, monkeypatch):
+    from nplm_kernel.app import plots
+
+    drawn = {}
+    for name in ("plot_learned_f", "plot_null_distribution"):
+        monkeypatch.setattr(plots, name, lambda *arguments, _draw=getattr(plots, name), _name=name, **options:
+                            drawn.setdefault(_name, _draw(*arguments, **options)))
+    labelled = CONFIG.replace("outputs: {directory: out}",
+                              "outputs: {directory: out, units: [GeV], labels: ['$m$'], experiment_label: Toy Sim}")
+    (analysis / "labelled.yaml").write_text(labelled)
+    assert main(["run", str(analysis / "labelled.yaml"), "--no-progress"]) == 0
+    result = json.loads((analysis / "out" / "result.json").read_text())
+    summary = result["summary"]  # the multi-scale min-p, in the printed line, result.json and both figures
+    assert summary in capsys.readouterr().out and f"p = {result['p_value']:.3g}" in summary and "2 widths" in summary
+    for figure in drawn.values():
+        legend = figure.axes[0].get_legend()
+        assert legend.get_title().get_text().replace("\n", " ").startswith(summary)
+    assert drawn["plot_learned_f"].axes[2].get_xlabel() == "$m$ [GeV]"
+    (analysis / "bad.yaml").write_text(labelled.replace("units: [GeV]", "units: [GeV, GeV]"))
+    assert main(["run", str(analysis / "bad.yaml")]) == 2
+    assert "outputs.units: one entry per input variable (1), got 2" in capsys.readouterr().err

@@ -192,3 +192,19 @@ def test_every_source_folder_is_a_package_that_installs():
     folders = {str(path.parent.relative_to(root)).replace("/", ".") for top in ("nplm_kernel", "nn_baseline")
                for path in (root / top).rglob("*.py") if "__pycache__" not in path.parts}
     assert folders <= set(find_packages(str(root), include=["nplm_kernel*", "nn_baseline*"]))
+
+
+def test_setting_help_comes_from_the_numpy_style_parameters_section():
+    from nplm_kernel.contract import settings_of
+
+    for name in backend_names():  # every setting of every backend has its help text (CLI, YAML schema)
+        helps = {setting.name: setting.help for setting in backend_entry(name).settings()}
+        assert all(helps.values()), [setting for setting, text in helps.items() if not text]
+    nn = {setting.name: setting.help for setting in backend_entry("nn").settings()}
+    assert nn["epochs"] == "Full-batch optimiser steps (the papers use 1e5 to 3e5)."
+    assert nn["architecture"].startswith("Layer widths (d, hidden..., 1)") and nn["architecture"].endswith("variables.")
+    kernel = {setting.name: setting.help for setting in backend_entry("kernel").settings()}
+    assert kernel["max_newton_steps"] == kernel["newton_tol"] and "Newton decrement" in kernel["newton_tol"]
+    assert "alpha_" not in kernel and "loss_, t_" not in str(kernel)  # the Attributes section holds no settings
+    helps = {setting.name: setting.help for setting in settings_of(HistogramNPLM)}  # the one-line 'name : help'
+    assert helps["bins"] == HistogramNPLM.__doc__.split("bins : ")[1].split("\n")[0].strip()

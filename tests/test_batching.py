@@ -173,3 +173,11 @@ def test_toys_with_many_centres_are_solved_together_by_conjugate_gradient(monkey
     assert together[0].n_centers_ > 10 and all(sum(fit.diagnostics_.cg_iterations) > 0 for fit in together)
     for batch_fit, single in zip(together, alone):
         assert batch_fit.converged_ and batch_fit.t_ == pytest.approx(single.t_, rel=1e-6)
+
+
+def test_a_batched_campaigns_bar_is_drawn_at_the_end_of_every_batch(reference, capsys):
+    x_ref, w_ref = reference  # rows arrive a batch at a time: the bar must show each batch's last toy
+    run_toys(NPLMTest(KernelNPLM(n_centers=50, reuse_reference=True)), BENCHMARK.data, x_ref, w_ref, n_toys=10,
+             seed=2, executor=None, batch_size=4)
+    drawn = capsys.readouterr().err
+    assert all(f"| {done}/10 [" in drawn for done in (4, 8, 10)), drawn

@@ -16,7 +16,7 @@ from campaign_helpers import BENCHMARK, PoisonedGenerator, SlowGenerator, small_
 from nplm_kernel import ConfigurationError, FitError, InputError, KernelNPLM
 from nplm_kernel.inference import NPLMTest
 from nplm_kernel.store import read_store
-from nplm_kernel.toys import run_toys, toy_seed
+from nplm_kernel.toys import CampaignResult, run_toys, toy_seed
 
 
 def stored_rows(path):
@@ -239,3 +239,14 @@ def test_a_multi_scale_campaign_stores_one_t_per_width_and_calibrates_by_min_p(i
     assert observed.t.shape == (2,) and significance(observed.t, result.t).method == MIN_P
     with pytest.raises(ConfigurationError, match="widths must list at least 2"):
         NPLMTest(KernelNPLM(), widths=[1.0])
+
+
+def test_a_store_reads_into_pandas_with_integer_toy_indices(inputs, tmp_path):
+    test, x_ref, w_ref = inputs
+    store = tmp_path / "toys.jsonl"
+    run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=3, seed=5, executor=None, store=store, progress=False)
+    campaign = CampaignResult.from_store(store)
+    frame = campaign.to_pandas()
+    assert list(frame.index) == [0, 1, 2] and frame.index.dtype.kind == "i" and frame.index.name == "toy"
+    np.testing.assert_array_equal(frame["t"].to_numpy(), campaign.t)
+    assert (frame["status"] == "ok").all() and "record" in frame.columns

@@ -5,6 +5,8 @@ campaign (with nuisances: t = tau - Delta, each toy with auxiliary measurements 
 calibrates t, and writes everything with its provenance into the output directory:
 config.yaml (a copy), provenance.json (package and library versions, config hash), model.npz,
 the toy store (toys.jsonl unless configured), result.json and, when matplotlib is installed, f.png and null.png.
+result.json, both figures and `nplm run` show one p-value and Z, the calibration's (its text is
+result.json's "summary").
 """
 
 from __future__ import annotations
@@ -220,6 +222,11 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
     if toys_config.kind == "permutation":
         toys = PermutationToys.from_reference(x_data, x_ref, w_ref)
     null_toys = toys.summary()
+    for key in ("labels", "units"):
+        given = getattr(config.outputs, key)
+        if given is not None and len(given) != x_data.shape[1]:
+            raise ConfigurationError(f"outputs.{key}: one entry per input variable ({x_data.shape[1]}), got "
+                                     f"{len(given)}: {given}.")
     nuisances = build_nuisances(config.nuisances, base)
     backend = build_backend(config.backend)
     test = NPLMTest(backend, nuisances=nuisances, widths=multi_scale_widths(backend, x_ref, w_ref,
@@ -257,11 +264,16 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
         "n_toys": calibrated.n_toys, "n_failed_toys": campaign.n_failed, "n_unconverged_toys": campaign.n_unconverged,
         "n_unsupported_toys": campaign.n_unsupported,
         "null_chi2_fit": None if calibrated.chi2_fit is None else dataclasses.asdict(calibrated.chi2_fit),
-        "plots": [name for name, made in [
-            ("f.png", _plot("plot_learned_f", shown.estimator, x_data, x_ref, w_ref, out / "f.png", inputs.columns,
-                            result=calibrated)),
-            ("null.png", _plot("plot_null_distribution", null_t, out / "null.png", shown.t)),
-        ] if made],
+        "summary": str(calibrated),
     }
+    shown_width = None if best is None else (f"model and null shown: width sigma = {test.widths[best]:.3g} "
+                                             f"(standardised inputs), the smallest p of the {len(test.widths)} widths")
+    labels = {"experiment_label": config.outputs.experiment_label, "description": shown_width}
+    result["plots"] = [name for name, made in [
+        ("f.png", _plot("plot_learned_f", shown.estimator, x_data, x_ref, w_ref, out / "f.png",
+                        config.outputs.labels or inputs.columns, units=config.outputs.units, result=calibrated,
+                        **labels)),
+        ("null.png", _plot("plot_null_distribution", null_t, out / "null.png", shown.t, result=calibrated, **labels)),
+    ] if made]
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

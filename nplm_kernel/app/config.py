@@ -5,22 +5,28 @@ key path and its line in the file. Relative paths are relative to the config fil
 
     inputs:
       data: {path: data.parquet}
-      reference: {path: reference.parquet, expected_yield: 2000}   # or weight_column: w
-      columns: [x]                  # input variables (columns, branches, HDF5 datasets)
-      key: null                     # .npz array, HDF5 dataset/group, ROOT tree
-      cuts: {x: [0.0, null]}        # keep low <= value < high (null = open)
-      selection: "nMuon >= 2"       # ROOT TTrees: an uproot cut; columns may be expressions ('Muon_pt[:, 0]')
-      negative_weights: refuse      # or resample: cell resampling of negative (NLO) weights
-    backend: {kind: kernel, n_centers: 500, penalty: 1.0e-6}   # any KernelNPLM setting (device: cuda, dtype:
-                                    # float32, ...); or kind: nn with any NNNPLM setting; or a registered backend
-    toys: {n_toys: 300, seed: 0, executor: local, pool_fraction: 0.5}   # or pool: heldout.parquet
-                                    # store: toys.jsonl (relative to the output directory)
-                                    # kind: permutation (no pool): the data permuted with an unweighted reference
-    nuisances:                      # optional: t = tau - Delta; toys draw nu0 ~ N(0, sigma)
+      reference: {path: reference.parquet, expected_yield: 2000}
+      # or reference: {path: reference.parquet, weight_column: w}
+      columns: [x]               # columns, ROOT branches, HDF5 datasets
+      key: null                  # .npz array, HDF5 dataset/group, ROOT tree
+      cuts: {x: [0.0, null]}     # keep low <= value < high (null: open)
+      selection: "nMuon >= 2"    # ROOT TTrees: an uproot cut
+      negative_weights: refuse   # or resample: cell resampling of negative (NLO) weights
+    backend: {kind: kernel, n_centers: 500, penalty: 1.0e-6}
+      # any KernelNPLM setting (device: cuda, dtype: float32, ...);
+      # or kind: nn with any NNNPLM setting; or a registered backend
+    toys: {n_toys: 300, seed: 0, executor: local, pool_fraction: 0.5}
+      # or pool: heldout.parquet; store: toys.jsonl (in the output directory)
+      # kind: permutation (no pool): the data permuted with an unweighted reference
+    nuisances:                   # optional: t = tau - Delta
       - {name: lumi, kind: normalization, sigma: 0.025}
-      - {name: scale, kind: shape, sigma: 0.05, coefficients: delta_scale.npz}   # save_model of a Taylor learner
-    test: {width_quantiles: [0.5, 0.9]}   # kernel sigma not fixed: multi-scale test (min-p); [] for one width
-    outputs: {directory: results}
+      - {name: scale, kind: shape, sigma: 0.05, coefficients: delta.npz}
+    test: {width_quantiles: [0.5, 0.9]}   # [] for one width
+    outputs:
+      directory: results
+      labels: ['$m_{\\mu\\mu}$']     # axis labels (mathtext)
+      units: [GeV]
+      experiment_label: CMS Simulation
 """
 
 from __future__ import annotations
@@ -53,13 +59,16 @@ def _checked(check, value: Any, *arguments: Any) -> Any:
 
 
 class DataInput(_Strict):
-    path: Path
+    path: Path = Field(description="the data events' file (.npy, .npz, HDF5, parquet or ROOT)")
 
 
 class ReferenceInput(_Strict):
-    path: Path
-    expected_yield: Annotated[float, Field(gt=0)] | None = None
-    weight_column: str | None = None
+    path: Path = Field(description="the reference (Standard-Model simulation) events' file, in a format of `data`")
+    expected_yield: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="N(R), the events the data should hold: every reference event weighs N(R) / N_R after the "
+                          "cuts; give this or `weight_column`")
+    weight_column: str | None = Field(
+        None, description="a column of per-event reference weights summing to N(R); give this or `expected_yield`")
 
     @model_validator(mode="after")
     def _one_normalisation(self) -> ReferenceInput:
@@ -69,17 +78,19 @@ class ReferenceInput(_Strict):
 
 
 class Inputs(_Strict):
-    """negative_weights: a reference (and pool) with negative weights is refused ('refuse') or made
-    usable by cell resampling ('resample'), which keeps the weighted distribution and the sum of
-    weights (docs/statistics.md)."""
-
-    data: DataInput
-    reference: ReferenceInput
-    columns: list[str] | None = None
-    key: str | None = None
-    cuts: dict[str, tuple[float | None, float | None]] = {}
-    selection: str | None = None
-    negative_weights: str = "refuse"
+    data: DataInput = Field(description="the observed events")
+    reference: ReferenceInput = Field(description="the reference events and their normalisation")
+    columns: list[str] | None = Field(
+        None, description="the input variables: columns, ROOT branches (or expressions such as 'Muon_pt[:, 0]') or "
+                          "HDF5 datasets; null: every column")
+    key: str | None = Field(None, description="the array in an .npz file, the dataset or group in HDF5, the tree in ROOT")
+    cuts: dict[str, tuple[float | None, float | None]] = Field(
+        {}, description="per column, keep low <= value < high (null: open), on data, reference and pool alike")
+    selection: str | None = Field(None, description="ROOT TTrees: an uproot cut applied before the columns are read, "
+                                                    "e.g. 'nMuon >= 2'")
+    negative_weights: str = Field("refuse", description="a reference (and pool) with negative weights is refused "
+                                                        "('refuse') or made usable by cell resampling ('resample'), which "
+                                                        "keeps the weighted distribution and the sum of weights")
 
     @field_validator("negative_weights")
     @classmethod
@@ -88,17 +99,20 @@ class Inputs(_Strict):
 
 
 class Toys(_Strict):
-    """kind: 'pool' (a held-out part of the reference, pool_fraction, or a file, pool; a weighted
-    pool is unweighted by accept-reject in each toy) or 'permutation' (the data and an unweighted reference
-    permuted; no pool)."""
-
-    n_toys: Annotated[int, Field(ge=2)]
-    seed: int = 0
-    executor: str | int = DEFAULT_EXECUTOR
-    kind: str = "pool"
-    pool: Path | None = None
-    pool_fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
-    store: Path = Path("toys.jsonl")
+    n_toys: Annotated[int, Field(ge=2)] = Field(
+        description="null toys the store should hold (those already in it are kept: the campaign resumes)")
+    seed: int = Field(0, description="campaign seed (toy i uses SeedSequence(seed, spawn_key=(i,))) and seed of the "
+                                     "pool split")
+    executor: str | int = Field(DEFAULT_EXECUTOR, description="where toys run: 'serial', 'local' (a process pool over "
+                                                              "all cores) or a number of processes")
+    kind: str = Field("pool", description="'pool': a held-out part of the reference (pool_fraction) or a file (pool), "
+                                          "a weighted pool unweighted by accept-reject in each toy; 'permutation': the "
+                                          "data and an unweighted reference permuted, no pool")
+    pool: Path | None = Field(None, description="a file of held-out reference events to draw null toys from; give "
+                                                "this or `pool_fraction`")
+    pool_fraction: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        None, description="hold out this fraction of the reference (a seeded split) to draw null toys from")
+    store: Path = Field(Path("toys.jsonl"), description="the toy store, relative to the output directory")
 
     @field_validator("kind")
     @classmethod
@@ -125,11 +139,13 @@ class Toys(_Strict):
 
 
 class NuisanceEntry(_Strict):
-    name: str
-    kind: Literal["normalization", "shape"]
-    sigma: Annotated[float, Field(gt=0)]
-    central_value: float = 0.0
-    coefficients: Path | None = None
+    name: str = Field(description="the nuisance's name, as result.json reports its fitted values")
+    kind: Literal["normalization", "shape"] = Field(
+        description="'normalization': log r = nu; 'shape': log r = sum_k delta_k(x) nu^k from `coefficients`")
+    sigma: Annotated[float, Field(gt=0)] = Field(description="width of its Gaussian auxiliary constraint")
+    central_value: float = Field(0.0, description="nu0, the auxiliary measurement of the observed data")
+    coefficients: Path | None = Field(None, description="shape nuisances: a Taylor learner saved with save_model "
+                                                        "(relative to the config)")
 
     @model_validator(mode="after")
     def _coefficients_for_shapes(self) -> NuisanceEntry:
@@ -140,15 +156,22 @@ class NuisanceEntry(_Strict):
 
 
 class TestSettings(_Strict):
-    """width_quantiles: when the backend's kernel width sigma is not fixed, the test is multi-scale:
-    one fit per width at these quantiles of pairwise reference distances, calibrated jointly by
-    min-p on the same null toys ([] or null: one fit with the default width)."""
-
-    width_quantiles: list[Annotated[float, Field(gt=0, lt=1)]] | None = list(DEFAULT_WIDTH_QUANTILES)
+    width_quantiles: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
+        list(DEFAULT_WIDTH_QUANTILES),
+        description="when the backend's width (the kernel's sigma) is not set, one fit per width at these quantiles "
+                    "of pairwise reference distances, calibrated together by min-p on the same null toys; [] or "
+                    "null: one fit with the backend's default width")
 
 
 class Outputs(_Strict):
-    directory: Path = Path("results")
+    directory: Path = Field(Path("results"), description="where result.json, the figures, the model and the toy "
+                                                          "store go (relative to the config)")
+    labels: list[str] | None = Field(None, description="the figures' axis label per input variable (matplotlib "
+                                                       "mathtext works); null: the column names")
+    units: list[str] | None = Field(None, description="the unit per input variable, e.g. [GeV, GeV, rad] ('' for "
+                                                      "none)")
+    experiment_label: str | None = Field(None, description="drawn above each figure, e.g. 'CMS Simulation' (first "
+                                                           "word bold)")
 
 
 def backend_section_type() -> Any:

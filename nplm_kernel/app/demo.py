@@ -38,7 +38,8 @@ def run_demo(settings: DemoSettings = DemoSettings(), progress: bool = True) -> 
     x_ref, w_ref = benchmark.reference(np.random.default_rng(reference_seed))
     injected = SIGNALS_1D[settings.signal]
     x_obs = benchmark.data(np.random.default_rng(observed_seed), injected)
-    test = NPLMTest(KernelNPLM(n_centers=settings.n_centers, penalty=settings.penalty, seed=settings.seed))
+    test = NPLMTest(KernelNPLM(n_centers=settings.n_centers, penalty=settings.penalty, seed=settings.seed,
+                               reuse_reference=True))
     observed = test.run(x_obs, x_ref, w_ref).estimator
     t_null = run_toys(test, benchmark.data, x_ref, w_ref, n_toys=settings.n_toys, seed=settings.seed,
                       executor=settings.executor, progress=progress).t

@@ -1,22 +1,30 @@
-"""Plots in the field's look (the mplhep CMS style when mplhep is installed), returned as
-matplotlib Figures and saved when a path is given (the format from its extension: .png, .pdf,
-.svg, ...). They never change matplotlib's global backend or style: figures are built with the
-object API inside a style context, so they display in a notebook and save from a script alike.
+"""Plots for slides and notebooks, returned as matplotlib Figures and saved when a path is given
+(the format from its extension: .png, .pdf, .svg, ...). They never change matplotlib's global
+backend or style: figures are built with the object API inside a neutral style context
+(NEUTRAL_STYLE: matplotlib's own fonts, ticks inside, a colour-blind-safe cycle), so they display in a
+notebook and save from a script alike; `experiment_label` adds an experiment's label above the
+first panel ('CMS Simulation': CMS in bold, Simulation in italic) without an experiment's style.
 
-plot_learned_f: per input variable, events per bin of data, reference and reference x e^f; the
-data / reference ratio with reference x e^f / reference on it; and the curve f(x) (with the true
-log-ratio when it is known), t and p annotated. learned_f_histograms gives the same binned counts
-as `hist` objects. plot_null_distribution: the null t with the fitted chi2, the observed t, p and Z
-(an extrapolated or bounded p-value marked as such), optionally on a log scale. plot_null_tail: the
-null's survival fraction with its Clopper-Pearson band against the fitted chi2's, Z marked. plot_scan,
-plot_monitoring and plot_power_curves draw hyperparameter scans, monitoring streams and power.
+Every figure of an analysis that shows a p-value shows the analysis' own Significance (str of it:
+p, how it was obtained and from how many toys, Z), never one recomputed from part of the inputs.
+Legends sit outside the axes, so they never cover data.
+
+plot_learned_f: per input variable, events per bin of data (with Garwood Poisson intervals), the
+reference and the reference x e^f; data / reference with reference x e^f / reference; and f (the
+curve in 1D; in several dimensions its average over the reference events of each bin, a marginal),
+with the true log-ratio when it is known. learned_f_histograms gives the binned counts as `hist`
+objects. plot_null_distribution: the null t with the fitted chi2 and the observed t.
+plot_null_tail: the null's survival fraction with its Clopper-Pearson band against the fitted
+chi2's, Z marked. plot_scan, plot_monitoring and plot_power_curves draw hyperparameter scans,
+monitoring streams and power.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
+import re
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +35,23 @@ from ..core.exceptions import ConfigurationError
 from ..core.samples import as_events, as_weights
 from ..inference.calibration import Significance, empirical_p_value, fit_chi2, significance
 
+#: The figures' style: matplotlib's default fonts (no font lookups that can fail), ticks inside on
+#: all four sides, no legend frames; colours from PETROFF_COLOURS.
+NEUTRAL_STYLE = {
+    "font.size": 14, "axes.labelsize": "medium", "axes.titlesize": "medium", "legend.fontsize": "small",
+    "legend.frameon": False, "xtick.direction": "in", "ytick.direction": "in", "xtick.top": True,
+    "ytick.right": True, "xtick.minor.visible": True, "ytick.minor.visible": True,
+    "errorbar.capsize": 0, "savefig.facecolor": "white",
+}
+#: The colour-blind-safe six-colour cycle of M. A. Petroff (arXiv:2107.02270).
+PETROFF_COLOURS = ("#5790fc", "#f89c20", "#e42536", "#964a8b", "#9c9ca1", "#7a21dd")
+#: Bins with fewer expected reference events do not set the ratio panel's range (a ratio such as
+#: 2 events / 0.1 expected is Poisson noise, not an excess); points outside the range are marked by
+#: arrows at its edge.
+RATIO_RANGE_MIN_EXPECTED = 5.0
+#: Legends and their titles are wrapped at this many characters.
+LEGEND_WIDTH = 42
+
 
 def _matplotlib():
     try:
@@ -36,20 +61,18 @@ def _matplotlib():
 
 
 def _style():
-    """The mplhep CMS style for the figures built inside it (nothing global changes)."""
+    """NEUTRAL_STYLE for the figures built inside it (nothing global changes)."""
+    _matplotlib()
     matplotlib = importlib.import_module("matplotlib")
-    try:
-        mplhep = importlib.import_module("mplhep")
-    except ImportError:
-        return contextlib.nullcontext()
-    return matplotlib.rc_context(mplhep.style.CMS)
+    cycler = importlib.import_module("cycler")
+    return matplotlib.rc_context({**NEUTRAL_STYLE, "axes.prop_cycle": cycler.cycler(color=PETROFF_COLOURS)})
 
 
 def _figure(nrows: int, ncols: int, ax: Any, **options) -> tuple[Any, Any]:
     """(figure, axes): the given axes (and their figure), or a new figure of that grid."""
     if ax is not None:
         return np.asarray(ax).flat[0].figure, ax
-    figure = _matplotlib().Figure(figsize=options.pop("figsize", (9, 7)))
+    figure = _matplotlib().Figure(figsize=options.pop("figsize", (9, 7)), layout="constrained")
     return figure, figure.subplots(nrows, ncols, squeeze=False, **options)
 
 
@@ -59,10 +82,42 @@ def _save(figure: Any, path: str | os.PathLike | None) -> Any:
     return figure
 
 
-def _p_text(result: Significance) -> str:
-    z = f"{result.z:.2f}" if np.isfinite(result.z) else ("inf" if result.z > 0 else "-inf")
-    flag = " (chi2 extrapolation)" if result.is_extrapolated else (" (upper bound)" if result.is_bound else "")
-    return f"p = {result.p_value:.3g}{flag}, Z = {z}"
+def _wrapped(text: str) -> str:
+    """A legend title: t, p and Z of a Significance's text on lines of their own, wrapped."""
+    text = re.sub(r", (Z [=>] )", r",\n\1", re.sub(r": (p [=<] )", r":\n\1", text))
+    return "\n".join(textwrap.fill(line, LEGEND_WIDTH) for line in text.split("\n"))
+
+
+def _legend_outside(axis: Any, title: str | None = None, offset: float = 1.02) -> Any:
+    """The axis' legend to the right of it (never over the data), data first, with a wrapped title."""
+    handles, labels = axis.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda index: not labels[index].startswith("data"))
+    return axis.legend([handles[index] for index in order], [labels[index] for index in order], loc="upper left",
+                       bbox_to_anchor=(offset, 1.0), borderaxespad=0.0, title=None if title is None else _wrapped(title),
+                       alignment="left")
+
+
+def _experiment_label(axis: Any, label: str | None) -> None:
+    """`label` above the axis, left-aligned: its first word bold (the experiment), the rest italic."""
+    if not label:
+        return
+    offsetbox = importlib.import_module("matplotlib.offsetbox")
+    experiment, _, text = label.partition(" ")
+    words = [offsetbox.TextArea(experiment, textprops={"weight": "bold", "size": "large"})]
+    words += [offsetbox.TextArea(text, textprops={"style": "italic"})] if text else []
+    box = offsetbox.HPacker(children=words, align="baseline", pad=0, sep=6)
+    axis.add_artist(offsetbox.AnchoredOffsetbox("lower left", child=box, pad=0, borderpad=0, frameon=False,
+                                                bbox_to_anchor=(0.0, 1.01), bbox_transform=axis.transAxes))
+
+
+def _per_variable(values: Sequence[str] | None, n_variables: int, name: str, default: list[str]) -> list[str]:
+    if values is None:
+        return default
+    values = list(values)
+    if len(values) != n_variables:
+        raise ConfigurationError(f"{name} needs one entry per input variable ({n_variables}), got {len(values)}: "
+                                 f"{values}.")
+    return values
 
 
 def plot_null_distribution(
@@ -73,28 +128,49 @@ def plot_null_distribution(
     bins: int = 30,
     log_y: bool = False,
     ax: Any = None,
+    result: Significance | None = None,
+    description: str | None = None,
+    experiment_label: str | None = None,
 ) -> Any:
-    """The null t (density) with its fitted chi2 (and the nominal chi2(nominal_dof)), and the
-    observed t with its p-value and Z from these toys; log_y for the tail. Returns the Figure."""
+    """The null t (density) with its fitted chi2 (when every t is positive) and the nominal
+    chi2(nominal_dof), and the observed t with the p-value and Z of `result`: pass the analysis'
+    Significance, so that the figure shows the p the analysis reports (for a multi-scale test, the
+    min-p over the widths while t_null and t_observed are one width's: say which in `description`).
+    Without `result`, p and Z of t_observed against these toys (calibration.significance).
+    log_y for the tail. Returns the Figure."""
     values = np.asarray(t_null, dtype=np.float64)
-    fit = fit_chi2(values)
+    if values.ndim != 1:
+        raise ConfigurationError(f"t_null must hold one t per toy, got shape {values.shape}: a multi-scale null has "
+                                 "one column per width; draw one width's, t_null[:, k].")
+    if result is not None and t_observed is None:
+        if isinstance(result.t, tuple):
+            raise ConfigurationError("a multi-scale Significance needs t_observed: the t of the width whose null "
+                                     "toys are drawn.")
+        t_observed = result.t
+    if t_observed is not None and result is None:
+        result = significance(t_observed, values)
     with _style():
-        figure, axes = _figure(1, 1, ax, figsize=(11, 8))
+        figure, axes = _figure(1, 1, ax, figsize=(11, 6))
         axis = np.asarray(axes).flat[0]
+        upper = max(values.max(), t_observed or 0.0) * 1.05
         axis.hist(values, bins=bins, density=True, histtype="stepfilled", alpha=0.4, label=f"null toys ({len(values)})")
-        upper = max(values.max(), t_observed or 0.0) * 1.1
         grid = np.linspace(1e-3 * upper, upper, 400)
-        axis.plot(grid, stats.chi2.pdf(grid, fit.dof), label=f"fitted $\\chi^2_{{{fit.dof:.2f}}}$ (KS p = {fit.ks_p_value:.2f})")
+        if (values > 0).all():
+            fit = fit_chi2(values)
+            axis.plot(grid, stats.chi2.pdf(grid, fit.dof),
+                      label=f"fitted $\\chi^2$, dof = {fit.dof:.2f} (KS p = {fit.ks_p_value:.2f})")
         if nominal_dof is not None:
-            axis.plot(grid, stats.chi2.pdf(grid, nominal_dof), linestyle="--", label=f"nominal $\\chi^2_{{{nominal_dof:g}}}$")
+            axis.plot(grid, stats.chi2.pdf(grid, nominal_dof), linestyle="--", label=f"nominal $\\chi^2$, dof = {nominal_dof:g}")
         if t_observed is not None:
-            result = significance(t_observed, values)
-            axis.axvline(t_observed, color="black", label=f"observed t = {t_observed:.2f}: {_p_text(result)}")
+            axis.axvline(t_observed, color="black", label=f"observed t = {t_observed:.2f}")
         if log_y:
             axis.set_yscale("log")
+        axis.set_xlim(min(0.0, values.min()), upper)
         axis.set_xlabel("t")
         axis.set_ylabel("probability density")
-        axis.legend(fontsize="x-small")
+        _experiment_label(axis, experiment_label)
+        title = "\n".join(part for part in (None if result is None else str(result), description) if part)
+        _legend_outside(axis, title or None)
     return _save(figure, path)
 
 
@@ -130,7 +206,7 @@ def plot_null_tail(
         shown = [z for z in z_marks if bottom <= stats.norm.sf(z) <= top]
         right.set_yticks([stats.norm.sf(z) for z in shown], [f"Z = {z:g}" for z in shown])
         right.minorticks_off()
-        axis.legend(fontsize="small", loc="lower left")
+        _legend_outside(axis, offset=1.15)
     return _save(figure, path)
 
 
@@ -138,15 +214,19 @@ def learned_f_histograms(estimator, x_data: np.ndarray, x_ref: np.ndarray, w_ref
                          names: Sequence[str] | None = None, bins: int = 40) -> list[dict[str, Any]]:
     """Per input variable, `hist` histograms (weighted storage) of the data, the reference and the
     reference reweighted by e^f, on common bins (0.05% to 99.95% quantiles of data + reference)."""
+    data = as_events(x_data, "x_data")
+    ref = as_events(x_ref, "x_ref", data.shape[1])
+    return _histograms(data, ref, as_weights(w_ref, len(ref)), estimator.decision_function(ref), names, bins)
+
+
+def _histograms(data: np.ndarray, ref: np.ndarray, weights: np.ndarray, f_ref: np.ndarray,
+                names: Sequence[str] | None, bins: int) -> list[dict[str, Any]]:
     try:
         hist = importlib.import_module("hist")
     except ImportError:
         raise ConfigurationError("histograms need the hist package: pip install 'nplm-kernel[plots]'") from None
-    data = as_events(x_data, "x_data")
-    ref = as_events(x_ref, "x_ref", data.shape[1])
-    weights = as_weights(w_ref, len(ref))
-    reweighted = weights * np.exp(estimator.decision_function(ref))
-    names = list(names) if names is not None else [f"x{j}" for j in range(data.shape[1])]
+    reweighted = weights * np.exp(f_ref)
+    names = _per_variable(names, data.shape[1], "names", [f"x{j}" for j in range(data.shape[1])])
     result = []
     for j, name in enumerate(names):
         low, high = np.quantile(np.concatenate([data[:, j], ref[:, j]]), [0.0005, 0.9995])
@@ -161,13 +241,71 @@ def learned_f_histograms(estimator, x_data: np.ndarray, x_ref: np.ndarray, w_ref
     return result
 
 
-def _f_curves(estimator, data: np.ndarray, ref: np.ndarray, column: int, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """(grid, f on the grid, label): f along input `column`, the others at the reference medians."""
-    grid = np.linspace(edges[0], edges[-1], 300)
-    points = np.repeat(np.median(ref, axis=0)[None, :], len(grid), axis=0)
-    points[:, column] = grid
-    label = "learned f(x)" if data.shape[1] == 1 else "learned f (other inputs at reference medians)"
-    return grid, estimator.decision_function(points), label
+def _binned_average(values: np.ndarray, column: np.ndarray, weights: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The weighted average of `values` over the events of each bin of `column` (NaN in empty bins)."""
+    total = np.histogram(column, edges, weights=weights)[0]
+    summed = np.histogram(column, edges, weights=weights * values)[0]
+    return np.divide(summed, total, out=np.full(len(total), np.nan), where=total > 0)
+
+
+def _ratio_limits(ratios: list[np.ndarray], expected: np.ndarray) -> tuple[float, float]:
+    """The ratio panel's range: the ratios of the bins with at least RATIO_RANGE_MIN_EXPECTED
+    reference events (all bins with reference events when none has), 1 included, padded by 10%."""
+    reliable = expected >= RATIO_RANGE_MIN_EXPECTED
+    chosen = reliable if reliable.any() else expected > 0
+    values = np.concatenate([ratio[chosen] for ratio in ratios] + [np.ones(1)])
+    values = values[np.isfinite(values)]
+    low, high = values.min(), values.max()
+    pad = 0.1 * max(high - low, 0.1)
+    return max(0.0, low - pad), high + pad
+
+
+def _draw_variable(axes: tuple[Any, Any, Any], histogram: dict[str, Any], label: str, unit: str,
+                   f_curve: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None,
+                   f_average: tuple[np.ndarray, np.ndarray | None], interval: Callable) -> None:
+    """One input variable's column of plot_learned_f: counts, ratios and f."""
+    top, middle, bottom = axes
+    edges = histogram["data"].axes[0].edges
+    centres, width = 0.5 * (edges[1:] + edges[:-1]), edges[1] - edges[0]
+    counts, reference = histogram["data"].values(), histogram["reference"].values()
+    reweighted = histogram["reference x e^f"].values()
+    low, high = interval(counts)
+    shown = counts > 0  # a log axis has no place for an empty bin
+    top.errorbar(centres[shown], counts[shown], yerr=[(counts - low)[shown], (high - counts)[shown]], fmt="o",
+                 color="black", markersize=4, label="data (Garwood 68% intervals)")
+    top.stairs(reference, edges, label="reference")
+    top.stairs(reweighted, edges, label="reference $\\times\\ e^{f}$ (the fit)")
+    top.set_yscale("log")
+    top.set_ylabel(f"events / {width:.3g}{' ' + unit if unit else ''}")
+    safe = np.where(reference > 0, reference, np.nan)
+    data_ratio, model_ratio = counts / safe, reweighted / safe
+    middle.errorbar(centres[shown], data_ratio[shown], yerr=[((counts - low) / safe)[shown], ((high - counts) / safe)[shown]],
+                    fmt="o", color="black", markersize=4, label="data")
+    middle.stairs(model_ratio, edges, color="C1", label="reference $\\times\\ e^{f}$")
+    middle.axhline(1.0, color="grey", linewidth=0.8)
+    bottom_limit, top_limit = _ratio_limits([np.where(shown, data_ratio, np.nan), model_ratio], reference)
+    middle.set_ylim(bottom_limit, top_limit)
+    beyond_label = "data beyond the axis range"
+    for beyond, edge, marker in ((data_ratio > top_limit, top_limit, "^"), (data_ratio < bottom_limit, bottom_limit, "v")):
+        if (beyond & shown).any():
+            middle.plot(centres[beyond & shown], np.full(int((beyond & shown).sum()), edge), marker, color="black",
+                        clip_on=False, label=beyond_label)
+            beyond_label = "_"  # one legend entry for both edges
+    middle.set_ylabel("data / reference")
+    if f_curve is not None:
+        grid, learned, truth = f_curve
+        bottom.plot(grid, learned, label="learned f")
+        if truth is not None:
+            bottom.plot(grid, truth, linestyle="--", color="black", label="true log-ratio")
+    else:
+        learned, truth = f_average
+        bottom.stairs(learned, edges, baseline=None, label="learned f, averaged over the reference events of each bin")
+        if truth is not None:
+            bottom.stairs(truth, edges, baseline=None, linestyle="--", color="black",
+                          label="true log-ratio, averaged the same way")
+    bottom.axhline(0.0, color="grey", linewidth=0.8)
+    bottom.set_ylabel("f")
+    bottom.set_xlabel(f"{label}{' [' + unit + ']' if unit else ''}")
 
 
 def plot_learned_f(
@@ -182,50 +320,47 @@ def plot_learned_f(
     true_log_ratio: Callable[[np.ndarray], np.ndarray] | None = None,
     result: Significance | None = None,
     ax: Any = None,
+    description: str | None = None,
+    experiment_label: str | None = None,
 ) -> Any:
-    """One column per input variable: events per bin of data (with Poisson errors), reference and
-    reference x e^f (top); data / reference and reference x e^f / reference (middle); the curve
-    f(x) along the input, with `true_log_ratio(points)` overlaid when given (bottom). The first
-    panel shows t (and p and Z when a Significance is given). ax: a (3, d) array of axes to draw
-    into. Returns the Figure."""
+    """One column per input variable (names: axis labels, default x0, x1, ...; units: one per
+    variable): events per bin of data (Garwood Poisson intervals), reference and reference x e^f
+    (top); data / reference and reference x e^f / reference, its range set by the bins with enough
+    reference events (middle); f (bottom): in 1D the curve f(x), in several dimensions its average
+    over the reference events of each bin (the marginal a histogram of the variable sees), with
+    `true_log_ratio(points)` drawn the same way when given. The legend's title gives t, or the
+    p-value and Z of `result` (the analysis' Significance) when given, then `description`. ax: a
+    (3, d) array of axes to draw into. Returns the Figure."""
     data = as_events(x_data, "x_data")
     ref = as_events(x_ref, "x_ref", data.shape[1])
-    histograms = learned_f_histograms(estimator, data, ref, w_ref, names, bins)
-    names = [next(iter(histogram["data"].axes)).name for histogram in histograms]
-    units = list(units) if units is not None else [""] * len(names)
+    weights = as_weights(w_ref, len(ref))
+    n_variables = data.shape[1]
+    learned_on_reference = estimator.decision_function(ref)
+    histograms = _histograms(data, ref, weights, learned_on_reference, names, bins)
+    labels = [next(iter(histogram["data"].axes)).name for histogram in histograms]
+    units = _per_variable(units, n_variables, "units", [""] * n_variables)
+    interval = importlib.import_module("hist.intervals").poisson_interval
+    truth_on_reference = None if true_log_ratio is None or n_variables == 1 else true_log_ratio(ref)
     with _style():
-        figure, axes = _figure(3, data.shape[1], ax, figsize=(11 * data.shape[1], 13), sharex="col",
-                               gridspec_kw={"height_ratios": [3, 1.2, 1.5]})
-        for j, (name, unit, histogram) in enumerate(zip(names, units, histograms)):
+        figure, axes = _figure(3, n_variables, ax, figsize=(7.5 * n_variables + 3.5, 10), sharex="col",
+                               gridspec_kw={"height_ratios": [3, 1.4, 1.4]})
+        for j, (label, unit, histogram) in enumerate(zip(labels, units, histograms)):
             edges = histogram["data"].axes[0].edges
-            centres, width = 0.5 * (edges[1:] + edges[:-1]), edges[1] - edges[0]
-            counts = histogram["data"].values()
-            reference = histogram["reference"].values()
-            reweighted = histogram["reference x e^f"].values()
-            top, middle, bottom = axes[0][j], axes[1][j], axes[2][j]
-            top.errorbar(centres, counts, yerr=np.sqrt(counts), fmt="o", color="black", label="data")
-            top.stairs(reference, edges, label="reference")
-            top.stairs(reweighted, edges, label="reference $\\times e^{f}$")
-            top.set_yscale("log")
-            top.set_ylabel(f"events / {width:.3g}{' ' + unit if unit else ''}")
-            top.legend(fontsize="x-small", loc="upper right")
-            safe = np.where(reference > 0, reference, np.nan)
-            middle.errorbar(centres, counts / safe, yerr=np.sqrt(counts) / safe, fmt="o", color="black", markersize=3)
-            middle.stairs(reweighted / safe, edges, color="C1")
-            middle.axhline(1.0, color="grey", linewidth=0.8)
-            middle.set_ylabel("/ reference")
-            grid, values, label = _f_curves(estimator, data, ref, j, edges)
-            bottom.plot(grid, values, label=label)
-            if true_log_ratio is not None:
-                points = np.repeat(np.median(ref, axis=0)[None, :], len(grid), axis=0)
-                points[:, j] = grid
-                bottom.plot(grid, true_log_ratio(points), linestyle="--", color="black", label="true log-ratio")
-            bottom.axhline(0.0, color="grey", linewidth=0.8)
-            bottom.set_ylabel("f(x)")
-            bottom.set_xlabel(f"{name}{' [' + unit + ']' if unit else ''}")
-            bottom.legend(fontsize="x-small")
-        annotation = f"t = {estimator.t_:.2f}" + (f"\n{_p_text(result)}" if result is not None else "")
-        axes[0][0].text(0.03, 0.04, annotation, transform=axes[0][0].transAxes, fontsize="x-small", va="bottom")
+            f_curve, f_average = None, (None, None)
+            if n_variables == 1:
+                grid = np.linspace(edges[0], edges[-1], 400)[:, None]
+                f_curve = (grid[:, 0], estimator.decision_function(grid),
+                           None if true_log_ratio is None else true_log_ratio(grid))
+            else:
+                f_average = (_binned_average(learned_on_reference, ref[:, j], weights, edges),
+                             None if truth_on_reference is None else
+                             _binned_average(truth_on_reference, ref[:, j], weights, edges))
+            _draw_variable((axes[0][j], axes[1][j], axes[2][j]), histogram, label, unit, f_curve, f_average, interval)
+        _experiment_label(axes[0][0], experiment_label)
+        summary = "\n".join(part for part in (f"t = {estimator.t_:.2f}" if result is None else str(result), description)
+                            if part)
+        for row in range(3):
+            _legend_outside(axes[row][n_variables - 1], summary if row == 0 else None)
     return _save(figure, path)
 
 
@@ -252,7 +387,7 @@ def plot_scan(result, path: str | os.PathLike | None = None, ax: Any = None) -> 
             axis.set_xscale("log")
             axis.set_xlabel("M (Nystrom centres)")
             axis.set_ylabel(label)
-            axis.legend(fontsize="small")
+        _legend_outside(right)
     return _save(figure, path)
 
 
@@ -272,7 +407,7 @@ def plot_monitoring(z_values: Sequence[float], labels: Sequence[str], alarm_z: f
         axis.axhline(alarm_z, color="k", linestyle="--", label=f"alarm threshold (Z = {alarm_z:.2f})")
         axis.set_xlabel("batch")
         axis.set_ylabel("Z (calibrated on good-run batches)")
-        axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        _legend_outside(axis)
     return _save(figure, path)
 
 
@@ -297,5 +432,5 @@ def plot_power_curves(panels: Sequence[tuple[str, Sequence[float], dict[str, Seq
             axis.set_xlabel(label)
             axis.set_ylabel("power")
             axis.set_ylim(-0.02, 1.02)
-            axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+            _legend_outside(axis)
     return _save(figure, path)

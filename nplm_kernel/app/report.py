@@ -16,13 +16,14 @@ def chi2_text(fit: Chi2Fit | None) -> str:
 
 
 def p_value_lines(result: Significance) -> list[str]:
-    """The p-value line (with its Clopper-Pearson interval, method and toy count) and the Z line;
-    an extrapolated or bounded p-value says so on both."""
+    """The p-value line (with its Clopper-Pearson interval, method and toy count) and the Z line,
+    rounded as str(result) rounds them (the figures' text); an extrapolated or bounded p-value says
+    so on both."""
     flag = "  [EXTRAPOLATED beyond every null toy]" if result.is_extrapolated else (
         "  [UPPER BOUND: the true p is smaller]" if result.is_bound else "")
-    z_text = f"{result.z:.3f}" if np.isfinite(result.z) else ("-inf (p = 1: no toy is below t)" if result.z < 0 else
+    z_text = f"{result.z:.2f}" if np.isfinite(result.z) else ("-inf (p = 1: no toy is below t)" if result.z < 0 else
                                                                 "inf")
-    return [f"p-value:   {result.p_value:.4g}  (68.27% Clopper-Pearson [{result.p_low:.4g}, {result.p_high:.4g}]; "
+    return [f"p-value:   {result.p_value:.3g}  (68.27% Clopper-Pearson [{result.p_low:.2g}, {result.p_high:.2g}]; "
             f"method: {result.method}; {result.n_toys} toys){flag}",
             f"Z:         {z_text}{flag}"]
 

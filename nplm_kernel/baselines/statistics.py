@@ -73,8 +73,10 @@ class BinnedLikelihoodRatio(Baseline):
 
     Parameters
     ----------
-    bins : number of bins per variable, with equal expected counts (reference quantiles).
-    edges : explicit bin edges, one increasing sequence per variable (events outside are ignored);
+    bins
+        number of bins per variable, with equal expected counts (reference quantiles).
+    edges
+        explicit bin edges, one increasing sequence per variable (events outside are ignored);
         overrides bins.
     """
 
@@ -121,12 +123,17 @@ class BumpHunt(Baseline):
 
     Parameters
     ----------
-    bins : histogram bins over the range.
-    value_range : (low, high) of the histogram; None: the 0.1% and 99.9% reference quantiles.
-    width_min, width_max : window widths in bins (width_max None: half the bins).
-    pseudo_experiments : pyBumpHunter's own background-only pseudo-experiments for its
+    bins
+        histogram bins over the range.
+    value_range
+        (low, high) of the histogram; None: the 0.1% and 99.9% reference quantiles.
+    width_min, width_max
+        window widths in bins (width_max None: half the bins).
+    pseudo_experiments
+        pyBumpHunter's own background-only pseudo-experiments for its
         look-elsewhere-corrected global p-value (global_p_value_, global_significance_); 0: none.
-    seed : seed of those pseudo-experiments.
+    seed
+        seed of those pseudo-experiments.
     """
 
     name = "BumpHunter (pyBumpHunter)"
@@ -193,9 +200,12 @@ class MaximumMeanDiscrepancy(Baseline):
 
     Parameters
     ----------
-    sigma : kernel width in standardised units; None: the median pairwise reference distance.
-    n_centers : Nystrom centres drawn from the reference (fewer are kept when they are redundant).
-    seed : seed of the centres and of the width subsample.
+    sigma
+        kernel width in standardised units; None: the median pairwise reference distance.
+    n_centers
+        Nystrom centres drawn from the reference (fewer are kept when they are redundant).
+    seed
+        seed of the centres and of the width subsample.
     """
 
     name = "MMD (Gaussian kernel, Nystrom)"
@@ -246,8 +256,10 @@ class _SlicedStatistic(Baseline):
 
     Parameters
     ----------
-    n_slices : projections.
-    seed : seed of the random directions.
+    n_slices
+        projections.
+    seed
+        seed of the random directions.
     """
 
     def __init__(self, n_slices: int = 20, seed: int = 0):
@@ -301,9 +313,12 @@ class GaussianProcessBumpSearch(Baseline):
 
     Parameters
     ----------
-    bins : histogram bins over the 0.1%-99.9% reference quantiles.
-    window : bins summed in each local excess.
-    min_length_scale : smallest RBF length scale, in units of the range (a smooth background).
+    bins
+        histogram bins over the 0.1%-99.9% reference quantiles.
+    window
+        bins summed in each local excess.
+    min_length_scale
+        smallest RBF length scale, in units of the range (a smooth background).
     """
 
     name = "GP fit + residual search"
@@ -368,8 +383,10 @@ class GaussianMixtureScore(Baseline):
 
     Parameters
     ----------
-    n_components : mixture components.
-    seed : seed of the mixture's initialisation.
+    n_components
+        mixture components.
+    seed
+        seed of the mixture's initialisation.
     """
 
     name = "Gaussian-mixture anomaly score"

@@ -5,30 +5,35 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from ..core.exceptions import ConfigurationError
 from . import options
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    from ..app.demo import DemoSettings
-    from ..benchmarks import SIGNALS_1D
+def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    """The options of `nplm test`, `nplm run` or `nplm demo`."""
+    {"test": _test_arguments, "run": _run_arguments, "demo": _demo_arguments}[command](parser)
 
-    test = commands.add_parser("test", help="run the NPLM test on a data file against a reference file")
+
+def _test_arguments(test: argparse.ArgumentParser) -> None:
     options.add_data_option(test)
     options.add_sample_options(test)
     test.add_argument("--null", help="campaign store (from nplm toys) to calibrate t against")
     test.add_argument("--plot", help="figure of data, reference and reference x e^f per variable (.png, .pdf, ...)")
+    options.add_plot_options(test)
     options.add_progress_option(test)
     test.set_defaults(run=_test)
 
-    run = commands.add_parser("run", help="run (or resume) the whole study an analysis YAML file describes")
+
+def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("config", help="analysis config (YAML)")
     options.add_progress_option(run)
     run.set_defaults(run=_run)
 
-    demo = commands.add_parser("demo", help="run a kernel NPLM test on the built-in 1D benchmark")
+
+def _demo_arguments(demo: argparse.ArgumentParser) -> None:
+    from ..app.demo import DemoSettings
+    from ..benchmarks import SIGNALS_1D
+
     defaults = DemoSettings()
     demo.add_argument("--signal", choices=sorted(SIGNALS_1D), default=defaults.signal,
                       help=f"injected signal (default {defaults.signal})")
@@ -69,8 +74,10 @@ def _test(arguments: argparse.Namespace) -> str:
     if arguments.plot:
         from ..app.plots import plot_learned_f
 
-        plot_learned_f(result.estimator, x_data, x_ref, w_ref, arguments.plot, names=options.columns(arguments.columns),
-                       result=calibrated)
+        plot_learned_f(result.estimator, x_data, x_ref, w_ref, arguments.plot,
+                       names=options.columns(arguments.labels) or options.columns(arguments.columns),
+                       units=options.columns(arguments.units), result=calibrated,
+                       experiment_label=arguments.experiment_label)
         lines.append(f"plot:      {arguments.plot}")
     return "\n".join(lines)
 
@@ -82,9 +89,7 @@ def _run(arguments: argparse.Namespace) -> str:
 
     result = run_analysis(arguments.config, progress=not arguments.no_progress)
     fit = result["null_chi2_fit"]
-    return "\n".join([f"t = {np.round(result['t'], 4)}, p-value = {result['p_value']:.4g} ({result['method']}), "
-                      f"Z = {result['z']:.3f}, {result['n_toys']} null toys",
-                      f"null chi2 fit: {chi2_text(None if fit is None else Chi2Fit(**fit))}"])
+    return "\n".join([result["summary"], f"null chi2 fit: {chi2_text(None if fit is None else Chi2Fit(**fit))}"])
 
 
 def _demo(arguments: argparse.Namespace) -> str:

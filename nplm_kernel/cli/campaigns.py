@@ -12,25 +12,34 @@ from ..core.exceptions import ConfigurationError, InputError
 from . import options
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    toys = commands.add_parser("toys", help="run or resume a null toy campaign")
+def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    """The options of `nplm toys`, `nplm calibrate` or `nplm store`."""
+    {"toys": _toys_arguments, "calibrate": _calibrate_arguments, "store": _store_arguments}[command](parser)
+
+
+def _toys_arguments(toys: argparse.ArgumentParser) -> None:
     options.add_data_option(toys, required=False)
     options.add_sample_options(toys)
-    toys.add_argument("--store", required=True, help="JSON-Lines store to append to and resume from")
-    toys.add_argument("--n-toys", type=int, required=True)
+    toys.add_argument("--store", required=True, help="JSON-Lines toy store to append to and resume from (created "
+                                                     "when missing; it must hold a null of this same test)")
+    toys.add_argument("--n-toys", type=int, required=True,
+                      help="toys the store should hold when done (those already in it are not run again)")
     options.add_executor_option(toys)
     options.add_progress_option(toys)
     toys.set_defaults(run=_toys)
 
-    calibrate = commands.add_parser("calibrate", help="chi2 fit, p-value and Z from a campaign store")
-    calibrate.add_argument("--store", required=True)
+
+def _calibrate_arguments(calibrate: argparse.ArgumentParser) -> None:
+    calibrate.add_argument("--store", required=True, help="toy store of the null (from nplm toys or nplm run)")
     calibrate.add_argument("--t-observed", type=float, help="observed t to turn into a p-value and Z")
     calibrate.add_argument("--dof", type=float, help="nominal chi2 dof to draw beside the fit")
     calibrate.add_argument("--plot", help="figure of the null distribution (.png, .pdf, ...)")
     calibrate.add_argument("--log-y", action="store_true", help="log scale for the null's density (its tail)")
+    options.add_plot_options(calibrate, units=False)
     calibrate.set_defaults(run=_calibrate)
 
-    store = commands.add_parser("store", help="check a toy store, or repair a damaged one")
+
+def _store_arguments(store: argparse.ArgumentParser) -> None:
     store.add_argument("action", choices=["check", "repair"],
                        help="check: report content and damage; repair: move bad lines to <store>.rejected")
     store.add_argument("store", help="the toy store (JSON Lines)")
@@ -62,12 +71,14 @@ def _calibrate(arguments: argparse.Namespace) -> str:
     fit = fit_chi2(t_null)
     lines = null_summary(campaign) + [f"mean t:    {t_null.mean():.3f}",
                                       f"chi2 fit:  dof = {fit.dof:.3f}, KS p-value = {fit.ks_p_value:.3f}"]
-    if arguments.t_observed is not None:
-        lines += p_value_lines(significance(arguments.t_observed, t_null))
+    calibrated = None if arguments.t_observed is None else significance(arguments.t_observed, t_null)
+    if calibrated is not None:
+        lines += p_value_lines(calibrated)
     if arguments.plot:
         from ..app.plots import plot_null_distribution
 
-        plot_null_distribution(t_null, arguments.plot, arguments.t_observed, arguments.dof, log_y=arguments.log_y)
+        plot_null_distribution(t_null, arguments.plot, arguments.t_observed, arguments.dof, log_y=arguments.log_y,
+                               result=calibrated, experiment_label=arguments.experiment_label)
         lines.append(f"plot:      {arguments.plot}")
     return "\n".join(lines)
 

@@ -6,7 +6,6 @@ signatures and docstrings), the executor and --no-progress."""
 from __future__ import annotations
 
 import argparse
-import re
 from typing import Any
 
 import numpy as np
@@ -19,13 +18,24 @@ from ..toys import DEFAULT_EXECUTOR, EXECUTOR_SETTINGS, NULL_TOYS, PermutationTo
 
 #: Namespace prefix of the generated backend options.
 BACKEND_OPTION = "backend_option_"
+#: The title of their group in a command's help.
+BACKEND_SETTINGS_TITLE = "backend settings (each backend's own defaults unless given)"
 
 
 def columns(text: str | None) -> list[str] | None:
-    """Comma-separated columns; a comma inside brackets belongs to an expression ('Muon_pt[:, 0]')."""
+    """Comma-separated items; a comma inside brackets or braces belongs to its item ('Muon_pt[:, 0]',
+    a label '$p_{T,1}$')."""
     if text is None:
         return None
-    return [column.strip() for column in re.split(r",(?![^\[]*\])", text) if column.strip()]
+    items, depth, current = [], 0, ""
+    for character in text + ",":
+        if character == "," and depth == 0:
+            items.append(current.strip())
+            current = ""
+            continue
+        depth += (character in "([{") - (character in ")]}")
+        current += character
+    return [item for item in items if item]
 
 
 def numbers(text: str, kind: type) -> list:
@@ -35,6 +45,18 @@ def numbers(text: str, kind: type) -> list:
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def add_plot_options(parser: argparse.ArgumentParser, units: bool = True) -> None:
+    """How figures label the inputs (per variable: axis label and unit) and the experiment."""
+    group = parser.add_argument_group("figures")
+    if units:
+        group.add_argument("--labels", help="comma-separated axis labels of the input variables (default: the column "
+                                            "names; matplotlib mathtext works, e.g. '$m_{\\mu\\mu}$')")
+        group.add_argument("--units", help="comma-separated units of the input variables, e.g. GeV,GeV,rad "
+                                           "(default: none)")
+    group.add_argument("--experiment-label", help="text at the top left of each figure, e.g. 'CMS Simulation' (its "
+                                                  "first word in bold; default: none)")
 
 
 def add_executor_option(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +111,7 @@ def add_backend_options(parser: argparse.ArgumentParser, choose_backend: bool = 
             if setting.configurable and setting.name != seed:
                 owners.setdefault(setting.name, []).append(name)
                 helps.setdefault(setting.name, setting)
-    group = parser.add_argument_group("backend settings (each backend's own defaults unless given)")
+    group = parser.add_argument_group(BACKEND_SETTINGS_TITLE)
     for option, setting in helps.items():
         text = setting.help.replace("%", "%%")
         group.add_argument(f"--{option.replace('_', '-')}", dest=BACKEND_OPTION + option, metavar="VALUE",

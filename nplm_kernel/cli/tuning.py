@@ -12,22 +12,26 @@ from ..core.exceptions import ConfigurationError
 from . import options
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    from ..baselines import method_names
+def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    """The options of `nplm scan` or `nplm compare`."""
+    {"scan": _scan_arguments, "compare": _compare_arguments}[command](parser)
+
+
+def _listed(values) -> str:
+    return ",".join(f"{value:g}" for value in values)
+
+
+def _scan_arguments(scan: argparse.ArgumentParser) -> None:
     from ..inference import DEFAULT_WIDTH_QUANTILES
     from ..tuning import DEFAULT_N_CENTERS_GRID, DEFAULT_PENALTIES_GRID
 
-    def listed(values) -> str:
-        return ",".join(f"{value:g}" for value in values)
-
-    scan = commands.add_parser("scan", help="choose sigma, M and lambda from null toys of the reference")
     options.add_sample_options(scan, choose_backend=False)  # the scan's grid is the kernel's; its other settings apply
-    scan.add_argument("--sigma-quantiles", default=listed(DEFAULT_WIDTH_QUANTILES),
-                      help=f"pairwise-distance quantiles (default {listed(DEFAULT_WIDTH_QUANTILES)})")
-    scan.add_argument("--n-centers-grid", default=listed(DEFAULT_N_CENTERS_GRID),
-                      help=f"M values (default {listed(DEFAULT_N_CENTERS_GRID)})")
-    scan.add_argument("--penalties", default=listed(DEFAULT_PENALTIES_GRID),
-                      help=f"lambda values (default {listed(DEFAULT_PENALTIES_GRID)})")
+    scan.add_argument("--sigma-quantiles", default=_listed(DEFAULT_WIDTH_QUANTILES),
+                      help=f"pairwise-distance quantiles (default {_listed(DEFAULT_WIDTH_QUANTILES)})")
+    scan.add_argument("--n-centers-grid", default=_listed(DEFAULT_N_CENTERS_GRID),
+                      help=f"M values (default {_listed(DEFAULT_N_CENTERS_GRID)})")
+    scan.add_argument("--penalties", default=_listed(DEFAULT_PENALTIES_GRID),
+                      help=f"lambda values (default {_listed(DEFAULT_PENALTIES_GRID)})")
     scan.add_argument("--n-toys", type=int, default=20, help="null toys per setting (default 20)")
     scan.add_argument("--n-probe-toys", type=int, default=20,
                       help="toys with a generic local excess per setting, for the expected sensitivity (default 20)")
@@ -37,7 +41,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     options.add_progress_option(scan)
     scan.set_defaults(run=_scan)
 
-    compare = commands.add_parser("compare", help="NPLM and baseline methods on the same data and null toys")
+
+def _compare_arguments(compare: argparse.ArgumentParser) -> None:
+    from ..baselines import method_names
+
     options.add_data_option(compare)
     options.add_sample_options(compare, choose_backend=False)  # the backends run are those in --methods
     compare.add_argument("--methods", help="comma-separated methods (default: kernel and every baseline that applies): "

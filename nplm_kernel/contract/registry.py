@@ -148,18 +148,25 @@ def settings_of(cls: type) -> list[Setting]:
 
 
 def _parameter_help(docstring: str) -> dict[str, str]:
-    """'name : text' entries of a numpy-style Parameters section (several names may share one)."""
+    """{name: help} from the Parameters section of a numpy-style docstring, which ends at the next
+    section's title (a line underlined with dashes). An entry is a line 'name', 'name : type' or
+    'a, b : type' (names sharing one description) and its indented description, the help; an
+    entry without a description keeps the text after ' : ' (the one-line form 'name : help')."""
+    lines = inspect.cleandoc(docstring).splitlines()
+    titles = [index for index in range(len(lines) - 1)
+              if lines[index].strip() and set(lines[index + 1].strip()) == {"-"}]
+    start = next((index + 2 for index in titles if lines[index].strip() == "Parameters"), len(lines))
+    end = next((index for index in titles if index >= start), len(lines))
     helps: dict[str, str] = {}
-    current: list[str] = []
-    for line in inspect.cleandoc(docstring).splitlines():
-        match = re.match(r"^(\w+(?:, \w+)*) : (.*)$", line)
-        if match:
-            current = [name.strip() for name in match.group(1).split(",")]
-            for name in current:
-                helps[name] = match.group(2).strip()
-        elif current and line.startswith(" ") and line.strip():
-            for name in current:
-                helps[name] += " " + line.strip()
-        elif not line.strip():
-            current = []
+    names: list[str] = []
+    described = False
+    for line in lines[start:end]:
+        entry = re.match(r"^(\w+(?:, \w+)*)(?: : (.*))?$", line)
+        if entry:
+            names, described = [name.strip() for name in entry.group(1).split(",")], False
+            helps.update(dict.fromkeys(names, (entry.group(2) or "").strip()))
+        elif names and line.startswith(" ") and line.strip():
+            for name in names:
+                helps[name] = f"{helps[name]} {line.strip()}" if described else line.strip()
+            described = True
     return helps

@@ -78,6 +78,21 @@ class Significance:
         """p is only an upper bound (UPPER_BOUND): beyond every toy with no chi2 tail to use."""
         return self.method == UPPER_BOUND
 
+    def __str__(self) -> str:
+        """One line: t, p (with its Clopper-Pearson interval, or as a bound), how p was obtained and
+        from how many null toys, and Z; the text every output of an analysis shows."""
+        widths = isinstance(self.t, tuple)
+        t = "(" + ", ".join(f"{value:.3f}" for value in self.t) + ")" if widths else f"{self.t:.3f}"
+        scope = f"min-p over {len(self.t)} widths, " if widths else ""
+        if self.is_bound:
+            return (f"t = {t}: p < {self.p_value:.3g} ({scope}upper bound: t beyond all {self.n_toys} null toys), "
+                    f"Z > {self.z:.2f}")
+        if self.is_extrapolated:
+            tail = f"Bonferroni bound from the {len(self.t)} widths' chi2 tails" if widths else "chi2 extrapolation"
+            return f"t = {t}: p = {self.p_value:.3g} ({tail} beyond all {self.n_toys} null toys), Z = {self.z:.2f}"
+        return (f"t = {t}: p = {self.p_value:.3g}, interval [{self.p_low:.2g}, {self.p_high:.2g}] ({scope}empirical, "
+                f"{self.n_toys} null toys), Z = {self.z:.2f}")
+
 
 def _as_null_sample(t_null: object) -> np.ndarray:
     """The null toys' t of a one-number statistic, (n,); InputError for one column per width."""

@@ -109,53 +109,85 @@ class KernelNPLM(BaseEstimator):
 
     Parameters
     ----------
-    n_centers : number M of Nystrom centres (drawn, or the most chosen for coverage); None: N_D / 4
+    n_centers
+        number M of Nystrom centres (drawn, or the most chosen for coverage); None: N_D / 4
         clipped to [100, 3000]. Ignored when `centers` is given.
-    sigma : Gaussian kernel width in the (standardised, if `standardize`) input units; None: the
+    sigma
+        Gaussian kernel width in the (standardised, if `standardize`) input units; None: the
         90th percentile of pairwise reference distances.
-    penalty : lambda of J(alpha) = (1/n) sum_i l_i(f_i) + (lambda/2) alpha^T K_MM alpha, n = N_D + N_R.
-    loss : 'nplm' (l the NPLM loss: w_R (e^f - 1) on reference events, -f on data events; t >= 0 by
+    penalty
+        lambda of J(alpha) = (1/n) sum_i l_i(f_i) + (lambda/2) alpha^T K_MM alpha, n = N_D + N_R.
+    loss
+        'nplm' (l the NPLM loss: w_R (e^f - 1) on reference events, -f on data events; t >= 0 by
         construction) or 'logistic' (the weighted binary cross-entropy of the published Falkon-NPLM:
         labels 1 / 0, weights 1 / w_R).
-    centers : fixed (M, d) centres in input units (standardised with the inputs); None: chosen as
+    centers
+        fixed (M, d) centres in input units (standardised with the inputs); None: chosen as
         center_selection says.
-    center_selection : 'uniform' (M drawn uniformly from data + reference) or 'coverage' (up to M
+    center_selection
+        'uniform' (M drawn uniformly from data + reference) or 'coverage' (up to M
         chosen greedily by pivoted Cholesky from every data event and a reference subsample, so
         that isolated events get a centre).
-    center_tol : centres whose kernel function lies within sqrt(center_tol) (RKHS norm) of the span
+    center_tol
+        centres whose kernel function lies within sqrt(center_tol) (RKHS norm) of the span
         of the others are dropped (pivoted Cholesky of K_MM); None: 1e-12. They add nothing float
         arithmetic can resolve and make K_MM singular.
-    standardize : scale inputs by the reference's weighted mean and standard deviation.
-    penalty_list : decreasing penalties for the Newton continuation, ending at `penalty` (one Newton
+    standardize
+        scale inputs by the reference's weighted mean and standard deviation.
+    penalty_list
+        decreasing penalties for the Newton continuation, ending at `penalty` (one Newton
         step each before converging at `penalty`); None: [penalty]. For parity with the published
         Falkon-NPLM numbers (one Newton step from alpha = 0) use max_newton_steps=1.
-    max_newton_steps, newton_tol : Newton steps at the final penalty stop when the Newton decrement
+    max_newton_steps, newton_tol
+        Newton steps at the final penalty stop when the Newton decrement
         (about J - min J) is below newton_tol * |J|, or after max_newton_steps.
-    max_cg_iter, cg_tol : conjugate-gradient cap and relative residual tolerance per Newton step.
-    max_total_cg_iter : cap on the CG iterations of the whole fit, so that an ill-conditioned
+    max_cg_iter, cg_tol
+        conjugate-gradient cap and relative residual tolerance per Newton step.
+    max_total_cg_iter
+        cap on the CG iterations of the whole fit, so that an ill-conditioned
         problem (very narrow kernel, tiny lambda) stops in bounded time; it then reports
         converged_ = False with a ConvergenceWarning that names the cause.
-    device : 'cpu', 'cuda' (or 'cuda:N'), or 'auto' (CUDA when available).
-    dtype : storage of the cached kernel matrix, 'float64' (default) or 'float32' (half the memory
+    device
+        'cpu', 'cuda' (or 'cuda:N'), or 'auto' (CUDA when available).
+    dtype
+        storage of the cached kernel matrix, 'float64' (default) or 'float32' (half the memory
         and bandwidth; stores the whitened features K_nM T^-1, built in float64, so that rounding is
         not amplified by the conditioning of K_MM). Kernel blocks recomputed on the fly, the
         preconditioner, per-event vectors and predictions are float64.
-    memory_budget : bytes the fit may add, temporaries included: its per-point vectors and point
+    memory_budget
+        bytes the fit may add, temporaries included: its per-point vectors and point
         copies (solver.fixed_fit_memory) plus K_nM, which is cached when it fits what remains and
         otherwise recomputed block by block in a buffer sized to the remainder. A budget that cannot
         hold even the per-point vectors is refused with the budget the fit needs.
-    reuse_reference : for toy campaigns, where every fit uses the same reference sample: draw the
+    reuse_reference
+        for toy campaigns, where every fit uses the same reference sample: draw the
         centres from the reference only (M = n_centers, or the default M for N_D = N(R)) and keep,
         once per process, the reference's standardisation, sigma, centres, Nystrom factor and its
         cached kernel rows, for every later fit on the same reference (recognised by the content of
         x_ref and w_ref and by these hyperparameters). Given those centres, t is unchanged; per toy
         only the data rows of K_nM are computed.
-    seed : seed of the centre selection and the sigma subsample (None: fresh entropy).
+    seed
+        seed of the centre selection and the sigma subsample (None: fresh entropy).
 
-    Fitted attributes: centers_ (M', d), the M' <= M centres kept, in the kernel's input space
-    (standardised when `standardize`), alpha_ (M',), sigma_, input_mean_, input_scale_ (d,), loss_
-    (L[f], offsets included), t_ = -2 loss_, n_centers_, diagnostics_ (SolverDiagnostics),
-    converged_, fit_ (backends.BackendFit: f on the training points), feature_names_in_.
+    Attributes
+    ----------
+    centers_
+        (M', d): the M' <= M centres kept, in the kernel's input space (standardised when
+        `standardize`).
+    alpha_
+        (M',): the coefficients of f.
+    sigma_, n_centers_
+        The kernel width used and M'.
+    input_mean_, input_scale_
+        (d,): the standardisation.
+    loss_, t_
+        L[f] (offsets included) and t = -2 L[f].
+    diagnostics_, converged_
+        solver.SolverDiagnostics, and whether the fit met its tolerance.
+    fit_
+        contract.BackendFit: f on the training points.
+    feature_names_in_
+        The data frame's column names, when one was given.
     """
 
     #: Settings that change how t is computed, not its value (left out of a campaign's identity).

@@ -14,6 +14,7 @@ their parent process dies, so a killed campaign leaves no orphans.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -68,6 +69,16 @@ class CampaignResult:
         their t is kept, and counted here)."""
         return sum(row["status"] == STATUS_OK and bool(np.any(row.get("unsupported_events") or 0))
                    for row in self.rows)
+
+    def to_pandas(self) -> Any:
+        """The rows as a pandas DataFrame indexed by the (integer) toy index, one column per store
+        field (a multi-scale test's t is a list per toy). Reading a store with
+        pandas.read_json(lines=True) instead mixes in the header line and makes toy indices floats."""
+        try:
+            pandas = importlib.import_module("pandas")
+        except ImportError:
+            raise ConfigurationError("to_pandas needs pandas: pip install pandas") from None
+        return pandas.DataFrame.from_records(list(self.rows)).set_index("toy")
 
     @classmethod
     def from_store(cls, path: str | os.PathLike, test: NPLMTest | None = None, x_ref: np.ndarray | None = None,
@@ -145,7 +156,10 @@ def run_toys(
         task = ToyTask(test=test, generator=generator, x_ref=x_ref, w_ref=w_ref, seed=seed)
         new_rows: dict[int, dict[str, Any]] = {}
         failures = sum(row["status"] != STATUS_OK for row in content.rows if row["toy"] < n_toys)
-        bar = tqdm(total=n_toys, initial=len(done), desc="toys", unit="toy", disable=not progress, file=sys.stderr)
+        # rows arrive a batch at a time: the rate is the average since the start (smoothing=0), and
+        # the bar is drawn at least every 0.1% of the toys, so it shows each batch's end
+        bar = tqdm(total=n_toys, initial=len(done), desc="toys", unit="toy", disable=not progress, file=sys.stderr,
+                   smoothing=0.0, mininterval=0.0, miniters=max(1, n_toys // 1000))
         try:
             for row in results(executor, task, pending, batch_size):
                 new_rows[row["toy"]] = row
