@@ -93,7 +93,9 @@ def test_a_torn_last_line_is_discarded_and_rewritten(inputs, tmp_path):
                       progress=False)
     lines = store.read_text().splitlines()
     assert json.loads(lines[0])["record"] == "campaign"
-    assert [json.loads(line)["toy"] for line in lines[1:]] == [0, 1, 2]
+    records = [json.loads(line) for line in lines[1:]]
+    assert [row["toy"] for row in records if row["record"] == "toy"] == [0, 1, 2]
+    assert {"record": "n_toys", "n_toys": 3} in records  # the campaign was extended from 2 to 3 toys
     assert len(result.t) == 3
 
 
