@@ -14,6 +14,8 @@ key path and its line in the file. Relative paths are relative to the config fil
                                     # float32, ...); or kind: nn with any NNNPLM setting; or a registered backend
     toys: {n_toys: 300, seed: 0, executor: local, pool_fraction: 0.5}   # or pool: heldout.parquet
                                     # store: toys.jsonl (relative to the output directory)
+                                    # executor: serial, local, a number of processes, dask:ADDRESS, or batch
+                                    # jobs: {kind: slurm, jobs: 4, cores: 8, memory: 16GB, walltime: "04:00:00"}
     nuisances:                      # optional: t = tau - Delta; toys draw nu0 ~ N(0, sigma)
       - {name: lumi, kind: normalization, sigma: 0.025}
       - {name: scale, kind: shape, sigma: 0.05, coefficients: delta_scale.npz}   # save_model of a Taylor learner
@@ -67,14 +69,14 @@ class Inputs(_Strict):
 class Toys(_Strict):
     n_toys: Annotated[int, Field(ge=2)]
     seed: int = 0
-    executor: str | int = DEFAULT_EXECUTOR
+    executor: str | int | dict[str, Any] = DEFAULT_EXECUTOR
     pool: Path | None = None
     pool_fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
     store: Path = Path("toys.jsonl")
 
     @field_validator("executor")
     @classmethod
-    def _known_executor(cls, value: str | int) -> str | int:
+    def _known_executor(cls, value: str | int | dict[str, Any]) -> str | int | dict[str, Any]:
         try:
             resolve_executor(value)
         except ConfigurationError as error:

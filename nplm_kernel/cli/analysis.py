@@ -54,13 +54,13 @@ def _test(arguments: argparse.Namespace) -> str:
     x_ref, w_ref, _ = options.reference_from_arguments(arguments)
     x_data = load_data(arguments.data, options.columns(arguments.columns), arguments.key, selection=arguments.selection)
     test = NPLMTest(options.chosen_backend(arguments))
+    null = None if arguments.null is None else CampaignResult.from_store(arguments.null, test, x_ref, w_ref)  # before the fit
     result = test.run(x_data, x_ref, w_ref)
     lines = [f"backend:   {result.backend} {result.hyperparameters}",
              f"samples:   N_D = {len(x_data)}, N_R = {len(x_ref)}, N(R) = {w_ref.sum():.6g}",
              f"t:         {result.t:.4f}  (fit {result.wall_time:.2f} s)"]
     calibrated = None
-    if arguments.null:
-        null = CampaignResult.from_store(arguments.null, test, x_ref, w_ref)
+    if null is not None:
         calibrated = significance(result.t, null.t)
         lines += null_summary(null) + p_value_lines(calibrated)
     if arguments.plot:

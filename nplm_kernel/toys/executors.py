@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..contract import backend_device
 from ..core.exceptions import ConfigurationError, NPLMError
@@ -61,7 +61,8 @@ EXECUTOR_SETTINGS = {
     "local": "a process pool over all cores (one per GPU for a CUDA backend)",
     "dask:ADDRESS": "a running dask scheduler (e.g. dask:tcp://10.0.0.1:8786)",
     "slurm[:KEY=VALUE,...]": "workers in SLURM jobs through dask-jobqueue (keys: jobs, max_jobs, cores, memory, "
-                             "walltime, queue, account, interface; htcondor, pbs, sge and lsf alike)",
+                             "walltime, queue, account, interface, log_directory; htcondor, pbs, sge and lsf "
+                             "alike)",
 }
 
 
@@ -77,11 +78,22 @@ class DaskScheduler:
     address: str
 
 
+def walltime_seconds(walltime: str) -> int:
+    """A walltime [D-]HH:MM:SS in seconds; ValueError otherwise (shorter forms mean different things
+    to different batch systems)."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)", walltime.strip())
+    if match is None:
+        raise ValueError(f"walltime must be [D-]HH:MM:SS, got {walltime!r}")
+    days, hours, minutes, seconds = (int(part) if part else 0 for part in match.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
 class BatchJobs(BaseModel):
     """Dask workers in batch jobs, through dask-jobqueue: `jobs` jobs kept running by adapt (a
     cancelled, killed or retired job is replaced; up to max_jobs), each with `cores` single-threaded
-    worker processes (one toy per core), `memory` per job and `walltime` ([D-]HH:MM[:SS]); workers
-    retire at LIFETIME_FRACTION of the walltime. `directives`: extra job-script lines
+    worker processes (one toy per core), `memory` per job and `walltime` ([D-]HH:MM:SS); workers
+    retire at LIFETIME_FRACTION of the walltime. `interface`: the network interface of scheduler and
+    workers ('ib0', 'lo'); `log_directory`: the jobs' output files. `directives`: extra job-script lines
     ('--constraint=cpu' for SLURM; 'Key = Value' for HTCondor, e.g. '+JobFlavour = "workday"')."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -96,16 +108,15 @@ class BatchJobs(BaseModel):
     account: str | None = None
     disk: str = "1GB"
     interface: str | None = None
+    log_directory: str | None = None
     python: str = sys.executable
     directives: tuple[str, ...] = ()
 
-    def walltime_seconds(self) -> int:
-        """The walltime in seconds ([D-]HH:MM[:SS], or MM:SS, as SLURM writes it)."""
-        match = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d\d)(?::(\d\d))?", self.walltime.strip())
-        if match is None:
-            raise ConfigurationError(f"walltime must be [D-]HH:MM[:SS], got {self.walltime!r}.")
-        days, first, second, third = (int(part) if part else 0 for part in match.groups())
-        return days * 86400 + (first * 3600 + second * 60 + third if match.group(4) else first * 60 + second)
+    @field_validator("walltime")
+    @classmethod
+    def _walltime_format(cls, value: str) -> str:
+        walltime_seconds(value)
+        return value
 
     def cluster(self) -> Any:
         """The dask-jobqueue cluster (no job submitted yet: adapt or scale starts them), its
@@ -115,12 +126,12 @@ class BatchJobs(BaseModel):
         except ImportError:
             raise ConfigurationError(f"executor {self.system!r} needs dask-jobqueue: pip install "
                                      "'nplm-kernel[cluster]'.") from None
-        seconds = self.walltime_seconds()
+        seconds = walltime_seconds(self.walltime)
         lifetime = ["--lifetime", f"{int(seconds * LIFETIME_FRACTION)}s",
                     "--lifetime-stagger", f"{max(1, int(seconds * LIFETIME_STAGGER))}s"]
         options: dict[str, Any] = {
             "cores": self.cores, "processes": self.cores, "memory": self.memory, "interface": self.interface,
-            "python": self.python, "worker_extra_args": lifetime, "scheduler_options": {"dashboard_address": ":0"}}
+            "log_directory": self.log_directory, "python": self.python, "worker_extra_args": lifetime, "scheduler_options": {"dashboard_address": ":0"}}
         if self.system == "htcondor":
             directives = dict(line.split("=", 1) for line in self.directives)
             options |= {"disk": self.disk, "job_extra_directives": {"+MaxRuntime": str(seconds)}
@@ -138,8 +149,9 @@ def _batch_jobs(settings: dict[str, Any]) -> BatchJobs:
         problem = error.errors()[0]
         where = ".".join(map(str, problem["loc"])) or "executor"
         reason = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
-        raise ConfigurationError(f"executor {settings.get('system')!r}: {where}: {reason} (got "
-                                 f"{problem.get('input')!r}).") from None
+        given = "" if problem["type"] == "value_error" else f" (got {problem.get('input')!r})"
+        raise ConfigurationError(f"executor {settings.get('system')!r}: {where}: "
+                                 f"{reason.removeprefix('Value error, ')}{given}.") from None
 
 
 def _parse_setting(text: str) -> Any:
@@ -205,21 +217,23 @@ def _toys(unit: ToyUnit) -> str:
     return f"toy {shown}" if len(unit.keep) == 1 else f"toys {shown}"
 
 
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
 def _count_loss(losses: dict[ToyUnit, int], unit: ToyUnit, error: Exception, max_losses: int) -> None:
     """Count the loss of `unit` to `error`; ExecutorError when `error` is not a loss (the executor
     could not run the unit) or when the unit was lost more than max_losses times."""
     if not _is_loss(error):
-        raise ExecutorError(f"the executor could not run {_toys(unit)}: {type(error).__name__}: {error} (not an error "
-                            "of the toys: check that the workers run this package's version and can import the "
-                            "generator's module).") from error
+        raise ExecutorError(f"the executor could not run {_toys(unit)}: {_error_text(error)} (not an error of the "
+                            "toys: check that the workers run this package's version and can import the generator's "
+                            "module).") from error
     losses[unit] = losses.get(unit, 0) + 1
     if losses[unit] > max_losses:
-        raise ExecutorError(f"{_toys(unit)} were lost with their worker {losses[unit]} times (last: "
-                            f"{type(error).__name__}: {error}), more than max_losses = {max_losses}: the executor keeps "
-                            "losing workers (jobs cancelled, or killed at their walltime or memory limit: see the job "
-                            "logs). The finished toys are stored; resume to go on.") from error
-    logger.warning("%s lost with their worker (%s: %s): submitted again (loss %d of at most %d)", _toys(unit),
-                   type(error).__name__, error, losses[unit], max_losses)
+        raise ExecutorError(f"{_toys(unit)}: lost with the worker {losses[unit]} times (last: {_error_text(error)}), "
+                            f"more than max_losses = {max_losses}: the executor keeps losing workers (jobs cancelled, "
+                            "or killed at their walltime or memory limit: see the job logs). The finished toys are "
+                            "stored; resume to go on.") from error
 
 
 _WORKER_TASK: ToyTask | None = None
@@ -333,7 +347,7 @@ def _pool_results(task: ToyTask, units: list[ToyUnit], n_processes: int, max_los
             lost = list(in_flight.values())
             if alone is not None:  # it ran alone in its worker, and the worker died
                 losses[alone] = losses.get(alone, 0) + 1
-                logger.warning("%s lost with its pool worker, alone in it (%d of at most %d)", _toys(alone),
+                logger.warning("%s: lost with its pool worker, alone in it (%d of at most %d times)", _toys(alone),
                                losses[alone], max_losses)
                 if losses[alone] <= max_losses:
                     suspects.appendleft(alone)
@@ -362,17 +376,18 @@ def _held(task: ToyTask) -> ToyTask:
 def _external_results(executor: Any, task: ToyTask, units: list[ToyUnit], max_losses: int) -> Iterator[dict[str, Any]]:
     """Rows from a dask Client or any concurrent.futures.Executor. On dask the task goes into the
     graph once, as the result of a task every unit depends on: unlike scattered data, dask computes
-    it again when every worker holding it is gone. Other executors receive it with each unit. A
-    lost unit is submitted again (_count_loss)."""
-    if _is_dask_client(executor):
-        held = executor.submit(_held, task, pure=False)
-        executor = executor.get_executor(pure=False)
-    else:
-        held = task
+    it again when every worker holding it is gone (and it is submitted again if it was cancelled).
+    Other executors receive it with each unit. A lost unit is submitted again (_count_loss)."""
+    client = executor if _is_dask_client(executor) else None
+    held = [task if client is None else client.submit(_held, task, pure=False)]
+    if client is not None:
+        executor = client.get_executor(pure=False)
 
     def submit(unit: ToyUnit) -> Future:
+        if client is not None and held[0].cancelled():
+            held[0] = client.submit(_held, task, pure=False)
         try:
-            return executor.submit(run_toy_unit, held, unit)
+            return executor.submit(run_toy_unit, held[0], unit)
         except Exception as error:  # noqa: BLE001 - a broken or closed executor: name it
             raise ExecutorError(f"the executor takes no more toys ({type(error).__name__}: {error}); a concurrent."
                                 "futures pool does not replace dead workers: use executor='local' or a number of "
@@ -385,6 +400,7 @@ def _external_results(executor: Any, task: ToyTask, units: list[ToyUnit], max_lo
             future = submit(queue[0])
             in_flight[future] = queue.popleft()
         finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+        lost = []
         for future in finished:
             unit = in_flight.pop(future)
             try:
@@ -394,8 +410,12 @@ def _external_results(executor: Any, task: ToyTask, units: list[ToyUnit], max_lo
             except Exception as error:  # noqa: BLE001 - lost with its worker (submitted again), or ExecutorError
                 _count_loss(losses, unit, error, max_losses)
                 queue.appendleft(unit)
+                lost.append((unit, error))
                 continue
             yield from rows
+        if lost:
+            logger.warning("%d unit(s) of toys (%d toys) lost with their workers (%s): submitted again", len(lost),
+                           sum(len(unit.keep) for unit, _ in lost), _error_text(lost[-1][1]))
 
 
 def _dask_results(setting: DaskScheduler | BatchJobs, task: ToyTask, units: list[ToyUnit],
