@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ..core.exceptions import ConfigurationError, FitError, InputError
 from ..inference import NPLMTest
@@ -30,7 +30,7 @@ from .generators import ToyGenerator, ToySample
 THREADS_PER_TOY = 1
 
 _threads_lock = threading.Lock()
-_threads_state: dict[str, Any] = {"toys": 0, "torch": None, "blas": None}
+_threads_state: dict[str, Any] = {"toys": 0, "torch": None, "blas": None, "controller": None}
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,10 @@ def toy_threads() -> Iterator[None]:
     when the last toy running in it ends (toys may run in several threads of one process)."""
     with _threads_lock:
         if _threads_state["toys"] == 0:
+            if _threads_state["controller"] is None:  # the BLAS libraries of this process, found once (ms)
+                _threads_state["controller"] = ThreadpoolController()
             _threads_state["torch"] = torch.get_num_threads()
-            _threads_state["blas"] = threadpool_limits(limits=THREADS_PER_TOY)
+            _threads_state["blas"] = _threads_state["controller"].limit(limits=THREADS_PER_TOY)
         _threads_state["toys"] += 1
     torch.set_num_threads(THREADS_PER_TOY)  # per thread in recent torch versions
     try:
