@@ -5,6 +5,7 @@
 #     source .ci/slurm.sh
 #     slurm_install && slurm_start
 #     trap slurm_stop EXIT
+#     trap 'exit 143' TERM INT
 # slurm_start exports SLURM_CONF (clients and jobs read it); the state, spool, logs and munge
 # socket of this SLURM live in SLURM_CI_DIR, a temporary folder that slurm_stop removes.
 

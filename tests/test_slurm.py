@@ -101,6 +101,30 @@ def test_a_campaign_on_slurm_jobs_loses_nothing_when_jobs_are_cancelled_and_resu
     assert np.array_equal(resumed.t, serial.t)
 
 
+def test_jobs_cancelled_before_their_workers_start_are_replaced(tmp_path, monkeypatch):
+    """dask-jobqueue replaces only jobs whose workers it has seen; the campaign also replaces jobs that
+    the batch system no longer holds before their workers started (cancelled while pending or
+    starting)."""
+    pytest.importorskip("dask_jobqueue")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    test, x_ref, w_ref = small_campaign_inputs()
+    jobs = BatchJobs(system="slurm", jobs=2, cores=1, memory="1GB", walltime="00:10:00", interface="lo",
+                     log_directory=str(tmp_path / "logs"))
+    cancelled: list[str] = []
+
+    def cancel_at_start() -> None:
+        _wait(lambda: len(_jobs()) >= 2, 60, "two jobs")
+        cancelled.extend(_jobs())
+        subprocess.run(["scancel", *cancelled], check=True)
+
+    canceller = threading.Thread(target=cancel_at_start, daemon=True)
+    canceller.start()
+    result = run_toys(test, SlowGenerator(0.0), x_ref, w_ref, n_toys=6, seed=6, executor=jobs, progress=False,
+                      generator_name="slow")
+    canceller.join()
+    assert len(cancelled) == 2 and result.n_failed == 0 and len(result.t) == 6
+
+
 def test_a_job_array_of_shards_with_cancelled_tasks_resumes_and_merges_into_the_serial_run(tmp_path, capsys):
     """`nplm toys --shard $SLURM_ARRAY_TASK_ID/2` in a job array; one task cancelled mid-run, then the
     whole array; the array submitted again resumes each shard, and `nplm store merge` proves that

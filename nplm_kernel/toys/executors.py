@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -50,6 +51,10 @@ PARENT_CHECK_SECONDS = 0.5
 #: staggered by LIFETIME_STAGGER of it, so that adapt replaces them before the batch system kills them.
 LIFETIME_FRACTION = 0.9
 LIFETIME_STAGGER = 0.05
+#: Seconds between the checks for batch jobs that ended before their workers started, and the
+#: command that lists the jobs a batch system still holds (queued, running or ending).
+VANISHED_CHECK_SECONDS = 5.0
+QUEUED_JOBS_COMMANDS = {"slurm": ["squeue", "--me", "--noheader", "--format=%i"]}
 #: The executor of a campaign when none is named: a process pool over all cores.
 DEFAULT_EXECUTOR = "local"
 #: The batch systems reached through dask-jobqueue (setting name: its cluster class).
@@ -232,7 +237,8 @@ def _count_loss(losses: dict[ToyUnit, int], unit: ToyUnit, error: Exception, max
     if losses[unit] > max_losses:
         raise ExecutorError(f"{_toys(unit)}: lost with the worker {losses[unit]} times (last: {_error_text(error)}), "
                             f"more than max_losses = {max_losses}: the executor keeps losing workers (jobs cancelled, "
-                            "or killed at their walltime or memory limit: see the job logs). The finished toys are "
+                            "or killed at their walltime or memory limit; or workers that die loading the task, e.g. "
+                            "a generator from a module they cannot import: see the job logs). The finished toys are "
                             "stored; resume to go on.") from error
 
 
@@ -384,7 +390,7 @@ def _external_results(executor: Any, task: ToyTask, units: list[ToyUnit], max_lo
         executor = client.get_executor(pure=False)
 
     def submit(unit: ToyUnit) -> Future:
-        if client is not None and held[0].cancelled():
+        if client is not None and held[0].status in ("cancelled", "error", "lost"):  # killed or forgotten
             held[0] = client.submit(_held, task, pure=False)
         try:
             return executor.submit(run_toy_unit, held[0], unit)
@@ -432,9 +438,62 @@ def _dask_results(setting: DaskScheduler | BatchJobs, task: ToyTask, units: list
         return
     with setting.cluster() as cluster:
         cluster.adapt(minimum_jobs=setting.jobs, maximum_jobs=max(setting.jobs, setting.max_jobs or setting.jobs))
-        with Client(cluster) as client:
+        with Client(cluster) as client, _VanishedJobs(cluster, setting.system):
             logger.info("%s jobs: dashboard %s", setting.system, client.dashboard_link)
             yield from _external_results(client, task, units, max_losses)
+
+
+class _VanishedJobs:
+    """While a campaign runs on batch jobs: every VANISHED_CHECK_SECONDS, the jobs whose workers
+    never connected and that the batch system no longer holds (cancelled or killed while pending or
+    starting) are forgotten, so that adapt submits replacements. dask-jobqueue replaces only jobs
+    whose workers were seen and then lost; it would wait for these forever. SLURM only (squeue):
+    on the other systems such a job is not replaced."""
+
+    def __init__(self, cluster: Any, system: str):
+        self.cluster, self.system = cluster, system
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True, name="nplm-vanished-jobs")
+
+    def __enter__(self) -> _VanishedJobs:
+        if self.system in QUEUED_JOBS_COMMANDS:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.done.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def _watch(self) -> None:
+        while not self.done.wait(VANISHED_CHECK_SECONDS):
+            try:
+                connected = [worker["name"] for worker in self.cluster.scheduler_info["workers"].values()]
+                waiting = {name: job.job_id for name, job in list(self.cluster.workers.items())
+                           if job.job_id and not any(str(worker) == name or str(worker).startswith(f"{name}-")
+                                                     for worker in connected)}
+                if not waiting:
+                    continue
+                listed = subprocess.run(QUEUED_JOBS_COMMANDS[self.system], capture_output=True, text=True,
+                                        timeout=30)
+                if listed.returncode != 0:
+                    continue
+                queued = set(listed.stdout.split())
+                vanished = [name for name, job_id in waiting.items() if job_id not in queued]
+            except (OSError, subprocess.SubprocessError, KeyError, AttributeError, RuntimeError) as error:
+                logger.debug("checking the batch jobs failed: %s", error)
+                continue
+            if vanished:
+                logger.warning("batch job(s) %s ended before their workers started: submitting replacements",
+                               ", ".join(waiting[name] for name in vanished))
+                self.cluster.loop.add_callback(self._forget, vanished)
+
+    def _forget(self, names: list[str]) -> None:
+        """(On the cluster's event loop) forget the jobs and let the cluster start their specs again,
+        as dask's SpecCluster does with a worker it lost."""
+        for name in names:
+            self.cluster.workers.pop(name, None)
+        self.cluster._correct_state()
 
 
 def refuse_start_in_worker() -> None:
