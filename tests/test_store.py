@@ -308,6 +308,15 @@ def test_a_full_disk_and_a_directory_are_named_and_an_estimator_is_not_a_test(in
                  store=tmp_path / "full.jsonl")
 
 
+class NoAttributes:
+    """A generator whose description is its repr, with an address."""
+
+    __slots__ = ()
+
+    def __call__(self, rng):
+        return BENCHMARK.data(rng)
+
+
 def test_functions_are_identified_by_what_they_compute(inputs, tmp_path):
     """Two lambdas, or a function redefined under one name, are different generators."""
     test, x_ref, w_ref = inputs
@@ -330,6 +339,8 @@ def test_functions_are_identified_by_what_they_compute(inputs, tmp_path):
     exec("def background(rng):\n    return BENCHMARK.data(rng) + 1.0", namespace)  # redefined under its name
     assert describe(namespace["background"])["function"] == before["function"]
     assert describe(namespace["background"]) != before
+    with pytest.raises(ConfigurationError, match="the generator cannot be identified: .* generator_name="):
+        run_toys(test, NoAttributes(), x_ref, w_ref, n_toys=2, executor=None, progress=False, store=tmp_path / "x")
     header = json.loads(store.read_text().splitlines()[0])
     header["identity"]["generator"].pop("code")  # a store written when functions were named only
     store.write_text(json.dumps(header) + "\n")

@@ -18,8 +18,10 @@ orphans.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -97,9 +99,13 @@ def campaign_identity(test: NPLMTest, generator: ToyGenerator, x_ref: np.ndarray
     """What defines a campaign's distribution of t: the test (backend, hyperparameters, nuisances,
     reference sample), the generator (described, or the user's name for it), the campaign seed and
     the package's major version."""
-    return {"test": test.identity(x_ref, w_ref),
-            "generator": {"name": generator_name} if generator_name is not None else describe(generator),
-            "seed": int(seed), "package_major": MAJOR}
+    described = {"name": generator_name} if generator_name is not None else describe(generator)
+    unstable = re.search(r"<[^<>]* at 0x[0-9a-fA-F]+>", json.dumps(described))
+    if unstable:
+        raise ConfigurationError(f"the generator cannot be identified: its description holds {unstable.group()}, "
+                                 "an address that changes in every session, so the store could never be resumed. "
+                                 "Give it a name that stands for what it draws: generator_name='...'.")
+    return {"test": test.identity(x_ref, w_ref), "generator": described, "seed": int(seed), "package_major": MAJOR}
 
 
 def _check_test(test: Any) -> None:
