@@ -2,6 +2,7 @@
 lost with their workers, shards of one campaign and their merge, and retried failures."""
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -76,6 +77,15 @@ def test_batch_job_scripts_keep_one_thread_per_toy_and_retire_workers_before_the
         assert cluster.scheduler_address.rsplit(":", 1)[1] != "8786"  # a free port, like the dashboard's
     for line in expected:
         assert line in script, (line, script)
+
+
+def test_a_local_pool_in_a_batch_job_uses_the_cores_of_the_job(monkeypatch):
+    from nplm_kernel.toys.executors import available_cores
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert available_cores() == 3
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert 1 <= available_cores() <= os.cpu_count()
 
 
 def test_htcondor_directives_become_submit_lines():

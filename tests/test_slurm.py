@@ -101,10 +101,11 @@ def test_a_campaign_on_slurm_jobs_loses_nothing_when_jobs_are_cancelled_and_resu
     assert np.array_equal(resumed.t, serial.t)
 
 
-def test_jobs_cancelled_before_their_workers_start_are_replaced(tmp_path, monkeypatch):
+def test_jobs_cancelled_before_their_workers_start_are_replaced(tmp_path, monkeypatch, caplog):
     """dask-jobqueue replaces only jobs whose workers it has seen; the campaign also replaces jobs that
     the batch system no longer holds before their workers started (cancelled while pending or
     starting)."""
+    dask = pytest.importorskip("dask")
     pytest.importorskip("dask_jobqueue")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
     test, x_ref, w_ref = small_campaign_inputs()
@@ -119,10 +120,20 @@ def test_jobs_cancelled_before_their_workers_start_are_replaced(tmp_path, monkey
 
     canceller = threading.Thread(target=cancel_at_start, daemon=True)
     canceller.start()
-    result = run_toys(test, SlowGenerator(0.0), x_ref, w_ref, n_toys=6, seed=6, executor=jobs, progress=False,
-                      generator_name="slow")
+    results = []
+
+    def campaign() -> None:
+        results.append(run_toys(test, SlowGenerator(0.0), x_ref, w_ref, n_toys=6, seed=6, executor=jobs,
+                                progress=False, generator_name="slow"))
+
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "2s"}):
+        runner = threading.Thread(target=campaign, daemon=True)  # without the replacement it would wait forever
+        runner.start()
+        runner.join(timeout=180)
     canceller.join()
-    assert len(cancelled) == 2 and result.n_failed == 0 and len(result.t) == 6
+    assert results, "the campaign waited for jobs that had ended"
+    assert len(cancelled) == 2 and results[0].n_failed == 0 and len(results[0].t) == 6
+    assert "ended before their workers started: submitting replacements" in caplog.text
 
 
 def test_a_job_array_of_shards_with_cancelled_tasks_resumes_and_merges_into_the_serial_run(tmp_path, capsys):

@@ -159,7 +159,7 @@ def run_toys(
     reference (x_ref, w_ref), or, when the generator returns ToySample (PermutationToys), against
     the toy's own reference (x_ref and w_ref may then be None).
 
-    executor: 'serial' (or None) runs here; 'local' (default) a process pool over all cores; a
+    executor: 'serial' (or None) runs here; 'local' (default) a process pool over the available cores; a
     number of processes; 'dask:ADDRESS' (a running scheduler); a batch system through dask-jobqueue
     ('slurm:jobs=4,walltime=02:00:00', htcondor, pbs, sge, lsf: executors.BatchJobs); a
     dask.distributed Client; or any concurrent.futures.Executor (the task is then pickled with each

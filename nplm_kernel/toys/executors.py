@@ -55,7 +55,7 @@ LIFETIME_STAGGER = 0.05
 #: command that lists the jobs a batch system still holds (queued, running or ending).
 VANISHED_CHECK_SECONDS = 5.0
 QUEUED_JOBS_COMMANDS = {"slurm": ["squeue", "--me", "--noheader", "--format=%i"]}
-#: The executor of a campaign when none is named: a process pool over all cores.
+#: The executor of a campaign when none is named: a process pool over the available cores.
 DEFAULT_EXECUTOR = "local"
 #: The batch systems reached through dask-jobqueue (setting name: its cluster class).
 BATCH_SYSTEMS = {"slurm": "SLURMCluster", "htcondor": "HTCondorCluster", "pbs": "PBSCluster", "sge": "SGECluster",
@@ -63,7 +63,7 @@ BATCH_SYSTEMS = {"slurm": "SLURMCluster", "htcondor": "HTCondorCluster", "pbs": 
 #: The executor settings that name one (besides a number of processes).
 EXECUTOR_SETTINGS = {
     "serial": "one toy after the other in this process",
-    "local": "a process pool over all cores (one per GPU for a CUDA backend)",
+    "local": "a process pool over the available cores (a SLURM job's, or all; one per GPU for a CUDA backend)",
     "dask:ADDRESS": "a running dask scheduler (e.g. dask:tcp://10.0.0.1:8786)",
     "slurm[:KEY=VALUE,...]": "workers in SLURM jobs through dask-jobqueue (keys: jobs, max_jobs, cores, memory, "
                              "walltime, queue, account, interface, log_directory; htcondor, pbs, sge and lsf "
@@ -289,13 +289,24 @@ def _check_picklable(task: ToyTask) -> None:
         ) from None
 
 
+def available_cores() -> int:
+    """The cores this process may use: those a SLURM job was given (SLURM_CPUS_PER_TASK), else the
+    CPUs it may run on (its affinity), else every core of the machine."""
+    given = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if given.isdigit() and int(given) >= 1:
+        return int(given)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def _process_count(executor: Any, test: Any = None) -> int | None:
-    """The number of pool processes for 'local' (every core, or one per GPU when the backend
-    computes on CUDA) or an int (None for other executors)."""
+    """The number of pool processes for 'local' (every available core, or one per GPU when the
+    backend computes on CUDA) or an int (None for other executors)."""
     if executor == "local":
         if test is not None and _uses_cuda(test):
             return torch.cuda.device_count()
-        return os.cpu_count() or 1
+        return available_cores()
     if isinstance(executor, (int, np.integer)) and not isinstance(executor, bool) and executor >= 1:
         return int(executor)
     return None
@@ -444,16 +455,18 @@ def _dask_results(setting: DaskScheduler | BatchJobs, task: ToyTask, units: list
 
 
 class _VanishedJobs:
-    """While a campaign runs on batch jobs: every VANISHED_CHECK_SECONDS, the jobs whose workers
-    never connected and that the batch system no longer holds (cancelled or killed while pending or
-    starting) are forgotten, so that adapt submits replacements. dask-jobqueue replaces only jobs
-    whose workers were seen and then lost; it would wait for these forever. SLURM only (squeue):
-    on the other systems such a job is not replaced."""
+    """While a campaign runs on batch jobs: every VANISHED_CHECK_SECONDS, a job that has no
+    connected worker and that the batch system no longer holds, for longer than dask's
+    lost-worker-timeout (after which dask itself replaces a job whose worker it saw leave), ended
+    before its worker started (cancelled while pending or starting): it is forgotten, so that adapt
+    submits a replacement. dask-jobqueue would wait for it forever. SLURM only (squeue): on the
+    other systems such a job is not replaced."""
 
     def __init__(self, cluster: Any, system: str):
         self.cluster, self.system = cluster, system
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True, name="nplm-vanished-jobs")
+        self.missing_since: dict[tuple[str, str], float] = {}
 
     def __enter__(self) -> _VanishedJobs:
         if self.system in QUEUED_JOBS_COMMANDS:
@@ -465,34 +478,46 @@ class _VanishedJobs:
         if self.thread.is_alive():
             self.thread.join()
 
+    def _missing(self) -> set[tuple[str, str]]:
+        """(name, job id) of the jobs without a connected worker that the batch system does not hold."""
+        connected = [str(worker["name"]) for worker in self.cluster.scheduler_info["workers"].values()]
+        waiting = {(name, str(job.job_id)) for name, job in list(self.cluster.workers.items())
+                   if job.job_id and not any(worker == name or worker.startswith(f"{name}-") for worker in connected)}
+        if not waiting:
+            return set()
+        listed = subprocess.run(QUEUED_JOBS_COMMANDS[self.system], capture_output=True, text=True, timeout=30)
+        if listed.returncode != 0:
+            raise RuntimeError(listed.stderr.strip())
+        queued = set(listed.stdout.split())
+        return {(name, job_id) for name, job_id in waiting if job_id not in queued}
+
     def _watch(self) -> None:
+        import dask
+
+        grace = dask.utils.parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout")) + \
+            VANISHED_CHECK_SECONDS
         while not self.done.wait(VANISHED_CHECK_SECONDS):
             try:
-                connected = [worker["name"] for worker in self.cluster.scheduler_info["workers"].values()]
-                waiting = {name: job.job_id for name, job in list(self.cluster.workers.items())
-                           if job.job_id and not any(str(worker) == name or str(worker).startswith(f"{name}-")
-                                                     for worker in connected)}
-                if not waiting:
-                    continue
-                listed = subprocess.run(QUEUED_JOBS_COMMANDS[self.system], capture_output=True, text=True,
-                                        timeout=30)
-                if listed.returncode != 0:
-                    continue
-                queued = set(listed.stdout.split())
-                vanished = [name for name, job_id in waiting.items() if job_id not in queued]
+                missing = self._missing()
             except (OSError, subprocess.SubprocessError, KeyError, AttributeError, RuntimeError) as error:
                 logger.debug("checking the batch jobs failed: %s", error)
                 continue
+            now = time.monotonic()
+            self.missing_since = {job: self.missing_since.get(job, now) for job in missing}
+            vanished = [job for job, since in self.missing_since.items() if now - since > grace]
             if vanished:
                 logger.warning("batch job(s) %s ended before their workers started: submitting replacements",
-                               ", ".join(waiting[name] for name in vanished))
+                               ", ".join(job_id for _, job_id in vanished))
                 self.cluster.loop.add_callback(self._forget, vanished)
+                for job in vanished:
+                    self.missing_since.pop(job)
 
-    def _forget(self, names: list[str]) -> None:
+    def _forget(self, jobs: list[tuple[str, str]]) -> None:
         """(On the cluster's event loop) forget the jobs and let the cluster start their specs again,
         as dask's SpecCluster does with a worker it lost."""
-        for name in names:
-            self.cluster.workers.pop(name, None)
+        for name, job_id in jobs:
+            if name in self.cluster.workers and str(self.cluster.workers[name].job_id) == job_id:
+                del self.cluster.workers[name]
         self.cluster._correct_state()
 
 
