@@ -7,6 +7,7 @@ import torch
 from nn_baseline import NNNPLM, ClippedMLP
 from nplm_kernel import ConfigurationError, KernelNPLM, NotFittedError
 from nplm_kernel.benchmarks import Exponential1D, GaussianSignal
+from nplm_kernel.toys import toy_threads
 from nplm_kernel.tuning import tune_weight_clip
 
 
@@ -110,7 +111,8 @@ def test_weight_clip_scan_picks_the_closest_to_chi2(small_benchmark):
     assert tight.median_t < loose.median_t  # a tighter clip means a less flexible network
     assert "| weight clip |" in scan.table() and "(chosen)" in scan.table()
     toy = benchmark.data(np.random.default_rng(np.random.SeedSequence(3).spawn(4)[0]))
-    refit = NNNPLM(weight_clip=0.1, architecture=(1, 4, 1), epochs=300, learning_rate=0.05).fit(toy, x_ref, w_ref)
+    with toy_threads():  # the threads every toy of a campaign runs on
+        refit = NNNPLM(weight_clip=0.1, architecture=(1, 4, 1), epochs=300, learning_rate=0.05).fit(toy, x_ref, w_ref)
     assert tight.t_null[0] == refit.t_
 
 

@@ -1,10 +1,13 @@
 """Campaign integrity: a toy store knows what it is a null of, has one writer, refuses damage it
 cannot explain, and a campaign survives failing toys, dying workers and a killed parent."""
 
+import dataclasses
+import errno
 import functools
 import gc
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,10 +18,12 @@ import numpy as np
 import pytest
 from campaign_helpers import BENCHMARK, DyingGenerator, RaisingGenerator, small_campaign_inputs
 
-from nplm_kernel import KernelNPLM
+from nplm_kernel import ConfigurationError, InputError, KernelNPLM
 from nplm_kernel.benchmarks import NP2
 from nplm_kernel.cli import main
+from nplm_kernel.core.identity import describe
 from nplm_kernel.inference import NPLMTest
+from nplm_kernel.nuisance import NormalizationNuisance, NuisanceModel
 from nplm_kernel.store import (
     CampaignMismatchError,
     StoreConflictError,
@@ -29,7 +34,7 @@ from nplm_kernel.store import (
     read_store,
     repair_store,
 )
-from nplm_kernel.toys import CampaignResult, run_toys
+from nplm_kernel.toys import CampaignResult, ExecutorError, run_toys
 
 HELPER = Path(__file__).with_name("campaign_helpers.py")
 ENVIRONMENT = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HELPER.parent.parent), str(HELPER.parent)])}
@@ -128,8 +133,8 @@ def test_a_damaged_middle_line_is_reported_with_file_and_line_then_repaired(fill
     report = check_store(filled_store)
     assert [number for number, _ in report.bad_lines] == [3, 5] and "missing key(s) ['toy', 'status', 't']" in \
         report.bad_lines[1][1]
-    assert main(["store", "check", str(filled_store)]) == 0
-    assert "bad line:   5: missing key(s)" in capsys.readouterr().out
+    assert main(["store", "check", str(filled_store)]) == 2  # a damaged store is an error
+    assert "bad line:   5: missing key(s)" in capsys.readouterr().err
     assert main(["store", "repair", str(filled_store)]) == 0
     assert "moved to" in capsys.readouterr().out
     rejected = [json.loads(line) for line in filled_store.with_name("null.jsonl.rejected").read_text().splitlines()]
@@ -170,20 +175,22 @@ def test_a_generator_raising_valueerror_gives_failed_rows_and_the_campaign_goes_
 
 
 @pytest.mark.slow
-def test_a_dying_worker_is_replaced_and_its_toy_recorded_as_failed(inputs):
+def test_a_toy_that_kills_its_worker_is_run_alone_then_named_and_the_other_toys_are_kept(inputs, tmp_path):
+    """A worker death is not a toy failure: the toys in flight run again, each alone in a fresh worker,
+    and a toy that kills its worker every time stops the campaign with ExecutorError naming it."""
     test, x_ref, w_ref = inputs
-    generator = DyingGenerator(0.25)
     dying = [index for index in range(8)
              if np.random.default_rng(np.random.SeedSequence(4, spawn_key=(index,))).uniform() < 0.25]
     assert 1 <= len(dying) < 8
-    result = run_toys(test, generator, x_ref, w_ref, n_toys=8, seed=4, executor=2, progress=False,
-                      max_failure_fraction=1.0)
-    failed = {row["toy"] for row in result.rows if row["status"] != "ok"}
-    assert failed == set(dying)
-    assert all("worker died" in result.rows[index]["status"] for index in dying)
+    store = tmp_path / "dying.jsonl"
+    with pytest.raises(ExecutorError, match=rf"toy ({'|'.join(map(str, dying))}) was running alone in a fresh worker "
+                                            "process each of the 2 times the worker died"):
+        run_toys(test, DyingGenerator(0.25), x_ref, w_ref, n_toys=8, seed=4, executor=2, progress=False, store=store,
+                 max_losses=1)
+    rows = read_store(store).rows
+    assert rows and all(row["status"] == "ok" and row["toy"] not in dying for row in rows)  # no toy blamed in a row
     serial = run_toys(test, DyingGenerator(0.0), x_ref, w_ref, n_toys=8, seed=4, executor=None, progress=False)
-    survivors = [index for index in range(8) if index not in failed]
-    np.testing.assert_allclose(result.t, serial.t[survivors], rtol=1e-12)
+    assert all(row["t"] == serial.rows[row["toy"]]["t"] for row in rows)
 
 
 def _children(pid: int) -> set[int]:
@@ -220,3 +227,167 @@ def test_killing_the_parent_of_a_pool_campaign_leaves_no_orphans(tmp_path):
     alive = [child for child in children if Path(f"/proc/{child}").exists()
              and "Z" not in (Path(f"/proc/{child}") / "stat").read_text().rsplit(")", 1)[1].split()[:1]]
     assert alive == []
+
+
+def test_a_store_without_its_header_is_refused_and_repaired_only_with_a_header_given(inputs, filled_store, capsys):
+    """A store whose header line is lost must not be taken over by another campaign, and repair must
+    not create that state."""
+    _, x_ref, w_ref = inputs
+    original = filled_store.read_text()
+    filled_store.write_text("".join(original.splitlines(keepends=True)[1:]))  # line 1 lost
+    headerless = filled_store.read_bytes()
+    other = NPLMTest(KernelNPLM(n_centers=30, penalty=1e-3))
+    with pytest.raises(StoreError, match="toy rows but no campaign header on line 1"):
+        run_toys(other, BENCHMARK.data, x_ref, w_ref, n_toys=8, seed=9, executor=None, store=filled_store,
+                 progress=False)
+    with pytest.raises(StoreError, match="toy rows but no campaign header"):
+        read_store(filled_store)
+    assert main(["store", "check", str(filled_store)]) == 2 and "header:     missing" in capsys.readouterr().err
+    assert main(["store", "repair", str(filled_store)]) == 2
+    assert "nothing was changed" in capsys.readouterr().err and filled_store.read_bytes() == headerless
+    damaged = filled_store.with_name("damaged.jsonl")
+    damaged.write_text('{"record": "campaign", "format"\n' + headerless.decode())  # a header cut in the middle
+    with pytest.raises(StoreError, match="no campaign header"):
+        repair_store(damaged)
+    sibling = filled_store.with_name("sibling.jsonl")
+    sibling.write_text(original.splitlines(keepends=True)[0])  # a store of the same campaign
+    assert main(["store", "repair", str(damaged), "--header-from", str(sibling)]) == 0
+    assert "under the header of" in capsys.readouterr().out
+    assert len(read_store(damaged).rows) == 5 and "damaged.jsonl.rejected" in str(list(damaged.parent.iterdir()))
+    resumed = run_toys(inputs[0], BENCHMARK.data, x_ref, w_ref, n_toys=6, seed=1, executor=None, store=damaged,
+                       progress=False)
+    assert len(resumed.t) == 6
+
+
+def test_rows_that_cannot_belong_to_the_campaign_are_bad_lines(inputs, filled_store, capsys):
+    """A toy index beyond n_toys and a successful negative t of the NPLM loss (t >= 0 by construction)
+    are refused by every reader, and calibrate does not use them."""
+    lines = filled_store.read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["n_toys"] == 5 and header["t_floor"] == 0.0 and header["execution"]["threads_per_toy"] == 1
+    beyond = json.loads(lines[1]) | {"toy": 17}
+    negative = json.loads(lines[2]) | {"toy": 3, "t": -4.0}
+    lines[4] = json.dumps(negative)  # toy 3's row replaced
+    filled_store.write_text("\n".join(lines + [json.dumps(beyond)]) + "\n")
+    report = check_store(filled_store)
+    assert [number for number, _ in report.bad_lines] == [5, 7]
+    assert "t = -4.0 is below 0.0, the lowest t this test can give" in report.bad_lines[0][1]
+    assert "toy index 17 is beyond the campaign's n_toys = 5" in report.bad_lines[1][1]
+    assert main(["calibrate", "--store", str(filled_store)]) == 2
+    assert "line 5: t = -4.0 is below 0.0" in capsys.readouterr().err
+    # with nuisances t = tau - Delta may lie below 0: no floor is claimed
+    assert NPLMTest(KernelNPLM(), nuisances=NuisanceModel([NormalizationNuisance("n", 0.1)])).t_floor is None
+    assert NPLMTest(KernelNPLM(loss="logistic")).t_floor is None
+
+
+def test_a_fit_below_the_floor_is_a_failed_row_not_an_ok_one(inputs, monkeypatch):
+    test, x_ref, w_ref = inputs
+    fit = NPLMTest.run
+    monkeypatch.setattr(NPLMTest, "run", lambda *args, **kwargs: dataclasses.replace(fit(*args, **kwargs), t=-1.0))
+    result = run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=2, seed=1, executor=None, progress=False,
+                      max_failure_fraction=1.0)
+    assert result.n_failed == 2 and "FitError: numerical trouble: t = -1.0 is below 0.0" in result.rows[0]["status"]
+
+
+def test_a_full_disk_and_a_directory_are_named_and_an_estimator_is_not_a_test(inputs, tmp_path, monkeypatch):
+    test, x_ref, w_ref = inputs
+    with pytest.raises(InputError, match="is a directory, not a toy store"):
+        read_store(tmp_path)
+    with pytest.raises(InputError, match="is a directory, not a toy store"):
+        run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=2, executor=None, progress=False, store=tmp_path)
+    with pytest.raises(ConfigurationError, match=r"needs a test, such as NPLMTest\(KernelNPLM\(...\)\), not the "
+                                                 "estimator KernelNPLM"):
+        run_toys(KernelNPLM(), BENCHMARK.data, x_ref, w_ref, n_toys=2, executor=None, progress=False)
+
+    def full_disk(_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(StoreError, match=r"full.jsonl: cannot write the toy store: No space left on device"):
+        run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=2, executor=None, progress=False,
+                 store=tmp_path / "full.jsonl")
+
+
+class NoAttributes:
+    """A generator whose description is its repr, with an address."""
+
+    __slots__ = ()
+
+    def __call__(self, rng):
+        return BENCHMARK.data(rng)
+
+
+def test_functions_are_identified_by_what_they_compute(inputs, tmp_path):
+    """Two lambdas, or a function redefined under one name, are different generators."""
+    test, x_ref, w_ref = inputs
+    store = tmp_path / "functions.jsonl"
+    run_toys(test, lambda rng: BENCHMARK.data(rng), x_ref, w_ref, n_toys=2, executor=None, progress=False, store=store)
+    with pytest.raises(CampaignMismatchError, match=r"generator\.code"):
+        run_toys(test, lambda rng: BENCHMARK.data(rng) * 2.0, x_ref, w_ref, n_toys=4, executor=None, progress=False,
+                 store=store)
+    scale = 1.0
+
+    def background(rng):
+        return BENCHMARK.data(rng) * scale
+
+    first = describe(background)
+    scale = 3.0  # the value the function uses changed
+    assert describe(background) != first
+    namespace = {"BENCHMARK": BENCHMARK}
+    exec("def background(rng):\n    return BENCHMARK.data(rng)", namespace)
+    before = describe(namespace["background"])
+    exec("def background(rng):\n    return BENCHMARK.data(rng) + 1.0", namespace)  # redefined under its name
+    assert describe(namespace["background"])["function"] == before["function"]
+    assert describe(namespace["background"]) != before
+    with pytest.raises(ConfigurationError, match="the generator cannot be identified: .* generator_name="):
+        run_toys(test, NoAttributes(), x_ref, w_ref, n_toys=2, executor=None, progress=False, store=tmp_path / "x")
+    header = json.loads(store.read_text().splitlines()[0])
+    header["identity"]["generator"].pop("code")  # a store written when functions were named only
+    store.write_text(json.dumps(header) + "\n")
+    with pytest.raises(CampaignMismatchError, match="names its generator function by name only .* generator_name="):
+        run_toys(test, lambda rng: BENCHMARK.data(rng), x_ref, w_ref, n_toys=2, executor=None, progress=False,
+                 store=store)
+
+
+def test_the_command_line_checks_a_store_before_any_fit(inputs, filled_store, tmp_path, monkeypatch, capsys):
+    x_ref, w_ref = inputs[1], inputs[2]
+    np.save(tmp_path / "reference.npy", x_ref)
+    np.save(tmp_path / "data.npy", BENCHMARK.data(np.random.default_rng(1)))
+
+    def no_fit(*_args, **_kwargs):
+        raise AssertionError("fitted before the store was checked")
+
+    monkeypatch.setattr(NPLMTest, "run", no_fit)
+    arguments = ["test", "--data", str(tmp_path / "data.npy"), "--reference", str(tmp_path / "reference.npy"),
+                 "--expected-yield", str(w_ref.sum()), "--n-centers", "40", "--null", str(filled_store)]
+    assert main(arguments) == 2
+    assert "holds toys of another test" in capsys.readouterr().err
+    (tmp_path / "analysis.yaml").write_text(
+        "inputs: {data: {path: data.npy}, reference: {path: reference.npy, expected_yield: 100}}\n"
+        "backend: {kind: kernel, n_centers: 40}\n"
+        "toys: {n_toys: 4, executor: serial, pool_fraction: 0.5, store: toys.jsonl}\noutputs: {directory: out}\n")
+    (tmp_path / "out").mkdir()
+    shutil.copy(filled_store, tmp_path / "out" / "toys.jsonl")
+    assert main(["run", str(tmp_path / "analysis.yaml"), "--no-progress"]) == 2
+    assert "holds toys of another campaign" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_workers_dying_in_quick_succession_stop_the_pool_campaign_with_a_clear_error(inputs):
+    test, x_ref, w_ref = inputs
+    with pytest.raises(ExecutorError, match="was running alone in a fresh worker process each of the 1 times"):
+        run_toys(test, DyingGenerator(1.0), x_ref, w_ref, n_toys=6, seed=4, executor=2, progress=False, max_losses=0)
+
+
+@pytest.mark.slow
+def test_a_pool_campaign_in_a_script_without_the_main_guard_says_what_to_add(tmp_path):
+    script = tmp_path / "campaign.py"
+    script.write_text("from campaign_helpers import BENCHMARK, small_campaign_inputs\n"
+                      "from nplm_kernel.toys import run_toys\n"
+                      "test, x_ref, w_ref = small_campaign_inputs()\n"
+                      "run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=4, executor=2, progress=False)\n")
+    finished = subprocess.run([sys.executable, str(script)], env=ENVIRONMENT, capture_output=True, text=True,
+                              timeout=300)
+    assert finished.returncode != 0
+    assert "ExecutorError: the pool's worker processes died while starting" in finished.stderr
+    assert 'under `if __name__ == "__main__":`' in finished.stderr

@@ -17,6 +17,8 @@ key path and its line in the file. Relative paths are relative to the config fil
       # or kind: nn with any NNNPLM setting; or a registered backend
     toys: {n_toys: 300, seed: 0, executor: local, pool_fraction: 0.5}
       # or pool: heldout.parquet; store: toys.jsonl (in the output directory)
+      # executor: serial, local, a number of processes, dask:ADDRESS, or batch jobs:
+      #   {kind: slurm, jobs: 4, cores: 8, memory: 16GB, walltime: "04:00:00"}
       # kind: permutation (no pool): the data permuted with an unweighted reference
     nuisances:                   # optional: t = tau - Delta
       - {name: lumi, kind: normalization, sigma: 0.025}
@@ -103,8 +105,10 @@ class Toys(_Strict):
         description="null toys the store should hold (those already in it are kept: the campaign resumes)")
     seed: int = Field(0, description="campaign seed (toy i uses SeedSequence(seed, spawn_key=(i,))) and seed of the "
                                      "pool split")
-    executor: str | int = Field(DEFAULT_EXECUTOR, description="where toys run: 'serial', 'local' (a process pool over "
-                                                              "all cores) or a number of processes")
+    executor: str | int | dict[str, Any] = Field(
+        DEFAULT_EXECUTOR, description="where toys run: 'serial', 'local' (a process pool over all cores), a number of "
+                                      "processes, 'dask:ADDRESS' (a running scheduler) or batch jobs through "
+                                      "dask-jobqueue ({kind: slurm, jobs: ..., cores: ..., memory: ..., walltime: ...})")
     kind: str = Field("pool", description="'pool': a held-out part of the reference (pool_fraction) or a file (pool), "
                                           "a weighted pool unweighted by accept-reject in each toy; 'permutation': the "
                                           "data and an unweighted reference permuted, no pool")
@@ -121,7 +125,7 @@ class Toys(_Strict):
 
     @field_validator("executor")
     @classmethod
-    def _known_executor(cls, value: str | int) -> str | int:
+    def _known_executor(cls, value: str | int | dict[str, Any]) -> str | int | dict[str, Any]:
         try:
             resolve_executor(value)
         except ConfigurationError as error:

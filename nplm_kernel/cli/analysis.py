@@ -59,6 +59,7 @@ def _test(arguments: argparse.Namespace) -> str:
     x_ref, w_ref, _ = options.reference_from_arguments(arguments)
     x_data = load_data(arguments.data, options.columns(arguments.columns), arguments.key, selection=arguments.selection)
     test = NPLMTest(options.chosen_backend(arguments))
+    null = None if arguments.null is None else CampaignResult.from_store(arguments.null, test, x_ref, w_ref)  # before the fit
     result = test.run(x_data, x_ref, w_ref)
     lines = [f"backend:   {result.backend} {result.hyperparameters}",
              f"samples:   N_D = {len(x_data)}, N_R = {len(x_ref)}, N(R) = {w_ref.sum():.6g}",
@@ -67,8 +68,7 @@ def _test(arguments: argparse.Namespace) -> str:
         lines.append(f"warning:   {result.unsupported_events} data event(s) lie where the reference sample cannot "
                      "support them: t measures the reference's emptiness there (docs: statistics, reference support)")
     calibrated = None
-    if arguments.null:
-        null = CampaignResult.from_store(arguments.null, test, x_ref, w_ref)
+    if null is not None:
         calibrated = significance(result.t, null.t)
         lines += null_summary(null) + p_value_lines(calibrated)
     if arguments.plot:

@@ -1,14 +1,13 @@
-"""`nplm toys`, `nplm calibrate` and `nplm store`: run or resume a null campaign into a toy store,
-calibrate against a store, and check or repair a store."""
+"""`nplm toys`, `nplm calibrate` and `nplm store`: run or resume a null campaign (or one shard of
+it) into a toy store, calibrate against one or several stores, and check, repair or merge stores."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
-from ..core.exceptions import ConfigurationError, InputError
+from ..core.exceptions import ConfigurationError
 from . import options
 
 
@@ -24,13 +23,21 @@ def _toys_arguments(toys: argparse.ArgumentParser) -> None:
                                                      "when missing; it must hold a null of this same test)")
     toys.add_argument("--n-toys", type=int, required=True,
                       help="toys the store should hold when done (those already in it are not run again)")
+    toys.add_argument("--shard", metavar="K/N", help="run only the K-th of N parts of the campaign (0 <= K < N) into "
+                                                     "--store, e.g. --shard $SLURM_ARRAY_TASK_ID/8 in a job array; "
+                                                     "`nplm store merge` combines the shards")
+    toys.add_argument("--batch-size", type=int, help="toys fitted together where the backend can (default: the "
+                                                     "store's, or 64); shards of one campaign need the same")
+    toys.add_argument("--retry-failed", action="store_true", help="run the stored failed toys again")
     options.add_executor_option(toys)
     options.add_progress_option(toys)
     toys.set_defaults(run=_toys)
 
 
 def _calibrate_arguments(calibrate: argparse.ArgumentParser) -> None:
-    calibrate.add_argument("--store", required=True, help="toy store of the null (from nplm toys or nplm run)")
+    calibrate.add_argument("--store", required=True, nargs="+",
+                           help="the toy store of the null (from nplm toys or nplm run), or several stores of one "
+                                "campaign (its shards; glob patterns allowed)")
     calibrate.add_argument("--t-observed", type=float, help="observed t to turn into a p-value and Z")
     calibrate.add_argument("--dof", type=float, help="nominal chi2 dof to draw beside the fit")
     calibrate.add_argument("--plot", help="figure of the null distribution (.png, .pdf, ...)")
@@ -40,9 +47,16 @@ def _calibrate_arguments(calibrate: argparse.ArgumentParser) -> None:
 
 
 def _store_arguments(store: argparse.ArgumentParser) -> None:
-    store.add_argument("action", choices=["check", "repair"],
-                       help="check: report content and damage; repair: move bad lines to <store>.rejected")
-    store.add_argument("store", help="the toy store (JSON Lines)")
+    store.add_argument("action", choices=["check", "repair", "merge"],
+                       help="check STORE: report content and damage (exit status 2 when damaged); repair STORE: move "
+                            "bad lines to <store>.rejected; merge OUT SHARD...: combine the shards of one campaign "
+                            "into the new store OUT, once every toy is there")
+    store.add_argument("stores", nargs="+", metavar="STORE", help="the toy store(s) (JSON Lines; glob patterns "
+                                                                  "allowed for the shards)")
+    store.add_argument("--header-from", metavar="STORE",
+                       help="repair: a store of the same campaign whose header replaces a missing or damaged one")
+    store.add_argument("--allow-incomplete", action="store_true",
+                       help="merge: write what the shards hold even when toys are missing (they are listed)")
     store.set_defaults(run=_store)
 
 
@@ -56,8 +70,10 @@ def _toys(arguments: argparse.Namespace) -> str:
                                  "permutation with --data).")
     campaign = run_toys(NPLMTest(options.chosen_backend(arguments)), toys, x_ref, w_ref, n_toys=arguments.n_toys,
                         seed=arguments.seed, executor=arguments.executor, store=arguments.store,
-                        progress=not arguments.no_progress)
-    return (f"{len(campaign.rows)} toys in {arguments.store} ({campaign.n_failed} failed, "
+                        progress=not arguments.no_progress, batch_size=arguments.batch_size, shard=arguments.shard,
+                        retry_failed=arguments.retry_failed)
+    part = f" (shard {arguments.shard})" if arguments.shard else ""
+    return (f"{len(campaign.rows)} toys in {arguments.store}{part} ({campaign.n_failed} failed, "
             f"{campaign.n_unconverged} not converged); median t = {np.median(campaign.t):.3f}\n{toys.summary()}")
 
 
@@ -84,13 +100,24 @@ def _calibrate(arguments: argparse.Namespace) -> str:
 
 
 def _store(arguments: argparse.Namespace) -> str:
-    from ..store import check_store, repair_store
+    from ..store import StoreError, check_store, merge_stores, read_store, repair_store
 
-    if not Path(arguments.store).is_file():
-        raise InputError(f"{arguments.store}: toy store not found.")
+    if arguments.action == "merge":
+        if len(arguments.stores) < 2:
+            raise ConfigurationError("nplm store merge OUT SHARD...: give the new store and the shards.")
+        return merge_stores(arguments.stores[0], arguments.stores[1:], arguments.allow_incomplete).summary()
+    if len(arguments.stores) != 1:
+        raise ConfigurationError(f"nplm store {arguments.action} takes one store, got {len(arguments.stores)}.")
+    store = arguments.stores[0]
     if arguments.action == "check":
-        return check_store(arguments.store).summary()
-    report, side = repair_store(arguments.store)
-    if side is None:
+        report = check_store(store)
+        if not report.healthy:
+            raise StoreError(f"{store} is damaged:\n{report.summary()}")
+        return report.summary()
+    header = None if arguments.header_from is None else read_store(arguments.header_from).header
+    report, side = repair_store(store, header)
+    if report.healthy and not report.torn_tail and not report.duplicates:
         return report.summary() + "\nnothing to repair."
-    return report.summary() + f"\nrepaired: bad lines moved to {side} (with their line numbers); the store keeps the rest."
+    moved = "" if side is None else f"bad lines moved to {side} (with their line numbers); "
+    return report.summary() + f"\nrepaired: {moved}the store keeps the rest" + \
+        (f", under the header of {arguments.header_from}." if report.header is None else ".")

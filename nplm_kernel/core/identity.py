@@ -3,9 +3,13 @@ define a distribution of t, and their comparison.
 
 describe(obj) turns an estimator, a generator (function, bound method, functools.partial,
 dataclass or plain object), a nuisance model or a sample into nested dicts of plain values, with
-arrays replaced by their shape, dtype and a BLAKE2b digest of their bytes. Two objects that would
-give different toys or fits get different descriptions; the same objects in another process or
-session get the same one. identity_differences(a, b) names the fields that differ.
+arrays replaced by their shape, dtype and a BLAKE2b digest of their bytes. A plain function (a
+lambda, a function of a script) is described by its name and a digest of what it computes: its code
+(bytecode, constants, names, nested functions), its defaults, the values it closes over and the
+global values it names (code_digest), so that two lambdas, or a function redefined under one name,
+are told apart. Two objects that would give different toys or fits get different descriptions; the
+same objects in another process or session of the same Python version get the same one.
+identity_differences(a, b) names the fields that differ.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import inspect
 import math
 import sys
+import types
 from typing import Any
 
 import numpy as np
@@ -119,7 +124,9 @@ def describe(value: Any, depth: int = 0) -> Any:
                 "keywords": describe(dict(value.keywords), depth + 1)}
     if inspect.ismethod(value):
         return {"method": qualified_name(value.__func__), "of": describe(value.__self__, depth + 1)}
-    if inspect.isfunction(value) or inspect.isbuiltin(value) or inspect.isclass(value):
+    if inspect.isfunction(value):
+        return {"function": qualified_name(value), "code": code_digest(value, depth)}
+    if inspect.isbuiltin(value) or inspect.isclass(value):
         return {"function" if not inspect.isclass(value) else "class": qualified_name(value)}
     described: dict[str, Any] = {"class": qualified_name(type(value))}
     if hasattr(value, "get_params"):
@@ -136,6 +143,74 @@ def describe(value: Any, depth: int = 0) -> Any:
         return described
     described["repr"] = repr(value)[:200]
     return described
+
+
+def code_digest(function: types.FunctionType, depth: int = 0) -> str:
+    """BLAKE2b (128-bit) digest of what a plain function computes: its code object (bytecode,
+    constants with nested code objects, names), its defaults, the values its closure holds and the
+    values of the globals it names (other functions, classes and modules by their name); the same
+    digest in every process of one Python version."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(sys.version_info[:2]).encode())
+
+    def add_code(code: types.CodeType) -> None:
+        digest.update(code.co_code)
+        digest.update(repr((code.co_names, code.co_varnames, code.co_freevars, code.co_argcount,
+                            code.co_kwonlyargcount)).encode())
+        for constant in code.co_consts:
+            if isinstance(constant, types.CodeType):
+                add_code(constant)
+            else:
+                digest.update(_constant_text(constant).encode())
+
+    add_code(function.__code__)
+    cells = [cell.cell_contents for cell in function.__closure__ or () if _filled(cell)]
+    named = {name: function.__globals__[name] for name in _global_names(function.__code__)
+             if name in function.__globals__}
+    used = {"defaults": function.__defaults__, "keyword_defaults": function.__kwdefaults__, "closure": cells,
+            "globals": named}
+    digest.update(repr(_used_values(used, depth)).encode())
+    return digest.hexdigest()
+
+
+def _constant_text(constant: Any) -> str:
+    """repr of a code constant, a frozenset's items sorted (their order changes with string hashing)."""
+    if isinstance(constant, frozenset):
+        return "frozenset(" + repr(sorted(map(_constant_text, constant))) + ")"
+    if isinstance(constant, tuple):
+        return "(" + ", ".join(map(_constant_text, constant)) + ")"
+    return repr(constant)
+
+
+def _filled(cell: types.CellType) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """The names a code object (and the code nested in it) may look up as globals."""
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _global_names(constant)
+    return names
+
+
+def _used_values(value: Any, depth: int) -> Any:
+    """The description of a value a function uses: functions, classes and modules by their name
+    (a function named here is not followed further: recursion ends), everything else as describe."""
+    if isinstance(value, dict):
+        return {str(key): _used_values(item, depth) for key, item in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_used_values(item, depth) for item in value]
+    if inspect.isfunction(value) or inspect.isbuiltin(value) or inspect.isclass(value):
+        return qualified_name(value)
+    if inspect.ismodule(value):
+        return value.__name__
+    return describe(value, depth + 1)
 
 
 def _is_fitted(estimator: Any) -> bool:

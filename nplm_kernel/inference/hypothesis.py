@@ -248,6 +248,12 @@ class NPLMTest:
         """Whether run_batch fits its samples together (a backend that fits batches, no nuisances)."""
         return bool(self.backend.fits_batches) and self.nuisances is None
 
+    @property
+    def t_floor(self) -> float | None:
+        """The lowest t a run can give (None: no bound known): the backend's `t_floor` without
+        nuisances; with them t = tau - Delta may lie slightly below it."""
+        return None if self.nuisances is not None else getattr(self.backend, "t_floor", None)
+
     def run_batch(self, x_data: Sequence[np.ndarray], x_ref: np.ndarray,
                   w_ref: float | np.ndarray) -> list[NPLMResult | MultiScaleResult]:
         """run() on several data samples against one reference: the same results, computed together

@@ -393,6 +393,12 @@ class KernelNPLM(BaseEstimator):
         rows (the contract's capability)."""
         return self.loss == "nplm" and bool(self.reuse_reference)
 
+    @property
+    def t_floor(self) -> float | None:
+        """The lowest t a fit without offsets can give: 0 with the NPLM loss (minimised from f = 0,
+        where L = 0), none with the logistic surrogate."""
+        return 0.0 if self.loss == "nplm" else None
+
     def fit_batch(self, x_data: Sequence[np.ndarray], x_ref: np.ndarray, w_ref: float | np.ndarray) -> list[KernelNPLM]:
         """Fit several data samples against one reference: one fitted clone per sample, each with
         the t its own fit gives (to solver tolerance). With the NPLM loss and centres from the

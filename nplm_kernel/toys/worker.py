@@ -1,20 +1,36 @@
 """One toy, or a batch of toys, in a worker: toy i drawn from SeedSequence(seed, spawn_key=(i,)),
-the test run on it, and its store row (a failed row for any exception raised by the toy itself)."""
+the test run on it, and its store row (a failed row for any exception raised by the toy itself).
+Every toy runs on THREADS_PER_TOY torch and BLAS threads, whatever executes it, so that its t is
+the same to the last bit in this process, a pool worker or a dask worker."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import traceback
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import torch
+from threadpoolctl import ThreadpoolController
 
-from ..core.exceptions import ConfigurationError, InputError
+from ..core.exceptions import ConfigurationError, FitError, InputError
 from ..inference import NPLMTest
-from ..store import STATUS_OK
+from ..store import STATUS_OK, t_floor_problem
 from .generators import ToyGenerator, ToySample
+
+#: Threads each toy's fit runs on (torch's, and the BLAS libraries' through threadpoolctl),
+#: whatever executes it: one, so that t does not depend on the executor or the machine's cores
+#: (a kernel pass shares its blocks among torch.get_num_threads() threads, a sum whose rounding
+#: depends on their number). Workers run one toy per core instead.
+THREADS_PER_TOY = 1
+
+_threads_lock = threading.Lock()
+_threads_state: dict[str, Any] = {"toys": 0, "torch": None, "blas": None, "controller": None}
 
 
 @dataclass(frozen=True)
@@ -26,6 +42,77 @@ class ToyTask:
     x_ref: np.ndarray | None
     w_ref: float | np.ndarray | None
     seed: int
+
+
+class ToyUnit(NamedTuple):
+    """Toys fitted together (a block of the campaign, fixed by the toy indices alone, so that each
+    toy's batch-mates and t do not depend on the executor) and those of them whose rows are wanted
+    (the others are stored already)."""
+
+    toys: tuple[int, ...]
+    keep: tuple[int, ...]
+
+
+@contextlib.contextmanager
+def toy_threads() -> Iterator[None]:
+    """Run the body on THREADS_PER_TOY torch and BLAS threads; the process's own settings come back
+    when the last toy running in it ends (toys may run in several threads of one process)."""
+    with _threads_lock:
+        if _threads_state["toys"] == 0:
+            if _threads_state["controller"] is None:  # the BLAS libraries of this process, found once (ms)
+                _threads_state["controller"] = ThreadpoolController()
+            _threads_state["torch"] = torch.get_num_threads()
+            _threads_state["blas"] = _threads_state["controller"].limit(limits=THREADS_PER_TOY)
+        _threads_state["toys"] += 1
+    torch.set_num_threads(THREADS_PER_TOY)  # per thread in recent torch versions
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_state["toys"] -= 1
+            if _threads_state["toys"] == 0:
+                torch.set_num_threads(_threads_state["torch"])
+                _threads_state["blas"].restore_original_limits()
+
+
+_capture = threading.local()
+_capture_state: dict[str, Any] = {"users": 0, "saved": None, "shown": None}
+_capture_lock = threading.Lock()
+
+
+def _show_in_thread(message, category, filename, lineno, file=None, line=None) -> None:
+    """showwarning while captures are active: a warning goes to the capture of the thread that
+    raised it, or is shown as it would have been."""
+    records = getattr(_capture, "records", None)
+    if records is None:
+        _capture_state["shown"](message, category, filename, lineno, file, line)
+    else:
+        records.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+
+
+@contextlib.contextmanager
+def captured_warnings() -> Iterator[list]:
+    """Every warning raised in this thread while the body runs, recorded (as warnings.catch_warnings
+    with record=True and the 'always' filter) but thread-safely: toys fitted at once in several
+    threads of one process get their own warnings only. One process-wide hook is installed while any
+    capture is active, and the process's own settings come back when the last one ends."""
+    with _capture_lock:
+        if _capture_state["users"] == 0:  # the module's own save and restore of filters and showwarning
+            _capture_state["shown"], _capture_state["saved"] = warnings.showwarning, warnings.catch_warnings()
+            _capture_state["saved"].__enter__()
+            warnings.simplefilter("always")
+            warnings.showwarning = _show_in_thread
+        _capture_state["users"] += 1
+    previous, records = getattr(_capture, "records", None), []
+    _capture.records = records
+    try:
+        yield records
+    finally:
+        _capture.records = previous
+        with _capture_lock:
+            _capture_state["users"] -= 1
+            if _capture_state["users"] == 0:
+                _capture_state["saved"].__exit__(None, None, None)
 
 
 def toy_seed(seed: int, toy_index: int) -> np.random.SeedSequence:
@@ -45,10 +132,14 @@ def _draw(task: ToyTask, toy_index: int) -> ToySample:
     return drawn if isinstance(drawn, ToySample) else ToySample(drawn)
 
 
-def _ok_row(row: dict[str, Any], drawn: ToySample, result: Any, caught: list) -> dict[str, Any]:
+def _ok_row(task: ToyTask, row: dict[str, Any], drawn: ToySample, result: Any, caught: list) -> dict[str, Any]:
+    """The row of a toy whose test ran; FitError when its t is one the test cannot give."""
     row.update(status=STATUS_OK, **result.row_fields(),
                central_values=None if drawn.central_values is None else np.asarray(drawn.central_values).tolist(),
                n_data=int(len(drawn.x_data)), warnings=[f"{type(w.message).__name__}: {w.message}" for w in caught])
+    problem = t_floor_problem(row["t"], getattr(task.test, "t_floor", None), row["n_data"])
+    if problem:
+        raise FitError(f"numerical trouble: {problem}.")
     return row
 
 
@@ -69,10 +160,9 @@ def run_one_toy(task: ToyTask, toy_index: int) -> dict[str, Any]:
         x_ref, w_ref = (task.x_ref, task.w_ref) if drawn.x_ref is None else (drawn.x_ref, drawn.w_ref)
         if x_ref is None:
             raise InputError("the generator returned data only but run_toys got no reference (x_ref=None).")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with captured_warnings() as caught:
             result = task.test.run(drawn.x_data, x_ref, w_ref, central_values=drawn.central_values)
-        _ok_row(row, drawn, result, caught)
+        _ok_row(task, row, drawn, result, caught)
     except ConfigurationError:
         raise
     except Exception as error:  # noqa: BLE001 - one toy's failure of any kind is recorded, not fatal
@@ -81,13 +171,23 @@ def run_one_toy(task: ToyTask, toy_index: int) -> dict[str, Any]:
     return row
 
 
-def run_toy_batch(task: ToyTask, toy_indices: tuple[int, ...]) -> list[dict[str, Any]]:
-    """The rows of several toys, fitted together where the test can (NPLMTest.run_batch: toys on
-    the campaign's reference, without auxiliary measurements); each toy keeps its own seed, and its
-    row is the one run_one_toy gives (t to solver tolerance). A batch that raises or warns is run
-    again toy by toy, so that every failure and warning is recorded with the toy it belongs to."""
+def run_toy_unit(task: ToyTask, unit: ToyUnit) -> list[dict[str, Any]]:
+    """The rows of the unit's kept toys, its toys fitted together (run_toy_batch), on
+    THREADS_PER_TOY threads."""
+    with toy_threads():
+        return run_toy_batch(task, unit.toys, unit.keep)
+
+
+def run_toy_batch(task: ToyTask, toy_indices: tuple[int, ...],
+                  keep: tuple[int, ...] | None = None) -> list[dict[str, Any]]:
+    """The rows of the toys `keep` (default: all) of several toys fitted together, where the test
+    can (NPLMTest.run_batch: toys on the campaign's reference, without auxiliary measurements);
+    each toy keeps its own seed, and its row is the one run_one_toy gives (t to solver tolerance,
+    and the same bits for the same toy_indices). A batch that raises or warns is run again toy by
+    toy, so that every failure and warning is recorded with the toy it belongs to."""
+    keep = toy_indices if keep is None else keep
     if len(toy_indices) == 1 or not task.test.batchable or task.x_ref is None:
-        return [run_one_toy(task, index) for index in toy_indices]
+        return [run_one_toy(task, index) for index in keep]
     start = time.perf_counter()
     rows: dict[int, dict[str, Any]] = {}
     drawn: dict[int, ToySample] = {}
@@ -95,24 +195,21 @@ def run_toy_batch(task: ToyTask, toy_indices: tuple[int, ...]) -> list[dict[str,
         try:
             sample = _draw(task, index)
         except Exception:  # noqa: BLE001 - recorded by the one-toy run below
-            rows[index] = run_one_toy(task, index)
-            continue
-        if sample.x_ref is not None or sample.central_values is not None:
-            rows[index] = run_one_toy(task, index)
-        else:
+            sample = None
+        if sample is not None and sample.x_ref is None and sample.central_values is None:
             drawn[index] = sample
+        elif index in keep:  # a toy that cannot join the batch: on its own
+            rows[index] = run_one_toy(task, index)
     if drawn:
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with captured_warnings() as caught:
                 results = task.test.run_batch([sample.x_data for sample in drawn.values()], task.x_ref, task.w_ref)
             if caught:
                 raise RuntimeError("warnings to attribute")
             share = (time.perf_counter() - start) / len(drawn)
             for (index, sample), result in zip(drawn.items(), results):
-                rows[index] = _ok_row({"record": "toy", "toy": index, "seed": task.seed}, sample, result, [])
+                rows[index] = _ok_row(task, {"record": "toy", "toy": index, "seed": task.seed}, sample, result, [])
                 rows[index]["wall_time"] = share
         except Exception:  # noqa: BLE001 - one toy at a time: each failure and warning goes to its own row
-            rows.update({index: run_one_toy(task, index) for index in drawn})
-    return [rows[index] for index in toy_indices]
-
+            rows.update({index: run_one_toy(task, index) for index in drawn if index in keep})
+    return [rows[index] for index in keep]
