@@ -103,20 +103,20 @@ def single_toy(x_data, x_ref, w_ref, threads: list[int]) -> list[str]:
     return rows
 
 
-def campaign(x_ref, w_ref, n_single: int, n_batched: int) -> list[str]:
+def campaign(x_ref, w_ref, n_single: int, n_batched: int, executor) -> list[str]:
     test = NPLMTest(KernelNPLM(**PAPER_SCALE_KERNEL, reuse_reference=True))
     generator = PAPER_SCALE_DIMUON.data
     reference_cache.clear()
     start = time.perf_counter()
-    test.run(generator(np.random.default_rng(99)), x_ref, w_ref)  # the reference prepared once, as in a campaign
+    test.run(generator(np.random.default_rng(99)), x_ref, w_ref)  # the reference prepared (here; each worker too)
     preparation = time.perf_counter() - start
     start = time.perf_counter()
-    single = run_toys(test, generator, x_ref, w_ref, n_toys=n_single, seed=1, executor="serial", progress=False,
+    single = run_toys(test, generator, x_ref, w_ref, n_toys=n_single, seed=1, executor=executor, progress=False,
                       batch_size=1)
     single_rate = n_single / (time.perf_counter() - start)
     start = time.perf_counter()
-    batched = run_toys(test, generator, x_ref, w_ref, n_toys=n_batched, seed=1, executor="serial", progress=False,
-                       batch_size=n_batched)
+    batched = run_toys(test, generator, x_ref, w_ref, n_toys=n_batched, seed=1, executor=executor, progress=False,
+                       batch_size=max(1, n_batched // 2))
     batched_rate = n_batched / (time.perf_counter() - start)
     difference = np.max(np.abs(batched.t[:n_single] - single.t) / single.t)
     return [f"3. Paper-scale null campaign, reuse_reference (reference prepared once: {preparation:.0f} s, not in the "
@@ -127,7 +127,7 @@ def campaign(x_ref, w_ref, n_single: int, n_batched: int) -> list[str]:
             f"{batched_rate / single_rate:.1f} | {difference:.1e} (on the first {n_single} toys) |"]
 
 
-def moderate(n_toys: int) -> list[str]:
+def moderate(n_toys: int, executor) -> list[str]:
     bench = Dimuon5D(n_expected=1000.0, n_reference=20_000)
     x_ref, w_ref = bench.reference(np.random.default_rng(0))
     toys = [bench.data(np.random.default_rng(np.random.SeedSequence(1, spawn_key=(i,)))) for i in range(n_toys)]
@@ -137,7 +137,7 @@ def moderate(n_toys: int) -> list[str]:
     reference_cache.clear()
     start = time.perf_counter()
     campaign = run_toys(NPLMTest(KernelNPLM(n_centers=600, reuse_reference=True)), bench.data, x_ref, w_ref,
-                        n_toys=n_toys, seed=1, executor="serial", progress=False)
+                        n_toys=n_toys, seed=1, executor=executor, progress=False)
     rate = n_toys / (time.perf_counter() - start)
     kept = KernelNPLM(n_centers=600, reuse_reference=True).fit(toys[0], x_ref, w_ref).n_centers_
     return [f"4. Moderate 5D campaign (N(R) = 1000, N_R = 2e4, M = 600 drawn, {kept} kept with reuse_reference):", "",
@@ -154,6 +154,8 @@ def main() -> None:
     parser.add_argument("--n-single", type=int, default=16, help="toys of the one-toy path in part 3")
     parser.add_argument("--n-batched", type=int, default=64, help="toys of the batched path in part 3")
     parser.add_argument("--n-moderate", type=int, default=64, help="toys of part 4")
+    parser.add_argument("--executor", default="2", help="where the campaigns of parts 3 and 4 run (toys on one thread "
+                                                        "each: as many processes as cores)")
     arguments = parser.parse_args()
     parts = {int(part) for part in arguments.parts.split(",")}
     warnings.simplefilter("ignore", ConvergenceWarning)
@@ -168,9 +170,9 @@ def main() -> None:
         sections.append(single_toy(x_data, x_ref, w_ref, [int(count) for count in arguments.threads.split(",")]))
         torch.set_num_threads(threads)
     if 3 in parts:
-        sections.append(campaign(x_ref, w_ref, arguments.n_single, arguments.n_batched))
+        sections.append(campaign(x_ref, w_ref, arguments.n_single, arguments.n_batched, arguments.executor))
     if 4 in parts:
-        sections.append(moderate(arguments.n_moderate))
+        sections.append(moderate(arguments.n_moderate, arguments.executor))
     for section in sections:
         print("\n" + "\n".join(section))
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")

@@ -5,9 +5,10 @@ k(x, c) = exp(-|x - c|^2 / (2 sigma^2)), sigma in the units of the (standardised
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -67,6 +68,17 @@ Result = TypeVar("Result")
 POOL_START_SECONDS = 60.0
 _block_pool: tuple[int, int, ThreadPoolExecutor | None] | None = None
 _block_pool_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's thread count of the calling thread set to `count` for the body, and back after."""
+    own = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(own)
 
 
 def block_threads(device: torch.device) -> int:

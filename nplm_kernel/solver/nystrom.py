@@ -4,11 +4,13 @@ memory budget, and the accounting of a fit's memory."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
 import numpy as np
+import threadpoolctl
 import torch
 from scipy.linalg import lapack
 
@@ -20,6 +22,7 @@ from .kernels import (
     gaussian_kernel,
     kernel_from_factors,
     run_in_threads,
+    torch_threads,
 )
 
 #: Rows per kernel block are at least this many, whatever the memory budget.
@@ -27,6 +30,8 @@ MIN_BLOCK_ROWS = 64
 #: Up to this many kept centres the Hessian's Gram matrix Phi^T D Phi is formed once per Newton step
 #: (n M^2 flops at GEMM speed) instead of two passes over K_nM per CG iteration.
 EXPLICIT_GRAM_MAX_CENTERS = 128
+#: Matrices up to this size are factorised by dpstrf on one BLAS thread.
+SMALL_DENSE_PIVOTING = 512
 #: Up to this many candidates, pivoted_centers factorises their whole kernel matrix (LAPACK's dpstrf).
 DENSE_PIVOTING_MAX = 4096
 #: Beyond, it computes the residual columns of up to PIVOT_BLOCK candidates at once (one block of the
@@ -128,18 +133,31 @@ def pivoted_centers(candidates: torch.Tensor, sigma: float, tol: float, max_cent
     rows = torch.empty((limit, n_candidates), dtype=torch.float64, device=candidates.device)  # touched as filled
     factors = exponent_rows(candidates, sigma)
 
-    def residual_columns(indices: torch.Tensor, kept: int) -> torch.Tensor:
-        """Columns of K_CC - L^T L (rows kept so far) at these candidates, (n_c, len(indices))."""
+    def residual_columns(indices: torch.Tensor, kept: int, threads: int = 1) -> torch.Tensor:
+        """Columns of K_CC - L^T L (rows kept so far) at these candidates, (n_c, len(indices)), the
+        product on `threads` threads."""
         columns = kernel_from_factors(factors, exponent_columns(candidates[indices], sigma))
-        return columns - rows[:kept].T @ rows[:kept, indices] if kept else columns
+        if not kept:
+            return columns
+        with torch_threads(threads):
+            return columns - rows[:kept].T @ rows[:kept, indices]
 
+    threads = torch.get_num_threads()
+    with torch_threads(1):  # the steps are small operations, which several threads only slow down
+        return _greedy_pivots(candidates, sigma, tol, limit, residual, rows, residual_columns, threads)
+
+
+def _greedy_pivots(candidates: torch.Tensor, sigma: float, tol: float, limit: int, residual: torch.Tensor,
+                   rows: torch.Tensor, residual_columns: Callable[..., torch.Tensor], threads: int) -> np.ndarray:
+    """The greedy steps of pivoted_centers, block after block (its docstring); the blocks' matrix
+    products on `threads` threads."""
     chosen: list[int] = []
     while len(chosen) < limit:
         block = _next_pivots(candidates, sigma, tol, residual, rows[: len(chosen)])
         if block is None:
             break
         start = len(chosen)
-        columns = residual_columns(block, start)
+        columns = residual_columns(block, start, threads)
         position = {int(index): column for column, index in enumerate(block.tolist())}
         misses = 0
         while len(chosen) < min(limit, start + PIVOT_BLOCK) and misses <= PIVOT_BLOCK // 4:
@@ -179,11 +197,23 @@ def _next_pivots(candidates: torch.Tensor, sigma: float, tol: float, residual: t
 
 def _dense_pivots(matrix: torch.Tensor, tol: float) -> np.ndarray:
     """The pivots, in order, of LAPACK's pivoted Cholesky (dpstrf) of a symmetric positive
-    semi-definite matrix, until every residual diagonal is at most tol (at least one pivot)."""
-    _, pivots, rank, info = lapack.dpstrf(matrix.cpu().numpy(), tol=max(tol, np.finfo(np.float64).tiny), lower=0)
+    semi-definite matrix, until every residual diagonal is at most tol (at least one pivot). A small
+    matrix is factorised on one BLAS thread (several threads make it 15x slower at 256 x 256)."""
+    limits = _blas_controller().limit(limits=1, user_api="blas") if len(matrix) <= SMALL_DENSE_PIVOTING else None
+    try:
+        _, pivots, rank, info = lapack.dpstrf(matrix.cpu().numpy(), tol=max(tol, np.finfo(np.float64).tiny), lower=0)
+    finally:
+        if limits is not None:
+            limits.restore_original_limits()
     if info < 0:
         raise FitError(f"pivoted Cholesky of the centres' kernel matrix failed (LAPACK dpstrf info = {info}).")
     return pivots[: max(1, rank)] - 1
+
+
+@functools.cache
+def _blas_controller() -> threadpoolctl.ThreadpoolController:
+    """The BLAS libraries of this process (found once)."""
+    return threadpoolctl.ThreadpoolController()
 
 
 class NystromKernelRows:
