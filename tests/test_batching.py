@@ -6,6 +6,7 @@ from campaign_helpers import PoisonedGenerator
 
 from nplm_kernel import KernelNPLM, NPLMTest, run_toys
 from nplm_kernel.benchmarks import Exponential1D
+from nplm_kernel.core.exceptions import SampleSizeWarning
 from nplm_kernel.kernel import reference_cache
 
 BENCHMARK = Exponential1D(n_expected=300.0, n_reference=30_000)
@@ -61,6 +62,26 @@ def test_a_failing_toy_in_a_batch_is_recorded_against_itself(reference):
     assert [row["status"] for row in batched.rows] == [row["status"] for row in single.rows]
     assert 1 <= batched.n_failed < 12
     np.testing.assert_allclose(batched.t, single.t, rtol=1e-6)
+
+
+def test_a_batch_keeps_each_toys_warnings_without_refitting_toy_by_toy(monkeypatch):
+    import nplm_kernel.toys.worker as worker
+
+    small = Exponential1D(n_expected=300.0, n_reference=1500)  # N_R = 5 N_D: toys above 300 events warn
+    x_ref, w_ref = small.reference(np.random.default_rng(1))
+    test = NPLMTest(KernelNPLM(n_centers=100, reuse_reference=True))
+    single = run_toys(test, small.data, x_ref, w_ref, n_toys=8, seed=3, executor=None, progress=False, batch_size=1)
+    refits = []
+    monkeypatch.setattr(worker, "run_one_toy", lambda task, index: refits.append(index))
+    batched = run_toys(test, small.data, x_ref, w_ref, n_toys=8, seed=3, executor=None, progress=False, batch_size=8)
+    assert refits == []
+    assert [row["warnings"] for row in batched.rows] == [row["warnings"] for row in single.rows]
+    warned = [any("SampleSizeWarning" in text for text in row["warnings"]) for row in batched.rows]
+    assert warned == [row["n_data"] > 300 for row in batched.rows] and 0 < sum(warned) < 8
+    np.testing.assert_allclose(batched.t, single.t, rtol=1e-6)
+    with pytest.warns(SampleSizeWarning):
+        results = test.run_batch([small.data(np.random.default_rng(seed)) for seed in range(3)], x_ref, w_ref)
+    assert all(result.batch_warnings == () or "SampleSizeWarning" in result.batch_warnings[0] for result in results)
 
 
 def _random_reference(n_ref=3000, n_centers=6, seed=0):

@@ -125,3 +125,17 @@ def test_bias_initialisation_options():
     assert 0 < hidden.max() <= np.sqrt(3 / 5) and hidden.min() > 0
     assert 0 < output.max() <= np.sqrt(3.0)
     np.testing.assert_array_equal(zeros.layers[0].weight.detach(), keras.layers[0].weight.detach())
+
+
+def test_a_campaign_draws_one_bar_not_one_per_fit(small_benchmark, capsys):
+    from nplm_kernel import NPLMTest, run_toys
+
+    benchmark, x_ref, w_ref = small_benchmark
+    test = NPLMTest(NNNPLM(epochs=20, progress=True))
+    quiet = test.with_quiet_fits()
+    assert quiet.backend.progress is False and test.backend.progress is True
+    assert quiet.identity(x_ref, w_ref) == test.identity(x_ref, w_ref)
+    campaign = run_toys(test, benchmark.data, x_ref, w_ref, n_toys=2, executor=None, progress=True)
+    assert len(campaign.t) == 2
+    errors = capsys.readouterr().err
+    assert "toys" in errors and "NN epochs" not in errors

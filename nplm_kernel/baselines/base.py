@@ -106,6 +106,10 @@ class BaselineTest:
     def __getstate__(self) -> dict[str, Any]:
         return {"backend": self.backend, "_prepared": {}}  # each process prepares its own reference
 
+    def with_quiet_fits(self) -> BaselineTest:
+        """The test a campaign runs: this one (a baseline draws no per-fit progress bar)."""
+        return self
+
     def identity(self, x_ref: np.ndarray | None = None, w_ref: float | np.ndarray | None = None) -> dict[str, Any]:
         reference = None
         if x_ref is not None:

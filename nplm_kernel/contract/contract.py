@@ -22,7 +22,9 @@ through this contract:
   fits_batches, the optional capability (a class attribute, or a property when it depends on the
   settings) of fitting several data samples on one reference together: such a backend has
   fit_batch(list of x_data, x_ref, w_ref) returning one fitted clone per sample, each with the t
-  of its own fit to solver tolerance (campaigns use it for throughput).
+  of its own fit to solver tolerance and, in fit_warnings_, the warnings its fit raised, recorded
+  (warnings.WarningMessage) instead of raised, since each belongs to one sample (campaigns use it
+  for throughput).
 - identity_details() (optional): what defines t besides the hyperparameters (e.g. the rule behind
   a default), part of a campaign's identity;
 - setting_roles: {role: hyperparameter name} for the roles the shared layer needs (SETTING_ROLES):

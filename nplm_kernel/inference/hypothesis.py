@@ -14,17 +14,18 @@ nu_hat of both terms and the iteration count, so that every t can be traced to h
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 
 from ..contract import contract_gaps, role_setting
-from ..core.exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning
+from ..core.exceptions import ConfigurationError, ConvergenceWarning, FitConsistencyWarning, warning_text
 from ..core.identity import describe, qualified_name, sample_digest
 from ..core.samples import as_events, as_weights, check_positive_integer, check_positive_number, validate_samples
 from ..nuisance import NuisanceFit, NuisanceModel, NuisanceTerms
@@ -43,7 +44,8 @@ class NPLMResult:
     """One NPLM test: t = tau - Delta (dimensionless), the fitted estimator (f via its
     decision_function), the backend's name and hyperparameters, the wall time in seconds, and with
     nuisances nu_hat of the tau and Delta terms (model order), the tau iterations and whether the
-    nuisance fit converged (without nuisances: empty arrays, 0 iterations)."""
+    nuisance fit converged (without nuisances: empty arrays, 0 iterations). From run_batch, the
+    warnings this sample's fit raised ('Category: message'; run_batch raises them too)."""
 
     t: float
     tau: float
@@ -56,6 +58,7 @@ class NPLMResult:
     nu_hat_delta: np.ndarray = field(default_factory=lambda: np.zeros(0))
     nuisance_iterations: int = 0
     nuisance_converged: bool = True
+    batch_warnings: tuple[str, ...] = ()
 
     @property
     def converged(self) -> bool | None:
@@ -118,6 +121,11 @@ class MultiScaleResult:
     def unsupported_events(self) -> list[int]:
         """Per width, the data events the reference sample cannot support."""
         return [result.unsupported_events for result in self.results]
+
+    @property
+    def batch_warnings(self) -> tuple[str, ...]:
+        """From run_batch, the warnings of this sample's fits, width after width."""
+        return tuple(text for result in self.results for text in result.batch_warnings)
 
     @property
     def estimator(self) -> BaseEstimator:
@@ -207,6 +215,17 @@ class NPLMTest:
         self.nuisance_tol = float(nuisance_tol)
         self.max_alternations = int(max_alternations)
 
+    def with_quiet_fits(self) -> NPLMTest:
+        """This test with its backend's per-fit progress bar (the contract's progress role) off: a
+        campaign fits many toys at once and draws one bar for them all. The same t (progress is an
+        execution setting)."""
+        setting = role_setting(self.backend, "progress")
+        if setting is None or not self.backend.get_params(deep=False)[setting]:
+            return self
+        quiet = copy.copy(self)
+        quiet.backend = clone(self.backend).set_params(**{setting: False})
+        return quiet
+
     def identity(self, x_ref: np.ndarray | None = None, w_ref: float | np.ndarray | None = None) -> dict[str, Any]:
         """What defines this test's t on a given reference: the backend and its hyperparameters, the
         nuisance model and its settings, and a digest of the reference sample and weights."""
@@ -257,7 +276,9 @@ class NPLMTest:
     def run_batch(self, x_data: Sequence[np.ndarray], x_ref: np.ndarray,
                   w_ref: float | np.ndarray) -> list[NPLMResult | MultiScaleResult]:
         """run() on several data samples against one reference: the same results, computed together
-        where the backend fits batches (per width for a multi-scale test), one by one otherwise."""
+        where the backend fits batches (per width for a multi-scale test), one by one otherwise.
+        Each result's batch_warnings are the warnings of its own sample's fits, which are also
+        raised (as run() would raise them)."""
         if not self.batchable:
             return [self.run(sample, x_ref, w_ref) for sample in x_data]
         per_backend = []
@@ -265,8 +286,14 @@ class NPLMTest:
             start = time.perf_counter()
             estimators = backend.fit_batch(list(x_data), x_ref, w_ref)
             share = (time.perf_counter() - start) / max(1, len(estimators))
-            per_backend.append([self._result(estimator, estimator.t_, 0.0, time.perf_counter() - share)
-                                for estimator in estimators])
+            results = []
+            for estimator in estimators:
+                records = estimator.fit_warnings_
+                for record in records:
+                    warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
+                results.append(replace(self._result(estimator, estimator.t_, 0.0, time.perf_counter() - share),
+                                       batch_warnings=tuple(warning_text(record) for record in records)))
+            per_backend.append(results)
         if self.widths is None:
             return per_backend[0]
         return [MultiScaleResult(self.widths, tuple(results)) for results in zip(*per_backend)]

@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, clone
 
 from ..contract import finish_fit, require_fitted
 from ..core.devices import resolve_device, resolve_dtype
-from ..core.exceptions import ConfigurationError, ConvergenceWarning
+from ..core.exceptions import ConfigurationError, ConvergenceWarning, captured_warnings
 from ..core.identity import describe, sample_digest
 from ..core.samples import (
     as_events,
@@ -407,7 +407,7 @@ class KernelNPLM(BaseEstimator):
         groups within memory_budget); otherwise one by one."""
         self.check_settings()
         if not self.fits_batches:
-            return [clone(self).fit(sample, x_ref, w_ref) for sample in x_data]
+            return [_fit_recording_warnings(clone(self), sample, x_ref, w_ref) for sample in x_data]
         device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
         reference = validate_samples(x_data[0], x_ref, w_ref, owner="KernelNPLM", warn_sample_size=False)
         prepared = self._prepare_reference(reference, device, dtype)
@@ -427,7 +427,11 @@ class KernelNPLM(BaseEstimator):
 
     def _fit_group(self, x_data, reference, prepared: PreparedReference, rows: NystromKernelRows,
                    pairs: PairProducts | None, device: torch.device) -> list[KernelNPLM]:
-        samples = [with_data(reference, sample) for sample in x_data]
+        checks = []
+        for sample in x_data:
+            with captured_warnings() as caught:
+                checks.append((with_data(reference, sample), caught))
+        samples = [checked for checked, _ in checks]
         data = [torch.as_tensor(standardized(checked.x_data, prepared.mean, prepared.scale, "x_data"), device=device)
                 for checked in samples]
         centers = torch.as_tensor(prepared.centers, device=device)
@@ -438,10 +442,15 @@ class KernelNPLM(BaseEstimator):
         alphas = prepared.factor.to_alpha(solution.gamma.T)
         f_ref = problem.reference_values().T.cpu().numpy()
         geometry = (prepared.mean, prepared.scale, prepared.centers, prepared.sigma)
-        return [clone(self)._finish(checked, geometry, alphas[:, index].cpu().numpy(),
-                                    kernel_products(points, centers, prepared.sigma, alphas[:, index]).cpu().numpy(),
-                                    f_ref[index], solution.diagnostics[index])
-                for index, (checked, points) in enumerate(zip(samples, data))]
+        fitted = []
+        for index, ((checked, caught), points) in enumerate(zip(checks, data)):
+            f_data = kernel_products(points, centers, prepared.sigma, alphas[:, index]).cpu().numpy()
+            with captured_warnings() as finished:
+                estimator = clone(self)._finish(checked, geometry, alphas[:, index].cpu().numpy(), f_data, f_ref[index],
+                                                solution.diagnostics[index])
+            estimator.fit_warnings_ = caught + finished
+            fitted.append(estimator)
+        return fitted
 
     def _logistic_loss(self, samples, device: torch.device) -> LogisticLoss:
         """The weighted logistic surrogate on data + reference points in that order: labels 1 / 0,
@@ -548,3 +557,12 @@ class KernelNPLM(BaseEstimator):
             setattr(self, name, value)
         self.diagnostics_ = SolverDiagnostics(**diagnostics)
         self.converged_ = self.diagnostics_.converged
+
+
+def _fit_recording_warnings(estimator: KernelNPLM, x_data, x_ref, w_ref) -> KernelNPLM:
+    """estimator.fit(x_data, x_ref, w_ref), with the warnings it raised recorded in fit_warnings_
+    instead of raised (fit_batch: each belongs to one sample)."""
+    with captured_warnings() as caught:
+        estimator.fit(x_data, x_ref, w_ref)
+    estimator.fit_warnings_ = caught
+    return estimator

@@ -183,6 +183,7 @@ def run_toys(
     dask.distributed Client; or any concurrent.futures.Executor (the task is then pickled with each
     unit of toys). Every toy runs on one thread (worker.THREADS_PER_TOY): t is the same to the last
     bit on each of them.
+    progress: a bar over the campaign's toys; the backend's own per-fit bar is off for toys.
     store: the toy store (nplm_kernel.store) to resume and append to (None keeps rows in memory only); it
     must hold this campaign (same test, generator, reference and seed, same shard) or nothing.
     generator_name: a name that identifies the generator in the store instead of its automatic
@@ -240,7 +241,7 @@ def run_toys(
         logger.info("campaign of %d toys (seed %d)%s: %d stored, %d to run on %s, blocks of %d%s", n_toys, seed,
                     f", shard {part}" if part else "", len(toys) - len(pending), len(pending),
                     "serial" if executor is None else executor, block, f", store {store}" if store is not None else "")
-        task = ToyTask(test=test, generator=generator, x_ref=x_ref, w_ref=w_ref, seed=seed)
+        task = ToyTask(test=test.with_quiet_fits(), generator=generator, x_ref=x_ref, w_ref=w_ref, seed=seed)
         new_rows: dict[int, dict[str, Any]] = {}
         # rows arrive a batch at a time: the rate is the average since the start (smoothing=0), and
         # the bar is drawn at least every 0.1% of the toys, so it shows each batch's end

@@ -9,7 +9,6 @@ import contextlib
 import threading
 import time
 import traceback
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from threadpoolctl import ThreadpoolController
 
-from ..core.exceptions import ConfigurationError, FitError, InputError
+from ..core.exceptions import ConfigurationError, FitError, InputError, captured_warnings, warning_text
 from ..inference import NPLMTest
 from ..store import STATUS_OK, t_floor_problem
 from .generators import ToyGenerator, ToySample
@@ -75,46 +74,6 @@ def toy_threads() -> Iterator[None]:
                 _threads_state["blas"].restore_original_limits()
 
 
-_capture = threading.local()
-_capture_state: dict[str, Any] = {"users": 0, "saved": None, "shown": None}
-_capture_lock = threading.Lock()
-
-
-def _show_in_thread(message, category, filename, lineno, file=None, line=None) -> None:
-    """showwarning while captures are active: a warning goes to the capture of the thread that
-    raised it, or is shown as it would have been."""
-    records = getattr(_capture, "records", None)
-    if records is None:
-        _capture_state["shown"](message, category, filename, lineno, file, line)
-    else:
-        records.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
-
-
-@contextlib.contextmanager
-def captured_warnings() -> Iterator[list]:
-    """Every warning raised in this thread while the body runs, recorded (as warnings.catch_warnings
-    with record=True and the 'always' filter) but thread-safely: toys fitted at once in several
-    threads of one process get their own warnings only. One process-wide hook is installed while any
-    capture is active, and the process's own settings come back when the last one ends."""
-    with _capture_lock:
-        if _capture_state["users"] == 0:  # the module's own save and restore of filters and showwarning
-            _capture_state["shown"], _capture_state["saved"] = warnings.showwarning, warnings.catch_warnings()
-            _capture_state["saved"].__enter__()
-            warnings.simplefilter("always")
-            warnings.showwarning = _show_in_thread
-        _capture_state["users"] += 1
-    previous, records = getattr(_capture, "records", None), []
-    _capture.records = records
-    try:
-        yield records
-    finally:
-        _capture.records = previous
-        with _capture_lock:
-            _capture_state["users"] -= 1
-            if _capture_state["users"] == 0:
-                _capture_state["saved"].__exit__(None, None, None)
-
-
 def toy_seed(seed: int, toy_index: int) -> np.random.SeedSequence:
     """The SeedSequence of toy `toy_index`: entropy `seed`, spawn key (toy_index,)."""
     return np.random.SeedSequence(entropy=seed, spawn_key=(toy_index,))
@@ -132,11 +91,12 @@ def _draw(task: ToyTask, toy_index: int) -> ToySample:
     return drawn if isinstance(drawn, ToySample) else ToySample(drawn)
 
 
-def _ok_row(task: ToyTask, row: dict[str, Any], drawn: ToySample, result: Any, caught: list) -> dict[str, Any]:
-    """The row of a toy whose test ran; FitError when its t is one the test cannot give."""
+def _ok_row(task: ToyTask, row: dict[str, Any], drawn: ToySample, result: Any, caught: list[str]) -> dict[str, Any]:
+    """The row of a toy whose test ran, with the warnings its fits raised ('Category: message');
+    FitError when its t is one the test cannot give."""
     row.update(status=STATUS_OK, **result.row_fields(),
                central_values=None if drawn.central_values is None else np.asarray(drawn.central_values).tolist(),
-               n_data=int(len(drawn.x_data)), warnings=[f"{type(w.message).__name__}: {w.message}" for w in caught])
+               n_data=int(len(drawn.x_data)), warnings=list(caught))
     problem = t_floor_problem(row["t"], getattr(task.test, "t_floor", None), row["n_data"])
     if problem:
         raise FitError(f"numerical trouble: {problem}.")
@@ -162,7 +122,7 @@ def run_one_toy(task: ToyTask, toy_index: int) -> dict[str, Any]:
             raise InputError("the generator returned data only but run_toys got no reference (x_ref=None).")
         with captured_warnings() as caught:
             result = task.test.run(drawn.x_data, x_ref, w_ref, central_values=drawn.central_values)
-        _ok_row(task, row, drawn, result, caught)
+        _ok_row(task, row, drawn, result, [warning_text(record) for record in caught])
     except ConfigurationError:
         raise
     except Exception as error:  # noqa: BLE001 - one toy's failure of any kind is recorded, not fatal
@@ -183,8 +143,9 @@ def run_toy_batch(task: ToyTask, toy_indices: tuple[int, ...],
     """The rows of the toys `keep` (default: all) of several toys fitted together, where the test
     can (NPLMTest.run_batch: toys on the campaign's reference, without auxiliary measurements);
     each toy keeps its own seed, and its row is the one run_one_toy gives (t to solver tolerance,
-    and the same bits for the same toy_indices). A batch that raises or warns is run again toy by
-    toy, so that every failure and warning is recorded with the toy it belongs to."""
+    and the same bits for the same toy_indices), with the warnings of its own fits. A batch that
+    raises, or raises warnings that no toy claims, is run again toy by toy, so that every failure
+    and warning is recorded with the toy it belongs to."""
     keep = toy_indices if keep is None else keep
     if len(toy_indices) == 1 or not task.test.batchable or task.x_ref is None:
         return [run_one_toy(task, index) for index in keep]
@@ -204,11 +165,12 @@ def run_toy_batch(task: ToyTask, toy_indices: tuple[int, ...],
         try:
             with captured_warnings() as caught:
                 results = task.test.run_batch([sample.x_data for sample in drawn.values()], task.x_ref, task.w_ref)
-            if caught:
-                raise RuntimeError("warnings to attribute")
+            if len(caught) != sum(len(result.batch_warnings) for result in results):
+                raise RuntimeError("warnings that no toy of the batch claims")
             share = (time.perf_counter() - start) / len(drawn)
             for (index, sample), result in zip(drawn.items(), results):
-                rows[index] = _ok_row(task, {"record": "toy", "toy": index, "seed": task.seed}, sample, result, [])
+                rows[index] = _ok_row(task, {"record": "toy", "toy": index, "seed": task.seed}, sample, result,
+                                      list(result.batch_warnings))
                 rows[index]["wall_time"] = share
         except Exception:  # noqa: BLE001 - one toy at a time: each failure and warning goes to its own row
             rows.update({index: run_one_toy(task, index) for index in drawn if index in keep})
