@@ -3,7 +3,14 @@ import pytest
 from scipy import stats
 
 from nplm_kernel import ConfigurationError
-from nplm_kernel.benchmarks import NP1, NP2, NP3, Exponential1D
+from nplm_kernel.benchmarks import (
+    NP1,
+    NP2,
+    NP3,
+    PUBLISHED_POWER_MULTIPLE_TESTING,
+    SIGNALS_1D_MULTIPLE_TESTING,
+    Exponential1D,
+)
 
 
 def test_reference_weights_sum_to_the_expected_yield(rng):
@@ -21,6 +28,22 @@ def test_data_sizes_are_poisson_and_signals_have_their_shapes(rng):
     assert stats.kstest(NP2.sample(3000, rng), "norm", args=(1.6, 0.16)).pvalue > 0.01
     assert stats.kstest(NP3.sample(3000, rng), "gamma", args=(3.0,)).pvalue > 0.01
     assert (NP1.sample(3000, rng) >= 0).all()
+
+
+def test_multiple_testing_signals_have_their_yields_locations_and_widths(rng):
+    benchmark = Exponential1D()
+    expected = {"x4_w0.01": (0.01, 7.0), "x4_w0.16": (0.16, 18.0), "x4_w0.64": (0.64, 13.0)}
+    assert set(SIGNALS_1D_MULTIPLE_TESTING) == set(PUBLISHED_POWER_MULTIPLE_TESTING) == set(expected)
+    for name, signal in SIGNALS_1D_MULTIPLE_TESTING.items():
+        width, n_expected = expected[name]
+        assert (signal.location, signal.width, signal.n_expected) == (4.0, width, n_expected)
+        events = signal.sample(20_000, rng)  # 4 / 0.64 = 6.25 widths above 0: the truncation is invisible
+        assert np.mean(events) == pytest.approx(4.0, abs=4 * width / np.sqrt(20_000))
+        assert np.std(events) == pytest.approx(width, rel=4 * np.sqrt(0.5 / 20_000))
+    signal = SIGNALS_1D_MULTIPLE_TESTING["x4_w0.16"]
+    near = [np.sum(np.abs(benchmark.data(rng, signal)[:, 0] - 4.0) < 0.48) for _ in range(400)]
+    background = 2000 * (np.exp(-3.52) - np.exp(-4.48))  # Exp(1) events within 3 widths of x = 4
+    assert np.mean(near) == pytest.approx(background + 18 * 0.9973, abs=4 * np.sqrt((background + 18) / 400))
 
 
 def test_true_log_ratio(rng):

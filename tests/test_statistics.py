@@ -111,6 +111,24 @@ def test_combined_significance_sees_a_departure_in_one_setting(rng):
         combine_settings(observed, null[:, :2])
 
 
+def test_combined_p_values_hold_the_false_positive_rate_and_agree_with_combine_settings(rng):
+    from nplm_kernel.inference.calibration import COMBINATIONS, combine_settings, combined_p_values
+
+    null, observed = _correlated_settings(rng, 400), _correlated_settings(rng, 400)
+    for combination in COMBINATIONS:
+        p_values = combined_p_values(observed, null, combination)
+        assert p_values.shape == (400,) and p_values.min() >= 1 / 401
+        assert stats.kstest(p_values, "uniform").pvalue > 0.01, combination
+    one = observed[:25]
+    results = [combine_settings(row, null) for row in one]
+    np.testing.assert_array_equal(combined_p_values(one, null, "min-p"), [result.min_p for result in results])
+    np.testing.assert_array_equal(combined_p_values(one, null, "fisher"), [result.fisher for result in results])
+    excess = np.quantile(null, 0.97, axis=0)[None, :]  # a moderate excess in every setting
+    assert all(combined_p_values(excess, null, combination)[0] < 0.03 for combination in ("fisher", "stouffer"))
+    with pytest.raises(InputError, match="combination must be one of"):
+        combined_p_values(one, null, "harmonic")
+
+
 def test_min_p_significance_matches_a_brute_force_count_and_is_uniform_under_the_null(rng):
     """A multi-scale t (one value per width): p = (k + 1) / (n + 1) with k the null toys whose min-p
     over the widths (each toy's p-values against the other toys) is at most the observed min-p; under

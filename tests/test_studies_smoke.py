@@ -110,9 +110,28 @@ def test_paper_tables_study_smoke(tmp_path):
     study = _load(ROOT / "studies" / "paper_tables.py")
     table = study.run("smoke", tmp_path, executor=None, progress=False)
     assert "| multiple-testing paper, min-p (published) | - | - | - | 0.581 | 0.8765 |" in table
-    assert table.count("\n| ours:") == 4 and "| coverage |" in table
+    assert table.count("\n| ours:") == 4 + 2 and "| coverage |" in table  # 2: HARDER_VARIANTS
+    assert "| multiple-testing paper, best single width (published) | 0.083 | 0.367 | 0.082 |" in table
+    assert len(read_store(tmp_path / "v4_x4_w0.64.jsonl").rows) == 4
     assert len(read_store(tmp_path / "v0_null.jsonl").rows) == 12
     assert np.asarray(read_store(tmp_path / "v2_null.jsonl").rows[0]["t"]).shape == (2,)  # min-p: one t per width
+
+
+@pytest.mark.slow
+def test_power_frontier_study_smoke(tmp_path):
+    study = _load(ROOT / "studies" / "power_frontier.py")
+    study.collect("smoke", tmp_path, progress=False)
+    table = study.analyse("smoke", tmp_path)
+    assert "| arXiv:2408.12296, min-p (published) | - | - | - | - | - | 0.063 | 0.314 | 0.0655 | - |" in table
+    header = next(line for line in table.splitlines() if line.startswith("| candidate |"))
+    assert header.count("| power ") == 6 and "power x4_w0.01" in header
+    assert table.count("\n| uniform ") == 8 + 4 * 4 and table.count("\n| coverage ") == 7 + 4 * 4
+    assert "| uniform min-p(0.5,0.9) | 2 |" in table and "| BumpHunter (40 bins) |" in table
+    null = read_store(tmp_path / "uniform_null.jsonl").rows
+    assert len(null) == 50 and np.asarray(null[0]["t"]).shape == (8,)  # one t per width
+    kernel, bump = (read_store(tmp_path / f"{name}_x4_w0.16.jsonl").rows for name in ("coverage", "bumphunter"))
+    assert [row["n_data"] for row in kernel] == [row["n_data"] for row in bump]  # the same toys for every test
+    assert study.analyse("smoke", tmp_path) == table == (tmp_path / "table.md").read_text().strip()
 
 
 @pytest.mark.slow

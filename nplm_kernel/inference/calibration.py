@@ -204,40 +204,64 @@ class CombinedSignificance:
     n_toys: int
 
 
-def _tail_fractions(t_matrix: np.ndarray, t_values: np.ndarray) -> np.ndarray:
-    """(k + 1) / (n + 1) with k = #(column toys >= value), column by column."""
-    exceeding = (t_matrix[None, :, :] >= t_values[:, None, :]).sum(axis=1)
-    return (exceeding + 1.0) / (t_matrix.shape[0] + 1.0)
-
-
 def _settings_p_values(t_observed: object, t_null: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(observed (K,), per-setting p-values of the observed t (K,), of each null toy against the
-    other n - 1 toys (n, K)), after checking shapes and finiteness. Columns: sorted null t, so the
-    cost is O(n K log n)."""
-    observed = np.asarray(t_observed, dtype=np.float64).reshape(-1)
-    null = np.asarray(t_null, dtype=np.float64)
-    if null.ndim != 2 or null.shape[1] != observed.size:
-        raise InputError(f"t_null must have shape (n_toys, {observed.size}), one column per setting, got {null.shape}.")
+    """(observed (m, K), per-setting p-values of the observed t (m, K), of each null toy against the
+    other n - 1 toys (n, K)), after checking shapes and finiteness; t_observed is (K,) for one data
+    set or (m, K) for m of them. Columns: sorted null t, so the cost is O((m + n) K log n)."""
+    null, observed = np.asarray(t_null, dtype=np.float64), np.asarray(t_observed, dtype=np.float64)
+    n_settings = observed.shape[-1] if observed.ndim else 1
+    if null.ndim != 2 or observed.ndim not in (1, 2) or null.shape[1] != n_settings:
+        raise InputError(f"t_null must have shape (n_toys, {n_settings}), one column per setting, got {null.shape}.")
+    observed = observed.reshape(-1, n_settings)
     if null.shape[0] < 2:
         raise InputError(f"t_null needs at least 2 null toys, got {null.shape[0]}.")
-    check_finite(observed[None, :], "t_observed")
+    check_finite(observed, "t_observed")
     check_finite(null, "t_null")
     n_toys = null.shape[0]
     ordered = np.sort(null, axis=0)
-    at_least = np.empty_like(null)
-    observed_p = np.empty(observed.size)
-    for column in range(observed.size):
+    at_least, observed_at_least = np.empty_like(null), np.empty_like(observed)
+    for column in range(n_settings):
         at_least[:, column] = n_toys - np.searchsorted(ordered[:, column], null[:, column], side="left")
-        observed_p[column] = monte_carlo_p_value(n_toys - np.searchsorted(ordered[:, column], observed[column],
-                                                                           side="left"), n_toys)
-    return observed, observed_p, at_least / n_toys  # (k + 1) / n with k = others at least as large
+        observed_at_least[:, column] = n_toys - np.searchsorted(ordered[:, column], observed[:, column], side="left")
+    # (k + 1) / (n + 1) for the observed; (k + 1) / n with k = the others at least as large for a null toy
+    return observed, monte_carlo_p_value(observed_at_least, n_toys), at_least / n_toys
+
+
+#: The combinations of K per-setting p-values (rows of an (m, K) array) that combined_p_values
+#: calibrates, each a statistic that grows with the evidence: min-p (-min_k p_k), Fisher
+#: (-2 sum_k log p_k), Stouffer (sum_k Phi^-1(1 - p_k) / sqrt(K); -inf when a p_k is 1, i.e. t below
+#: every null toy) and Cauchy (mean_k tan((1/2 - p_k) pi), Liu & Xie 2020).
+COMBINATIONS = {
+    "min-p": lambda p: -p.min(axis=1),
+    "fisher": lambda p: -2.0 * np.log(p).sum(axis=1),
+    "stouffer": lambda p: stats.norm.isf(p).sum(axis=1) / np.sqrt(p.shape[1]),
+    "cauchy": lambda p: np.tan((0.5 - p) * np.pi).mean(axis=1),
+}
+
+
+def _combination_exceeding(observed_p: np.ndarray, null_p: np.ndarray, combination: str) -> np.ndarray:
+    """Per observed row, the null toys whose combined statistic is at least as extreme."""
+    if combination not in COMBINATIONS:
+        raise InputError(f"combination must be one of {sorted(COMBINATIONS)}, got {combination!r}.")
+    statistic = COMBINATIONS[combination]
+    null_statistic = np.sort(statistic(null_p))
+    return null_statistic.size - np.searchsorted(null_statistic, statistic(observed_p), side="left")
+
+
+def combined_p_values(t_observed: object, t_null: object, combination: str = "min-p") -> np.ndarray:
+    """Calibrated p-values of K settings combined, for m data sets at once: t_observed (m, K) (or
+    (K,)), t_null (n_toys, K) with row j = null toy j fitted with every setting. Each setting's p is
+    (k + 1) / (n + 1) on the null toys (each null toy's against the other n - 1); the combined
+    statistic (COMBINATIONS) of a data set is then calibrated on the null toys' own combined
+    statistics, p = (k + 1) / (n + 1). Returns (m,)."""
+    _, observed_p, null_p = _settings_p_values(t_observed, t_null)
+    return monte_carlo_p_value(_combination_exceeding(observed_p, null_p, combination), null_p.shape[0])
 
 
 def _min_p_significance(observed_t: np.ndarray, t_null: object, confidence: float, extrapolate: bool) -> Significance:
     observed, observed_p, null_p = _settings_p_values(observed_t, t_null)
-    n_toys = null_p.shape[0]
-    null_min_p, observed_min_p = null_p.min(axis=1), observed_p.min()
-    count = int(np.count_nonzero(null_min_p <= observed_min_p))
+    observed, n_toys = observed[0], null_p.shape[0]
+    count = int(_combination_exceeding(observed_p, null_p, "min-p")[0])
     interval = stats.binomtest(count, n_toys).proportion_ci(confidence_level=confidence, method="exact")
     p_value, method = monte_carlo_p_value(count, n_toys), MIN_P
     if count == 0:
@@ -250,23 +274,19 @@ def _min_p_significance(observed_t: np.ndarray, t_null: object, confidence: floa
             p_value, method = min(1.0, observed.size * float(min(tails))), MIN_P_EXTRAPOLATION
     return Significance(t=tuple(float(value) for value in observed), p_value=p_value, p_low=float(interval.low),
                         p_high=float(interval.high), z=z_score(p_value), method=method, n_toys=n_toys,
-                        chi2_fit=None, width_p_values=tuple(float(p) for p in observed_p))
+                        chi2_fit=None, width_p_values=tuple(float(p) for p in observed_p[0]))
 
 
 def combine_settings(t_observed: object, t_null: object) -> CombinedSignificance:
     """Combine K settings: t_observed (K,) on the data, t_null (n_toys, K) on the same null toys
     (row j = toy j fitted with every setting). Never a naive min: both combined statistics are
     calibrated on the null toys, so the combination holds its false-positive rate."""
-    observed, observed_p, null_p = _settings_p_values(t_observed, t_null)
+    _, observed_p, null_p = _settings_p_values(t_observed, t_null)
     n_toys = null_p.shape[0]
-    statistics = {
-        "min_p": (observed_p.min(), null_p.min(axis=1)),
-        "fisher": (-2 * np.log(observed_p).sum(), -2 * np.log(null_p).sum(axis=1)),
-    }
-    min_p = monte_carlo_p_value(np.count_nonzero(statistics["min_p"][1] <= statistics["min_p"][0]), n_toys)
-    fisher = monte_carlo_p_value(np.count_nonzero(statistics["fisher"][1] >= statistics["fisher"][0]), n_toys)
+    min_p, fisher = (float(monte_carlo_p_value(_combination_exceeding(observed_p, null_p, combination)[0], n_toys))
+                     for combination in ("min-p", "fisher"))
     return CombinedSignificance(
-        p_values=tuple(float(p) for p in observed_p),
+        p_values=tuple(float(p) for p in observed_p[0]),
         min_p=min_p,
         fisher=fisher,
         z_min_p=z_score(min_p),

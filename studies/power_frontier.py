@@ -1,0 +1,220 @@
+"""Power without choosing a width: every candidate default test on the same toys of the 1D benchmark.
+
+1D exponential benchmark (reference Exp(1), N(R) = 2000, N_R = 200,000; Exp(1) units) with the
+signals NP1-NP3 (nplm_kernel.benchmarks.SIGNALS_1D) and the harder resonances of Grosso & Letizia,
+arXiv:2408.12296 (SIGNALS_1D_MULTIPLE_TESTING: 7, 18 and 13 events at x = 4 with widths 0.01, 0.16
+and 0.64). Candidates, all on the same toys (the same campaign seeds for every sample):
+
+- single widths: KernelNPLM defaults (NPLM loss, M = N_D / 4) with sigma at the q-th quantile of
+  pairwise reference distances (sigma in standardised units, about Exp(1) units here), q = 0.2
+  ... 0.9 with uniform centres, q = 0.3 ... 0.9 with coverage centres;
+- aggregations of those widths (per centre family): min-p, Fisher, Stouffer and Cauchy
+  (nplm_kernel.inference.calibration.COMBINATIONS) over the width subsets SUBSETS;
+- BumpHunter (nplm_kernel.baselines.BumpHunt, 40 bins) as the classical reference.
+
+Each centre family fits every toy once per width: one resumable campaign per family and sample
+under --out ({family}_{sample}.jsonl, each row one t per width; bumphunter_{sample}.jsonl). The
+"null" campaign calibrates: each width's p = (k + 1) / (n + 1) on it, and each aggregation's
+combined statistic calibrated on the null toys' own (calibration.combined_p_values). An
+independent "validation" null gives the false-positive rate at Z >= 2 (nominal Phi(-2) = 0.0228).
+table.md: per candidate, the fits per toy, that false-positive rate, the power at Z >= 2 per signal
+with binomial errors, and the time per toy (fits per toy x the family's measured time per fit);
+then the best single width per signal and the published powers of arXiv:2408.12296.
+
+    python studies/power_frontier.py --mode quick --executor 2 --out results/power_frontier
+    python studies/power_frontier.py --mode quick --out results/power_frontier --analyse-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from scipy import stats
+
+from nplm_kernel import KernelNPLM
+from nplm_kernel.baselines import BaselineTest, BumpHunt
+from nplm_kernel.benchmarks import (
+    PUBLISHED_POWER_MULTIPLE_TESTING,
+    SIGNALS_1D,
+    SIGNALS_1D_MULTIPLE_TESTING,
+    Exponential1D,
+)
+from nplm_kernel.inference import NPLMTest
+from nplm_kernel.inference.calibration import COMBINATIONS, combined_p_values, monte_carlo_p_value
+from nplm_kernel.toys import CampaignResult, resolve_executor, run_toys
+
+MODES = {
+    "smoke": dict(n_reference=20_000, n_expected=200.0, n_null=50, n_validation=20, n_signal=6, scale_signal=0.1),
+    "quick": dict(n_reference=200_000, n_expected=2000.0, n_null=1000, n_validation=500, n_signal=400,
+                  scale_signal=1.0),
+    "full": dict(n_reference=200_000, n_expected=2000.0, n_null=2000, n_validation=2000, n_signal=2000,
+                 scale_signal=1.0),
+}
+#: Centre families: KernelNPLM options and the width quantiles every toy is fitted at.
+FAMILIES = {
+    "uniform": (dict(), (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)),
+    "coverage": (dict(center_selection="coverage"), (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)),
+}
+#: Width subsets (quantiles) the aggregations combine; None: all of the family's widths.
+SUBSETS = ((0.5, 0.9), (0.3, 0.6, 0.9), (0.3, 0.5, 0.7, 0.9), None)
+BUMPHUNTER = "bumphunter"
+#: Z >= 2 as a p-value threshold.
+P_AT_Z2 = float(stats.norm.sf(2.0))
+
+
+class Setup(NamedTuple):
+    """The benchmark, its reference sample and the campaigns' samples of one mode and seed."""
+
+    benchmark: Exponential1D
+    x_ref: np.ndarray
+    w_ref: np.ndarray
+    samples: dict[str, tuple[Any, int, int]]  # name -> (signal or None, toys, campaign seed)
+
+    @property
+    def signals(self) -> list[str]:
+        return [name for name in self.samples if name not in ("null", "validation")]
+
+
+def setup(mode: str, seed: int) -> Setup:
+    """The reference sample (seeded by `seed`) and the samples: null, validation, each signal scaled to the mode."""
+    settings = MODES[mode]
+    benchmark = Exponential1D(settings["n_expected"], settings["n_reference"])
+    x_ref, w_ref = benchmark.reference(np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0]))
+    samples = {"null": (None, settings["n_null"], seed), "validation": (None, settings["n_validation"], seed + 1)}
+    for index, (name, signal) in enumerate((SIGNALS_1D | SIGNALS_1D_MULTIPLE_TESTING).items()):
+        scaled = dataclasses.replace(signal, n_expected=signal.n_expected * settings["scale_signal"])
+        samples[name] = (scaled, settings["n_signal"], seed + 2 + index)
+    return Setup(benchmark, x_ref, w_ref, samples)
+
+
+def compared_tests(study: Setup, seed: int) -> dict[str, NPLMTest | BaselineTest]:
+    """One test per centre family (a multi-scale NPLMTest over the family's widths), and BumpHunter."""
+    found: dict[str, NPLMTest | BaselineTest] = {}
+    for family, (options, quantiles) in FAMILIES.items():
+        backend = KernelNPLM(reuse_reference=True, seed=seed, **options)
+        found[family] = NPLMTest(backend, widths=backend.reference_widths(study.x_ref, study.w_ref, quantiles))
+    found[BUMPHUNTER] = BaselineTest(BumpHunt())
+    return found
+
+
+def collect(mode: str, out: Path, seed: int = 0, executor: Any = None, progress: bool = True) -> None:
+    """Run (or resume) every campaign: each test on every sample."""
+    out.mkdir(parents=True, exist_ok=True)
+    study = setup(mode, seed)
+    for name, test in compared_tests(study, seed).items():
+        for sample, (signal, n_toys, sample_seed) in study.samples.items():
+            run_toys(test, functools.partial(study.benchmark.data, signal=signal), study.x_ref, study.w_ref,
+                     n_toys=n_toys, seed=sample_seed, executor=executor, store=out / f"{name}_{sample}.jsonl",
+                     progress=progress, generator_name=f"1D exponential, {sample}")
+
+
+def _power_cell(p_values: np.ndarray) -> str:
+    """Fraction of p <= Phi(-2) with its binomial error."""
+    if len(p_values) == 0:
+        return "-"
+    rate = float(np.mean(p_values <= P_AT_Z2))
+    return f"{rate:.3f} ± {np.sqrt(max(rate * (1 - rate), 1.0 / len(p_values)) / len(p_values)):.3f}"
+
+
+def _single_p_values(t: np.ndarray, t_null: np.ndarray) -> np.ndarray:
+    """(k + 1) / (n + 1) per toy, k = null toys with t_null >= t."""
+    return monte_carlo_p_value(np.count_nonzero(t_null[None, :] >= t[:, None], axis=1), len(t_null))
+
+
+def candidates(quantiles: tuple[float, ...]) -> list[tuple[str, list[int], str | None]]:
+    """(label, width columns, combination or None for a single width) of one centre family."""
+    found: list[tuple[str, list[int], str | None]] = [(f"q{q:g}", [k], None) for k, q in enumerate(quantiles)]
+    for subset in SUBSETS:
+        chosen = quantiles if subset is None else subset
+        if not set(chosen) <= set(quantiles):
+            continue
+        columns = [quantiles.index(q) for q in chosen]
+        label = "all" if subset is None else ",".join(f"{q:g}" for q in chosen)
+        found += [(f"{combination}({label})", columns, combination) for combination in COMBINATIONS]
+    return found
+
+
+def analyse(mode: str, out: Path, seed: int = 0) -> str:
+    """The table of stored campaigns (no fit; every store checked against its test and reference):
+    written to out / table.md and returned."""
+    settings, study = MODES[mode], setup(mode, seed)
+    compared = compared_tests(study, seed)
+    campaigns = {(name, sample): CampaignResult.from_store(out / f"{name}_{sample}.jsonl", test, study.x_ref,
+                                                           study.w_ref)
+                 for name, test in compared.items() for sample in study.samples}
+    signals, resolvable = study.signals, (settings["n_null"] + 1) * P_AT_Z2 >= 1
+    lines = [f"Power without choosing a width, 1D exponential benchmark, mode {mode}, seed {seed}: N(R) = "
+             f"{settings['n_expected']:g}, N_R = {settings['n_reference']}, {settings['n_null']} null toys "
+             f"(calibration), {settings['n_validation']} independent null toys (false-positive rate), "
+             f"{settings['n_signal']} toys per signal (yields x {settings['scale_signal']:g}). Power and "
+             f"false-positive rate at Z >= 2 (p <= {P_AT_Z2:.4f}), binomial errors; time per toy = fits per toy x "
+             "the family's mean time per fit (per core, comparable only within this table).", ""]
+    if not resolvable:
+        lines += [f"The {settings['n_null']} null toys cannot resolve Z >= 2: every power below is 0.", ""]
+    for problem, attribute in (("Failed toys (left out)", "n_failed"), ("Unconverged fits (kept)", "n_unconverged")):
+        counts = {key: getattr(campaign, attribute) for key, campaign in campaigns.items()}
+        if any(counts.values()):
+            lines += [f"{problem}: " + ", ".join(f"{name} {sample}: {count}" for (name, sample), count in counts.items()
+                                                 if count), ""]
+    lines += ["| candidate | fits per toy | FPR at Z >= 2 | " + " | ".join(f"power {name}" for name in signals)
+              + " | time per toy (s) |", "|---" * (len(signals) + 4) + "|"]
+    best: dict[str, tuple[float, str]] = {}
+    for family, (_, quantiles) in FAMILIES.items():
+        t = {sample: campaigns[family, sample].t for sample in study.samples}
+        rows = [row for sample in study.samples for row in campaigns[family, sample].rows if row.get("wall_time")]
+        seconds_per_fit = np.mean([row["wall_time"] for row in rows]) / len(quantiles)
+        widths = compared[family].widths
+        for label, columns, combination in candidates(quantiles):
+            if combination is None:
+                p_values = {sample: _single_p_values(t[sample][:, columns[0]], t["null"][:, columns[0]])
+                            for sample in study.samples if sample != "null"}
+                label = f"{label} (sigma {widths[columns[0]]:.3g})"  # standardised units
+                for signal in signals:
+                    power = float(np.mean(p_values[signal] <= P_AT_Z2))
+                    if power > best.get(signal, (-1.0, ""))[0]:
+                        best[signal] = (power, f"{family} {label}")
+            else:
+                p_values = {sample: combined_p_values(t[sample][:, columns], t["null"][:, columns], combination)
+                            for sample in study.samples if sample != "null"}
+            lines.append(f"| {family} {label} | {len(columns)} | {_power_cell(p_values['validation'])} | "
+                         + " | ".join(_power_cell(p_values[signal]) for signal in signals)
+                         + f" | {len(columns) * seconds_per_fit:.3f} |")
+    bump = {sample: campaigns[BUMPHUNTER, sample].t for sample in study.samples}
+    bump_p = {sample: _single_p_values(bump[sample], bump["null"]) for sample in study.samples if sample != "null"}
+    bump_seconds = np.mean([row["wall_time"] for sample in study.samples for row in campaigns[BUMPHUNTER, sample].rows
+                            if row.get("wall_time")])
+    lines.append(f"| BumpHunter (40 bins) | - | {_power_cell(bump_p['validation'])} | "
+                 + " | ".join(_power_cell(bump_p[signal]) for signal in signals) + f" | {bump_seconds:.3f} |")
+    lines.append("| best single width per signal (chosen after the fact: not a test) | 1 | - | "
+                 + " | ".join(f"{best[signal][0]:.3f} ({best[signal][1]})" for signal in signals) + " | - |")
+    for kind in ("best single width", "min-p", "ideal test"):
+        published = [f"{PUBLISHED_POWER_MULTIPLE_TESTING[signal][kind]:g}" if signal in PUBLISHED_POWER_MULTIPLE_TESTING
+                     else "-" for signal in signals]
+        lines.append(f"| arXiv:2408.12296, {kind} (published) | - | - | " + " | ".join(published) + " | - |")
+    table = "\n".join(lines)
+    (out / "table.md").write_text(table + "\n")
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=sorted(MODES), default="quick")
+    parser.add_argument("--executor", help="'serial', 'local' (all cores) or a number of processes; default: "
+                        "'serial' in smoke mode (a pool's start-up outweighs its toys), 'local' otherwise")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("results/power_frontier"))
+    parser.add_argument("--analyse-only", action="store_true", help="only read the stores under --out (no fit)")
+    arguments = parser.parse_args()
+    if not arguments.analyse_only:
+        executor = arguments.executor or ("serial" if arguments.mode == "smoke" else "local")
+        collect(arguments.mode, arguments.out, arguments.seed, resolve_executor(executor))
+    print(analyse(arguments.mode, arguments.out, arguments.seed))
+
+
+if __name__ == "__main__":
+    main()
