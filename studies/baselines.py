@@ -102,7 +102,8 @@ def _datasets(settings: dict[str, Any], seed: int) -> list[Dataset]:
 
 
 def _tests(dataset: Dataset, multi_scale: bool) -> dict[str, NPLMTest | BaselineTest]:
-    tests: dict[str, NPLMTest | BaselineTest] = {name: NPLMTest(backend) for name, backend in dataset.backends.items()}
+    tests: dict[str, NPLMTest | BaselineTest] = {name: NPLMTest(backend, width_quantiles=None)
+                                                   for name, backend in dataset.backends.items()}
     if multi_scale:
         kernel = dataset.backends["kernel"]
         tests["kernel_minp"] = NPLMTest(kernel, widths=multi_scale_widths(kernel, dataset.x_ref, dataset.w_ref,

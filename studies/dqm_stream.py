@@ -44,7 +44,8 @@ def run(mode: str, out: Path, seed: int = 0, executor=None, false_alarm: float =
     stream = DQMStream(n_expected=settings["n_expected"], n_reference=settings["n_reference"])
     reference_seed, stream_seed = np.random.SeedSequence(seed).spawn(2)
     x_ref, w_ref = stream.reference(np.random.default_rng(reference_seed))
-    test = NPLMTest(KernelNPLM(n_centers=settings["n_centers"], penalty=1e-6, reuse_reference=True))
+    test = NPLMTest(KernelNPLM(n_centers=settings["n_centers"], penalty=1e-6, reuse_reference=True),
+                    width_quantiles=None)
 
     def campaign(name: str, effect: str | None, n_toys: int, campaign_seed: int):
         return run_toys(test, functools.partial(stream.batch, effect=effect), x_ref, w_ref, n_toys=n_toys,

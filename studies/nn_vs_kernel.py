@@ -74,7 +74,7 @@ def run(benchmark_name: str, mode: str, out: Path, seed: int = 0, executor=None,
         for offset, name in enumerate(samples):
             n_toys = settings["n_null"] if name == "null" else settings["n_signal"]
             campaigns[backend_name, name] = run_toys(
-                NPLMTest(backend), generators[name], x_ref, w_ref, n_toys=n_toys, seed=seed + offset,
+                NPLMTest(backend, width_quantiles=None), generators[name], x_ref, w_ref, n_toys=n_toys, seed=seed + offset,
                 executor=executor, store=out / f"{backend_name}_{name}.jsonl", progress=progress)
 
     lines = [f"{benchmark_name.upper()} benchmark, mode {mode}: N(R) = {settings['n_expected']:g}, N_R = "
@@ -121,7 +121,7 @@ def run(benchmark_name: str, mode: str, out: Path, seed: int = 0, executor=None,
         rows = campaigns["kernel", name].rows
         best = max((row for row in rows if row["status"] == "ok"), key=lambda row: row["t"])
         x_data = generators[name](np.random.default_rng(toy_seed(seed + offset, best["toy"])))
-        estimator = NPLMTest(backends["kernel"]).run(x_data, x_ref, w_ref).estimator
+        estimator = NPLMTest(backends["kernel"], width_quantiles=None).run(x_data, x_ref, w_ref).estimator
         plot_learned_f(estimator, x_data, x_ref, w_ref, out / f"localisation_{name}.png", names=spec["names"])
     table = "\n".join(lines)
     (out / "table.md").write_text(table + "\n")

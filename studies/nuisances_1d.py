@@ -92,7 +92,7 @@ def run(mode: str, out: Path, seed: int = 0, executor=None, signal: str = "NP2",
     sigma = systematics.sigma_scale
 
     def campaign(name: str, backend, n_toys: int, shift: float, nuisances: bool, with_signal: bool):
-        test = NPLMTest(backend, model if nuisances else None)
+        test = NPLMTest(backend, model if nuisances else None, width_quantiles=None)
         toys = systematics.toys(nu_scale=shift * sigma, nu_norm=shift * sigma,
                                 signal=SIGNALS_1D[signal] if with_signal else None, fluctuate_auxiliary=nuisances)
         return run_toys(test, toys, x_ref, w_ref, n_toys=n_toys, seed=seed, executor=executor,

@@ -57,7 +57,8 @@ def run(n_toys: int, out: Path, executor, n_reference: int = 200_000, n_centers:
     """Run (or resume) the campaign and return the markdown table it writes."""
     benchmark = Exponential1D(n_reference=n_reference)
     x_ref, w_ref = benchmark.reference(np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0]))
-    test = NPLMTest(KernelNPLM(n_centers=n_centers, penalty=1e-6, reuse_reference=reuse_reference))
+    test = NPLMTest(KernelNPLM(n_centers=n_centers, penalty=1e-6, reuse_reference=reuse_reference),
+                    width_quantiles=None)
     out.mkdir(parents=True, exist_ok=True)
     campaign = run_toys(test, benchmark.data, x_ref, w_ref, n_toys=n_toys, seed=seed, executor=executor,
                         store=out / "toys.jsonl", progress=progress)

@@ -49,7 +49,8 @@ def run(mode: str, out: Path, seed: int = 0, executor=None, progress: bool = Tru
     out.mkdir(parents=True, exist_ok=True)
     benchmark = Exponential1D(settings["n_expected"], settings["n_reference"])
     x_ref, w_ref = benchmark.reference(np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0]))
-    test = NPLMTest(KernelNPLM(n_centers=settings["n_centers"], penalty=1e-6, reuse_reference=True))
+    test = NPLMTest(KernelNPLM(n_centers=settings["n_centers"], penalty=1e-6, reuse_reference=True),
+                    width_quantiles=None)
 
     def campaign(name: str, signal: GaussianSignal | None, n_toys: int, campaign_seed: int):
         return run_toys(test, functools.partial(benchmark.data, signal=signal), x_ref, w_ref, n_toys=n_toys,

@@ -165,7 +165,8 @@ def calibration_table(settings: dict, out: Path, seed: int, executor, progress: 
         x_ref, w_ref, toys = prepare_reference(x, w, pool_fraction, seed, negative_weights="resample",
                                                n_toys=settings["n_null"])
         original_rest = split_reference(x, w, pool_fraction, seed)[3]
-        test = NPLMTest(KernelNPLM(n_centers=settings["n_centers"], penalty=1e-6, reuse_reference=True))
+        test = NPLMTest(KernelNPLM(n_centers=settings["n_centers"], penalty=1e-6, reuse_reference=True),
+                        width_quantiles=None)
         campaigns = {}
         for sample, (injected, n_toys, sample_seed) in samples.items():
             generator = toys if sample == "null" else functools.partial(bench.data, signal=injected)

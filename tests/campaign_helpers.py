@@ -17,7 +17,7 @@ BENCHMARK = Exponential1D(n_expected=100.0, n_reference=2000)
 
 def small_campaign_inputs():
     x_ref, w_ref = BENCHMARK.reference(np.random.default_rng(7))
-    return NPLMTest(KernelNPLM(n_centers=30)), x_ref, w_ref
+    return NPLMTest(KernelNPLM(n_centers=30), width_quantiles=None), x_ref, w_ref
 
 
 class SlowGenerator:

@@ -169,7 +169,7 @@ def test_serial_pool_threads_and_dask_give_the_same_t_bit_for_bit(inputs):
     executes it: 50 toys, one at a time and batched, give identical t on every executor."""
     distributed = pytest.importorskip("distributed")
     test, x_ref, w_ref = inputs
-    batched = NPLMTest(KernelNPLM(n_centers=30, reuse_reference=True))
+    batched = NPLMTest(KernelNPLM(n_centers=30, reuse_reference=True), width_quantiles=None)
     campaigns = [(test, 1), (batched, 8)]
     serial = [run_toys(one, BENCHMARK.data, x_ref, w_ref, n_toys=50, seed=8, executor=None, progress=False,
                        batch_size=size).t for one, size in campaigns]
@@ -195,7 +195,7 @@ def test_permutation_nulls_of_two_samples_from_one_distribution_give_uniform_p_v
     from nplm_kernel.inference.calibration import empirical_p_value
     from nplm_kernel.toys import PermutationToys
 
-    test = NPLMTest(KernelNPLM(n_centers=20, penalty=1e-4))
+    test = NPLMTest(KernelNPLM(n_centers=20, penalty=1e-4), width_quantiles=None)
     p_values = []
     for pair in range(40):
         rng = np.random.default_rng([pair, 99])
@@ -238,6 +238,35 @@ def test_a_multi_scale_campaign_stores_one_t_per_width_and_calibrates_by_min_p(i
     assert observed.t.shape == (2,) and significance(observed.t, result.t).method == MIN_P
     with pytest.raises(ConfigurationError, match="widths must list at least 2"):
         NPLMTest(KernelNPLM(), widths=[1.0])
+
+
+def test_the_default_test_fits_the_widths_its_reference_gives_in_python_and_in_campaigns(inputs, tmp_path):
+    """NPLMTest(KernelNPLM()) is the multi-scale test at the 0.5 and 0.9 quantiles of pairwise reference
+    distances, found on the reference it runs against: the same t, rows and identity as those widths
+    given by hand; a fixed sigma, width_quantiles=None or a backend without a width fit once."""
+    from nn_baseline import NNNPLM
+    from nplm_kernel.store import CampaignMismatchError
+
+    _, x_ref, w_ref = inputs
+    default = NPLMTest(KernelNPLM(n_centers=30))
+    widths = KernelNPLM(n_centers=30).reference_widths(x_ref, w_ref, (0.5, 0.9))
+    by_hand = NPLMTest(KernelNPLM(n_centers=30), widths=widths)
+    x_data = BENCHMARK.data(np.random.default_rng(3))
+    result = default.run(x_data, x_ref, w_ref)
+    assert result.widths == tuple(widths) and widths[0] < widths[1]
+    np.testing.assert_array_equal(result.t, by_hand.run(x_data, x_ref, w_ref).t)
+    assert default.identity(x_ref, w_ref) == by_hand.identity(x_ref, w_ref)
+    campaign = run_toys(default, BENCHMARK.data, x_ref, w_ref, n_toys=3, seed=2, executor=None,
+                        store=tmp_path / "default.jsonl", progress=False)
+    assert campaign.t.shape == (3, 2) and read_store(tmp_path / "default.jsonl").rows[0]["widths"] == list(widths)
+    with pytest.raises(CampaignMismatchError, match="width_quantiles=None"):  # a one-width test is another null
+        run_toys(NPLMTest(KernelNPLM(n_centers=30), width_quantiles=None), BENCHMARK.data, x_ref, w_ref, n_toys=3,
+                 seed=2, executor=None, store=tmp_path / "default.jsonl", progress=False)
+    for one_fit in (NPLMTest(KernelNPLM(n_centers=30, sigma=1.0)), NPLMTest(KernelNPLM(n_centers=30), width_quantiles=None),
+                    NPLMTest(NNNPLM(epochs=5))):
+        assert not one_fit.finds_widths and one_fit.for_reference(x_ref, w_ref) is one_fit
+    with pytest.raises(ConfigurationError, match="width_quantiles must list at least 2 different quantiles in"):
+        NPLMTest(KernelNPLM(), width_quantiles=[0.5, 1.5])
 
 
 def test_a_store_reads_into_pandas_with_integer_toy_indices(inputs, tmp_path):

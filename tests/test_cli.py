@@ -12,11 +12,11 @@ from nplm_kernel.store import read_store
 def test_demo_prints_t_p_and_z(capsys):
     assert main(["demo", "--toys", "4", "--n-reference", "12000", "--n-centers", "40", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"N_D = \d+, t = [\d.]+", out)
+    assert len(re.findall(r"width [\d.]+: t = [\d.]+", out)) == 2  # the default test: two widths, min-p
     p_value = float(re.search(r"p-value:\s+([\d.e-]+)", out).group(1))
     z = float(re.search(r"Z:\s+(-?[\d.]+|inf)", out).group(1))
     assert 0.0 <= p_value <= 1.0
-    assert "chi2 fit: dof" in out and "wall time" in out
+    assert "min-p" in out and "wall time" in out
     from scipy import stats
 
     assert abs(z - stats.norm.isf(p_value)) < 6e-3  # both printed as str(Significance) rounds them
@@ -48,14 +48,16 @@ def test_test_toys_calibrate_round_trip(tmp_path, rng, capsys):
     assert main(["test", "--data", str(tmp_path / "data.parquet"), *common, "--null", str(store),
                  "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
-    t = float(re.search(r"t:\s+([\d.]+)", out).group(1))
-    assert t > 30 and "fitted chi2 tail" in out and plot.exists()
+    t = [float(value) for value in re.search(r"t:\s+([\d.]+), ([\d.]+)  \(kernel widths", out).groups()]  # the default: 2
+    assert min(t) > 30 and "fitted chi2 tail" in out and "min-p" in out and plot.exists()
 
     null_plot = tmp_path / "null.png"
-    assert main(["calibrate", "--store", str(store), "--t-observed", str(t), "--dof", "4",
+    assert main(["calibrate", "--store", str(store), "--t-observed", str(t[0]), "--dof", "4"]) == 2
+    assert "the store holds 2 t per toy (one per width), got 1" in capsys.readouterr().err
+    assert main(["calibrate", "--store", str(store), "--t-observed", f"{t[0]},{t[1]}", "--dof", "4",
                  "--plot", str(null_plot)]) == 0
     out = capsys.readouterr().out
-    assert "chi2 fit:  dof =" in out and "8 toys" in out and null_plot.exists()
+    assert out.count("chi2 fit:  dof =") == 2 and "(width 2 of 2)" in out and "8 toys" in out and null_plot.exists()
 
 
 def test_cli_errors_are_one_clear_line(tmp_path, rng, capsys):

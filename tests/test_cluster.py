@@ -36,7 +36,7 @@ def inputs():
 @pytest.fixture(scope="module")
 def batched(inputs):
     _, x_ref, w_ref = inputs
-    return NPLMTest(KernelNPLM(n_centers=30, reuse_reference=True)), x_ref, w_ref
+    return NPLMTest(KernelNPLM(n_centers=30, reuse_reference=True), width_quantiles=None), x_ref, w_ref
 
 
 def test_executor_settings_for_a_scheduler_and_batch_systems():

@@ -28,11 +28,11 @@ def campaigns():
     model = NuisanceModel([ShapeNuisance("scale", 0.05, ScaleCoefficients1D()), NormalizationNuisance("norm", 0.05)])
     permutations = PermutationToys(BENCHMARK.data(np.random.default_rng(3)), x_ref[:1000], 200.0)
     return {
-        "pool": (NPLMTest(kernel), ReferencePoolToys(x_ref[:2000], 200.0), x_ref[2000:], w_ref[2000:] * 2, 5),
-        "nuisance": (NPLMTest(kernel, nuisances=model), Exponential1DSystematics(benchmark=BENCHMARK).toys(), x_ref,
+        "pool": (NPLMTest(kernel, width_quantiles=None), ReferencePoolToys(x_ref[:2000], 200.0), x_ref[2000:], w_ref[2000:] * 2, 5),
+        "nuisance": (NPLMTest(kernel, nuisances=model, width_quantiles=None), Exponential1DSystematics(benchmark=BENCHMARK).toys(), x_ref,
                      w_ref, 6),
         "baseline": (BaselineTest(BinnedLikelihoodRatio()), BENCHMARK.data, x_ref, w_ref, 7),
-        "permutation": (NPLMTest(kernel), permutations, None, None, 8),
+        "permutation": (NPLMTest(kernel, width_quantiles=None), permutations, None, None, 8),
         "multiscale": (NPLMTest(KernelNPLM(n_centers=40, reuse_reference=True), widths=[0.5, 2.0]), BENCHMARK.data,
                        x_ref, w_ref, 9),
     }
@@ -73,5 +73,6 @@ def test_a_cli_store_written_before_the_move_resumes_with_an_explicit_width_only
     arguments = ["toys", "--reference", str(STORES / "reference.npy"), "--expected-yield", "200", "--pool-fraction",
                  "0.5", "--n-centers", "40", "--store", str(tmp_path / "cli.jsonl"), "--executor", "serial",
                  "--no-progress", "--n-toys", "4"]
-    assert main(arguments) == 2 and "default_width" in capsys.readouterr().err
+    assert main(arguments) == 2 and "--width-quantiles none" in capsys.readouterr().err  # the default: several widths
+    assert main(arguments + ["--width-quantiles", "none"]) == 2 and "default_width" in capsys.readouterr().err
     assert len(read_store(tmp_path / "cli.jsonl").rows) == 3

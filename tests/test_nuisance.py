@@ -102,7 +102,7 @@ def test_nn_taylor_learner_recovers_the_analytic_delta_1(shifted_samples, tmp_pa
 def test_tau_at_least_delta_at_least_zero_on_every_toy_with_the_kernel():
     systematics = Exponential1DSystematics(Exponential1D(n_reference=50_000))
     x_ref, w_ref = systematics.benchmark.reference(np.random.default_rng(1))
-    test = NPLMTest(KernelNPLM(n_centers=200), scale_and_norm())
+    test = NPLMTest(KernelNPLM(n_centers=200), scale_and_norm(), width_quantiles=None)
     toys = systematics.toys(nu_scale=SIGMA, nu_norm=-SIGMA)
     for index in range(4):
         toy = toys(np.random.default_rng(index))
@@ -124,9 +124,9 @@ def test_with_a_shifted_reference_t_stays_near_the_null_while_the_plain_t_grows(
         backend = KernelNPLM(n_centers=200)
         toys = systematics.toys(nu_scale=SIGMA, nu_norm=SIGMA)
         drawn = [toys(np.random.default_rng(10 + index)) for index in range(3)]
-        plain[n_expected] = np.median([NPLMTest(backend).run(toy.x_data, x_ref, w_ref).t for toy in drawn])
+        plain[n_expected] = np.median([NPLMTest(backend, width_quantiles=None).run(toy.x_data, x_ref, w_ref).t for toy in drawn])
         profiled[n_expected] = np.median([
-            NPLMTest(backend, scale_and_norm()).run(toy.x_data, x_ref, w_ref, central_values=toy.central_values).t
+            NPLMTest(backend, scale_and_norm(), width_quantiles=None).run(toy.x_data, x_ref, w_ref, central_values=toy.central_values).t
             for toy in drawn])
     assert plain[10_000.0] > 3 * plain[1000.0]
     assert plain[10_000.0] > 30
@@ -148,7 +148,7 @@ def test_nn_trains_nuisances_jointly_and_tau_at_least_delta():
 def test_campaign_rows_record_nu_hat_and_the_auxiliary_measurements():
     systematics = Exponential1DSystematics(Exponential1D(n_expected=500.0, n_reference=10_000))
     x_ref, w_ref = systematics.benchmark.reference(np.random.default_rng(5))
-    test = NPLMTest(KernelNPLM(n_centers=100), scale_and_norm())
+    test = NPLMTest(KernelNPLM(n_centers=100), scale_and_norm(), width_quantiles=None)
     campaign = run_toys(test, systematics.toys(nu_scale=-SIGMA), x_ref, w_ref, n_toys=2, seed=9, executor=None, progress=False)
     again = run_toys(test, systematics.toys(nu_scale=-SIGMA), x_ref, w_ref, n_toys=2, seed=9, executor=None, progress=False)
     for row in campaign.rows:

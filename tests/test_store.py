@@ -56,7 +56,7 @@ def filled_store(inputs, tmp_path):
 def test_resuming_with_another_setting_is_refused_naming_the_field_and_leaving_the_store(inputs, filled_store):
     _, x_ref, w_ref = inputs
     before = filled_store.read_bytes()
-    other_penalty = NPLMTest(KernelNPLM(n_centers=30, penalty=1e-3))
+    other_penalty = NPLMTest(KernelNPLM(n_centers=30, penalty=1e-3), width_quantiles=None)
     with pytest.raises(CampaignMismatchError) as error:
         run_toys(other_penalty, BENCHMARK.data, x_ref, w_ref, n_toys=8, seed=1, executor=None, store=filled_store,
                  progress=False)
@@ -71,7 +71,7 @@ def test_resuming_with_another_setting_is_refused_naming_the_field_and_leaving_t
                  store=filled_store, progress=False)
     assert filled_store.read_bytes() == before
     # the device is an execution setting: the same campaign
-    same = NPLMTest(KernelNPLM(n_centers=30, device="cpu", memory_budget=10**6))
+    same = NPLMTest(KernelNPLM(n_centers=30, device="cpu", memory_budget=10**6), width_quantiles=None)
     assert len(run_toys(same, BENCHMARK.data, x_ref, w_ref, n_toys=6, seed=1, executor=None, store=filled_store,
                         progress=False).t) == 6
 
@@ -96,7 +96,7 @@ def test_readers_check_what_the_store_is_a_null_of(inputs, filled_store, capsys)
     test, x_ref, w_ref = inputs
     assert len(CampaignResult.from_store(filled_store, test, x_ref, w_ref).t) == 5
     with pytest.raises(CampaignMismatchError, match="n_centers: the store has 30, this run has 40"):
-        CampaignResult.from_store(filled_store, NPLMTest(KernelNPLM(n_centers=40)), x_ref, w_ref)
+        CampaignResult.from_store(filled_store, NPLMTest(KernelNPLM(n_centers=40), width_quantiles=None), x_ref, w_ref)
     assert main(["calibrate", "--store", str(filled_store) + ".typo"]) == 2
     assert "toy store not found" in capsys.readouterr().err
 
@@ -236,7 +236,7 @@ def test_a_store_without_its_header_is_refused_and_repaired_only_with_a_header_g
     original = filled_store.read_text()
     filled_store.write_text("".join(original.splitlines(keepends=True)[1:]))  # line 1 lost
     headerless = filled_store.read_bytes()
-    other = NPLMTest(KernelNPLM(n_centers=30, penalty=1e-3))
+    other = NPLMTest(KernelNPLM(n_centers=30, penalty=1e-3), width_quantiles=None)
     with pytest.raises(StoreError, match="toy rows but no campaign header on line 1"):
         run_toys(other, BENCHMARK.data, x_ref, w_ref, n_toys=8, seed=9, executor=None, store=filled_store,
                  progress=False)

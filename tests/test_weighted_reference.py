@@ -173,7 +173,7 @@ def test_the_null_of_a_resampled_nlo_reference_is_calibrated():
     x_pool, w_pool, x_rest, w_rest = split_reference(x, w, 0.5, seed=0)
     pool, rest = resample_negative_weights(x_pool, w_pool), resample_negative_weights(x_rest, w_rest)
     toys = pool_toys(pool.x, pool.w, w.sum(), pool.original_effective_size)
-    test = NPLMTest(KernelNPLM(n_centers=30, reuse_reference=True))
+    test = NPLMTest(KernelNPLM(n_centers=30, reuse_reference=True), width_quantiles=None)
     null = run_toys(test, toys, rest.x, rest.w, n_toys=200, seed=1, executor=None, progress=False)
     observed = run_toys(test, bench.data, rest.x, rest.w, n_toys=100, seed=2, executor=None, progress=False)
     p_values = [empirical_p_value(t, null.t)[0] for t in observed.t]

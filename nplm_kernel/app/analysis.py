@@ -29,7 +29,7 @@ from ..core.exceptions import ConfigurationError, InputError
 from ..core.samples import as_weights, check_choice
 from ..core.version import __version__
 from ..core.weights import NEGATIVE_WEIGHT_TREATMENTS, resample_negative_weights
-from ..inference import NPLMTest, multi_scale_widths, significance
+from ..inference import NPLMTest, significance
 from ..io import load_events, load_model, save_model
 from ..nuisance import NormalizationNuisance, NuisanceModel, ShapeNuisance
 from ..store import read_store, verify_identity
@@ -44,6 +44,7 @@ from ..toys import (
     split_reference,
 )
 from .config import NuisanceEntry, ReferenceInput, load_config
+from .report import shown_width
 
 logger = logging.getLogger(__name__)
 
@@ -229,8 +230,8 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
                                      f"{len(given)}: {given}.")
     nuisances = build_nuisances(config.nuisances, base)
     backend = build_backend(config.backend)
-    test = NPLMTest(backend, nuisances=nuisances, widths=multi_scale_widths(backend, x_ref, w_ref,
-                                                                            config.test.width_quantiles))
+    test = NPLMTest(backend, nuisances=nuisances, width_quantiles=config.test.width_quantiles).for_reference(x_ref,
+                                                                                                              w_ref)
     if nuisances is not None:
         toys = AuxiliaryToys(toys, np.zeros(nuisances.n_nuisances), nuisances.sigmas)
     store = out / toys_config.store
@@ -247,8 +248,7 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
     campaign = run_toys(test, toys, x_ref, w_ref, n_toys=toys_config.n_toys, seed=toys_config.seed,
                         executor=toys_config.executor, store=store, progress=progress)
     calibrated = significance(observed.t, campaign.t)
-    # the width that sees the data most (smallest p): its model is saved and plotted
-    best = int(np.argmin(calibrated.width_p_values)) if test.widths else None
+    best = shown_width(calibrated, len(test.widths or ()))  # its model is saved and plotted
     shown = observed if best is None else observed.results[best]
     null_t = campaign.t if best is None else campaign.t[:, best]
     save_model(shown.estimator, out / "model.npz")
@@ -266,9 +266,9 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
         "null_chi2_fit": None if calibrated.chi2_fit is None else dataclasses.asdict(calibrated.chi2_fit),
         "summary": str(calibrated),
     }
-    shown_width = None if best is None else (f"model and null shown: width sigma = {test.widths[best]:.3g} "
+    width_text = None if best is None else (f"model and null shown: width sigma = {test.widths[best]:.3g} "
                                              f"(standardised inputs), the smallest p of the {len(test.widths)} widths")
-    labels = {"experiment_label": config.outputs.experiment_label, "description": shown_width}
+    labels = {"experiment_label": config.outputs.experiment_label, "description": width_text}
     result["plots"] = [name for name, made in [
         ("f.png", _plot("plot_learned_f", shown.estimator, x_data, x_ref, w_ref, out / "f.png",
                         config.outputs.labels or inputs.columns, units=config.outputs.units, result=calibrated,

@@ -40,3 +40,19 @@ def null_summary(campaign: CampaignResult) -> list[str]:
                      "support (their t measures the reference's emptiness there); they are included in the calibration: "
                      "a larger penalty or reference sample removes them (docs: statistics, reference support)")
     return lines
+
+
+def shown_width(result: Significance | None, n_widths: int) -> int | None:
+    """Which width of a multi-scale test a figure or a saved model shows: the one with the smallest
+    p (the one that sees the data most; the first before calibration); None for a one-width test."""
+    if n_widths < 2:
+        return None
+    return 0 if result is None else int(np.argmin(result.width_p_values))
+
+
+def width_lines(t: np.ndarray, widths: tuple[float, ...] | None) -> list[str]:
+    """The t line of one test: t, or one t per width of a multi-scale test."""
+    if not widths:
+        return [f"t:         {float(t):.4f}"]
+    return [f"t:         {', '.join(f'{value:.4f}' for value in t)}  (kernel widths "
+            f"{', '.join(f'{width:.3g}' for width in widths)}, standardised inputs)"]

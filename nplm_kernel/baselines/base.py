@@ -110,6 +110,10 @@ class BaselineTest:
         """The test a campaign runs: this one (a baseline draws no per-fit progress bar)."""
         return self
 
+    def for_reference(self, x_ref: np.ndarray | None, w_ref: float | np.ndarray | None) -> BaselineTest:
+        """The test a campaign runs on this reference: this one (a baseline has no widths to find)."""
+        return self
+
     def identity(self, x_ref: np.ndarray | None = None, w_ref: float | np.ndarray | None = None) -> dict[str, Any]:
         reference = None
         if x_ref is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from ..core.exceptions import ConfigurationError
 from . import options
 
@@ -19,6 +21,7 @@ def _test_arguments(test: argparse.ArgumentParser) -> None:
     options.add_sample_options(test)
     test.add_argument("--null", help="campaign store (from nplm toys) to calibrate t against")
     test.add_argument("--plot", help="figure of data, reference and reference x e^f per variable (.png, .pdf, ...)")
+    options.add_width_option(test)
     options.add_plot_options(test)
     options.add_progress_option(test)
     test.set_defaults(run=_test)
@@ -52,21 +55,22 @@ def _demo_arguments(demo: argparse.ArgumentParser) -> None:
 
 def _test(arguments: argparse.Namespace) -> str:
     from ..app.analysis import load_data
-    from ..app.report import null_summary, p_value_lines
-    from ..inference import NPLMTest, significance
+    from ..app.report import null_summary, p_value_lines, shown_width, width_lines
+    from ..inference import significance
     from ..toys import CampaignResult
 
     x_ref, w_ref, _ = options.reference_from_arguments(arguments)
     x_data = load_data(arguments.data, options.columns(arguments.columns), arguments.key, selection=arguments.selection)
-    test = NPLMTest(options.chosen_backend(arguments))
+    test = options.chosen_test(arguments).for_reference(x_ref, w_ref)
     null = None if arguments.null is None else CampaignResult.from_store(arguments.null, test, x_ref, w_ref)  # before the fit
     result = test.run(x_data, x_ref, w_ref)
     lines = [f"backend:   {result.backend} {result.hyperparameters}",
              f"samples:   N_D = {len(x_data)}, N_R = {len(x_ref)}, N(R) = {w_ref.sum():.6g}",
-             f"t:         {result.t:.4f}  (fit {result.wall_time:.2f} s)"]
-    if result.unsupported_events:
-        lines.append(f"warning:   {result.unsupported_events} data event(s) lie where the reference sample cannot "
-                     "support them: t measures the reference's emptiness there (docs: statistics, reference support)")
+             *width_lines(result.t, test.widths), f"fit:       {result.wall_time:.2f} s"]
+    if np.any(result.unsupported_events):
+        lines.append(f"warning:   {np.max(result.unsupported_events)} data event(s) lie where the reference sample "
+                     "cannot support them: t measures the reference's emptiness there (docs: statistics, reference "
+                     "support)")
     calibrated = None
     if null is not None:
         calibrated = significance(result.t, null.t)
@@ -74,10 +78,13 @@ def _test(arguments: argparse.Namespace) -> str:
     if arguments.plot:
         from ..app.plots import plot_learned_f
 
-        plot_learned_f(result.estimator, x_data, x_ref, w_ref, arguments.plot,
+        best = shown_width(calibrated, len(test.widths or ()))
+        shown = result if best is None else result.results[best]
+        plot_learned_f(shown.estimator, x_data, x_ref, w_ref, arguments.plot,
                        names=options.columns(arguments.labels) or options.columns(arguments.columns),
                        units=options.columns(arguments.units), result=calibrated,
-                       experiment_label=arguments.experiment_label)
+                       experiment_label=arguments.experiment_label,
+                       description=None if best is None else f"model shown: kernel width {test.widths[best]:.3g}")
         lines.append(f"plot:      {arguments.plot}")
     return "\n".join(lines)
 

@@ -29,6 +29,7 @@ def _toys_arguments(toys: argparse.ArgumentParser) -> None:
     toys.add_argument("--batch-size", type=int, help="toys fitted together where the backend can (default: the "
                                                      "store's, or 64); shards of one campaign need the same")
     toys.add_argument("--retry-failed", action="store_true", help="run the stored failed toys again")
+    options.add_width_option(toys)
     options.add_executor_option(toys)
     options.add_progress_option(toys)
     toys.set_defaults(run=_toys)
@@ -38,7 +39,8 @@ def _calibrate_arguments(calibrate: argparse.ArgumentParser) -> None:
     calibrate.add_argument("--store", required=True, nargs="+",
                            help="the toy store of the null (from nplm toys or nplm run), or several stores of one "
                                 "campaign (its shards; glob patterns allowed)")
-    calibrate.add_argument("--t-observed", type=float, help="observed t to turn into a p-value and Z")
+    calibrate.add_argument("--t-observed", help="observed t to turn into a p-value and Z (a multi-scale test's: "
+                                                "one per width, comma-separated, in the store's order)")
     calibrate.add_argument("--dof", type=float, help="nominal chi2 dof to draw beside the fit")
     calibrate.add_argument("--plot", help="figure of the null distribution (.png, .pdf, ...)")
     calibrate.add_argument("--log-y", action="store_true", help="log scale for the null's density (its tail)")
@@ -61,14 +63,13 @@ def _store_arguments(store: argparse.ArgumentParser) -> None:
 
 
 def _toys(arguments: argparse.Namespace) -> str:
-    from ..inference import NPLMTest
     from ..toys import run_toys
 
     x_ref, w_ref, toys = options.reference_from_arguments(arguments)
     if toys is None:
         raise ConfigurationError("null toys need a held-out pool: --pool FILE or --pool-fraction F (or --null-toys "
                                  "permutation with --data).")
-    campaign = run_toys(NPLMTest(options.chosen_backend(arguments)), toys, x_ref, w_ref, n_toys=arguments.n_toys,
+    campaign = run_toys(options.chosen_test(arguments), toys, x_ref, w_ref, n_toys=arguments.n_toys,
                         seed=arguments.seed, executor=arguments.executor, store=arguments.store,
                         progress=not arguments.no_progress, batch_size=arguments.batch_size, shard=arguments.shard,
                         retry_failed=arguments.retry_failed)
@@ -78,23 +79,37 @@ def _toys(arguments: argparse.Namespace) -> str:
 
 
 def _calibrate(arguments: argparse.Namespace) -> str:
-    from ..app.report import null_summary, p_value_lines
+    from ..app.report import null_summary, p_value_lines, shown_width
     from ..inference.calibration import fit_chi2, significance
     from ..toys import CampaignResult
 
     campaign = CampaignResult.from_store(arguments.store)
     t_null = campaign.t
-    fit = fit_chi2(t_null)
-    lines = null_summary(campaign) + [f"mean t:    {t_null.mean():.3f}",
-                                      f"chi2 fit:  dof = {fit.dof:.3f}, KS p-value = {fit.ks_p_value:.3f}"]
-    calibrated = None if arguments.t_observed is None else significance(arguments.t_observed, t_null)
-    if calibrated is not None:
+    columns = t_null.reshape(len(t_null), -1)  # one per width of a multi-scale null
+    lines = null_summary(campaign)
+    for column in range(columns.shape[1]):
+        fit = fit_chi2(columns[:, column])
+        which = "" if columns.shape[1] == 1 else f"  (width {column + 1} of {columns.shape[1]})"
+        lines += [f"mean t:    {columns[:, column].mean():.3f}{which}",
+                  f"chi2 fit:  dof = {fit.dof:.3f}, KS p-value = {fit.ks_p_value:.3f}{which}"]
+    observed = None if arguments.t_observed is None else np.array(options.numbers(arguments.t_observed, float))
+    if observed is not None and len(observed) != columns.shape[1]:
+        raise ConfigurationError(f"--t-observed: the store holds {columns.shape[1]} t per toy (one per width), got "
+                                 f"{len(observed)}: {arguments.t_observed}")
+    calibrated = None
+    if observed is not None:
+        calibrated = significance(observed[0] if t_null.ndim == 1 else observed, t_null)
         lines += p_value_lines(calibrated)
     if arguments.plot:
         from ..app.plots import plot_null_distribution
 
-        plot_null_distribution(t_null, arguments.plot, arguments.t_observed, arguments.dof, log_y=arguments.log_y,
-                               result=calibrated, experiment_label=arguments.experiment_label)
+        best = shown_width(calibrated, columns.shape[1])
+        column = 0 if best is None else best
+        plot_null_distribution(columns[:, column], arguments.plot, None if observed is None else observed[column],
+                               arguments.dof, log_y=arguments.log_y, result=calibrated,
+                               description=None if best is None else f"null toys of width {best + 1} of "
+                                                                     f"{columns.shape[1]}",
+                               experiment_label=arguments.experiment_label)
         lines.append(f"plot:      {arguments.plot}")
     return "\n".join(lines)
 

@@ -6,7 +6,7 @@ signatures and docstrings), the executor and --no-progress."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -15,6 +15,9 @@ from ..contract import Backend, Setting, backend_entry, backend_names, build_bac
 from ..core.exceptions import ConfigurationError, brief
 from ..core.weights import NEGATIVE_WEIGHT_TREATMENTS
 from ..toys import DEFAULT_EXECUTOR, EXECUTOR_SETTINGS, NULL_TOYS, PermutationToys, ReferencePoolToys, WeightedPoolToys
+
+if TYPE_CHECKING:
+    from ..inference import NPLMTest
 
 #: Namespace prefix of the generated backend options.
 BACKEND_OPTION = "backend_option_"
@@ -208,3 +211,23 @@ def chosen_backend(arguments: argparse.Namespace) -> Backend:
     """The backend `--backend` names, built from the backend options given."""
     return build_named_backend(arguments, arguments.backend, backend_options(arguments),
                                progress=not getattr(arguments, "no_progress", False))
+
+
+def add_width_option(parser: argparse.ArgumentParser) -> None:
+    """--width-quantiles: the default test's kernel widths (NPLMTest's width_quantiles)."""
+    from ..inference import DEFAULT_WIDTH_QUANTILES
+
+    default = ",".join(f"{quantile:g}" for quantile in DEFAULT_WIDTH_QUANTILES)
+    parser.add_argument("--width-quantiles", default=default,
+                        help="without --sigma: one fit per kernel width at these comma-separated quantiles of "
+                             "pairwise reference distances, calibrated together by min-p (default "
+                             f"{default}); 'none': one fit with the backend's default width")
+
+
+def chosen_test(arguments: argparse.Namespace) -> NPLMTest:
+    """The NPLMTest of `--backend` and its options, with the widths of --width-quantiles."""
+    from ..inference import NPLMTest
+
+    text = arguments.width_quantiles.strip().lower()
+    quantiles = None if text == "none" else numbers(text, float)
+    return NPLMTest(chosen_backend(arguments), width_quantiles=quantiles)

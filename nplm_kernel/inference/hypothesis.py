@@ -109,6 +109,16 @@ class MultiScaleResult:
         return self.results[0].delta
 
     @property
+    def nu_hat_tau(self) -> np.ndarray:
+        """Per width (rows), the nuisances' values at the tau fit (model order)."""
+        return np.array([result.nu_hat_tau for result in self.results])
+
+    @property
+    def nu_hat_delta(self) -> np.ndarray:
+        """The nuisances' values at the Delta fit (f = 0: the same for every width)."""
+        return self.results[0].nu_hat_delta
+
+    @property
     def converged(self) -> bool | None:
         verdicts = [result.converged for result in self.results]
         return False if False in verdicts else (None if None in verdicts else True)
@@ -185,11 +195,18 @@ class NPLMTest:
     widths : kernel widths of a multi-scale test (the backend's width setting, e.g. KernelNPLM's sigma,
         in its input units): each run fits the backend once per width on the same data and returns a
         MultiScaleResult whose t has one entry per width; significance() calibrates it by min-p over
-        the widths on null toys of the same test. None: one fit with the backend's own width.
+        the widths on null toys of the same test. None: the widths come from width_quantiles.
+    width_quantiles : without widths, and when the backend has a kernel width that is not fixed (e.g.
+        KernelNPLM() with sigma=None), the test is multi-scale with the backend's widths at these
+        quantiles of pairwise reference distances (its reference_widths), found on each run's
+        reference: the default test, the same in Python, `nplm test`, `nplm toys` and `nplm run`.
+        None or (): one fit with the backend's own width. A backend without a kernel width (the NN)
+        or with a fixed one always fits once.
     """
 
     def __init__(self, backend: BaseEstimator, nuisances: NuisanceModel | None = None,
-                 nuisance_tol: float = 1e-3, max_alternations: int = 30, widths: Sequence[float] | None = None):
+                 nuisance_tol: float = 1e-3, max_alternations: int = 30, widths: Sequence[float] | None = None,
+                 width_quantiles: Sequence[float] | None = DEFAULT_WIDTH_QUANTILES):
         missing = contract_gaps(backend)
         if missing:
             raise ConfigurationError(
@@ -209,7 +226,13 @@ class NPLMTest:
             if role_setting(backend, "width") is None:
                 raise ConfigurationError(f"widths need a backend with a kernel width; {type(backend).__name__} has "
                                          "none.")
+        quantiles = tuple(float(quantile) for quantile in (width_quantiles or ()))
+        if quantiles and (len(quantiles) < 2 or len(set(quantiles)) != len(quantiles)
+                          or not all(0.0 < quantile < 1.0 for quantile in quantiles)):
+            raise ConfigurationError(f"width_quantiles must list at least 2 different quantiles in (0, 1), or be None "
+                                     f"for one width; got {width_quantiles}.")
         self.widths = widths
+        self.width_quantiles = quantiles or None
         self.backend = backend
         self.nuisances = nuisances
         self.nuisance_tol = float(nuisance_tol)
@@ -226,9 +249,27 @@ class NPLMTest:
         quiet.backend = clone(self.backend).set_params(**{setting: False})
         return quiet
 
+    @property
+    def finds_widths(self) -> bool:
+        """Whether each run finds its kernel widths on its reference (width_quantiles; see for_reference)."""
+        return self.widths is None and _width_is_free(self.backend, self.width_quantiles)
+
+    def for_reference(self, x_ref: np.ndarray | None, w_ref: float | np.ndarray | None) -> NPLMTest:
+        """This test with its widths found on this reference (a copy with explicit widths), or itself
+        when its widths are given, it fits once or there is no reference (toys that bring their own):
+        what a campaign runs and identifies."""
+        if x_ref is None or not self.finds_widths:
+            return self
+        found = copy.copy(self)
+        found.widths = tuple(multi_scale_widths(self.backend, x_ref, w_ref, self.width_quantiles))
+        return found
+
     def identity(self, x_ref: np.ndarray | None = None, w_ref: float | np.ndarray | None = None) -> dict[str, Any]:
         """What defines this test's t on a given reference: the backend and its hyperparameters, the
-        nuisance model and its settings, and a digest of the reference sample and weights."""
+        nuisance model and its settings, the kernel widths (found on this reference when the test
+        finds them), and a digest of the reference sample and weights."""
+        if x_ref is not None and self.finds_widths:
+            return self.for_reference(x_ref, w_ref).identity(x_ref, w_ref)
         reference = None
         if x_ref is not None:
             events = as_events(x_ref, "x_ref")
@@ -240,8 +281,10 @@ class NPLMTest:
         backend = backend_identity(self.backend)
         if self.widths is not None:  # the widths replace the backend's own width and whatever sets its default
             backend.pop("details", None)
-        return {"backend": backend, "nuisances": nuisances, "reference": reference,
-                "widths": None if self.widths is None else list(self.widths)}
+        widths = None if self.widths is None else list(self.widths)
+        if widths is None and self.finds_widths:
+            widths = {"reference_quantiles": list(self.width_quantiles)}
+        return {"backend": backend, "nuisances": nuisances, "reference": reference, "widths": widths}
 
     def run(self, x_data: np.ndarray, x_ref: np.ndarray, w_ref: float | np.ndarray,
             central_values: np.ndarray | None = None) -> NPLMResult | MultiScaleResult:
@@ -250,6 +293,10 @@ class NPLMTest:
 
         central_values : the auxiliary measurements nu0 (one per nuisance) of this data set; None:
         the nuisance model's own. Only with nuisances."""
+        if central_values is not None and self.nuisances is None:
+            raise ConfigurationError("central_values were given but this NPLMTest has no nuisances.")
+        if self.finds_widths:
+            return self.for_reference(x_ref, w_ref).run(x_data, x_ref, w_ref, central_values)
         if self.widths is None:
             return self._run(self.backend, x_data, x_ref, w_ref, central_values)
         return MultiScaleResult(self.widths, tuple(
@@ -279,6 +326,8 @@ class NPLMTest:
         where the backend fits batches (per width for a multi-scale test), one by one otherwise.
         Each result's batch_warnings are the warnings of its own sample's fits, which are also
         raised (as run() would raise them)."""
+        if self.finds_widths:
+            return self.for_reference(x_ref, w_ref).run_batch(x_data, x_ref, w_ref)
         if not self.batchable:
             return [self.run(sample, x_ref, w_ref) for sample in x_data]
         per_backend = []
@@ -301,8 +350,6 @@ class NPLMTest:
     def _run(self, backend: BaseEstimator, x_data, x_ref, w_ref, central_values) -> NPLMResult:
         start = time.perf_counter()
         if self.nuisances is None:
-            if central_values is not None:
-                raise ConfigurationError("central_values were given but this NPLMTest has no nuisances.")
             estimator = clone(backend).fit(x_data, x_ref, w_ref)
             return self._result(estimator, float(estimator.t_), 0.0, start)
         samples = validate_samples(x_data, x_ref, w_ref, owner="NPLMTest", warn_sample_size=False)
@@ -397,7 +444,12 @@ def multi_scale_widths(backend: BaseEstimator, x_ref: np.ndarray, w_ref: float |
     """The kernel widths of a multi-scale test: the backend's widths at these quantiles of pairwise
     reference distances (its reference_widths), when it has a width and the width is not fixed;
     None (one fit with the backend's own width) otherwise, or when no quantiles are given."""
-    setting = role_setting(backend, "width")
-    if not quantiles or setting is None or backend.get_params(deep=False)[setting] is not None:
+    if not _width_is_free(backend, quantiles):
         return None
     return backend.reference_widths(x_ref, w_ref, quantiles)
+
+
+def _width_is_free(backend: BaseEstimator, quantiles: Sequence[float] | None) -> bool:
+    """Whether quantiles are given and the backend has a kernel width that is not fixed."""
+    setting = role_setting(backend, "width")
+    return bool(quantiles) and setting is not None and backend.get_params(deep=False)[setting] is None

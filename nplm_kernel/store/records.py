@@ -501,6 +501,10 @@ def verify_identity(path: str | os.PathLike, content: StoreContent, identity: di
             hint = ("\nThe store names its generator function by name only (written before functions were identified "
                     "by their code), which cannot tell two functions of one name apart: start a new store, and give "
                     "generator_name='...' to name the generator yourself.")
+        if any(key.endswith("widths") and None in (stored_value, value) for key, stored_value, value in differences):
+            hint += ("\nOne of the two fits one kernel width and the other several: the default test fits the widths "
+                     "found on the reference (NPLMTest's width_quantiles); for one width, pass width_quantiles=None "
+                     "(nplm toys --width-quantiles none) or fix the width.")
         raise CampaignMismatchError(
             f"{path} holds toys of another {what}; it was left untouched. What differs:\n  "
             + format_differences(differences, "the store", "this run")

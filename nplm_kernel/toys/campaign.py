@@ -128,7 +128,7 @@ def campaign_identity(test: NPLMTest, generator: ToyGenerator, x_ref: np.ndarray
 
 def _check_test(test: Any) -> None:
     """ConfigurationError unless `test` is a test (NPLMTest, BaselineTest), naming the fix for an estimator."""
-    if all(hasattr(test, name) for name in ("run", "identity", "batchable")):
+    if all(hasattr(test, name) for name in ("run", "identity", "batchable", "for_reference", "with_quiet_fits")):
         return
     if hasattr(test, "fit"):
         raise ConfigurationError(f"run_toys needs a test, such as NPLMTest({type(test).__name__}(...)), not the "
@@ -202,6 +202,7 @@ def run_toys(
     Raises FitError once more than max_failure_fraction of the toys have failed."""
     refuse_start_in_worker()
     _check_test(test)
+    test = test.for_reference(x_ref, w_ref)
     if not (isinstance(n_toys, (int, np.integer)) and not isinstance(n_toys, bool) and n_toys >= 1):
         raise ConfigurationError(f"n_toys must be a positive integer, got {n_toys!r}.")
     n_toys = int(n_toys)
