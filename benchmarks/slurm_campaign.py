@@ -72,7 +72,7 @@ def main() -> None:
 
     bench = Exponential1D()
     x_ref, w_ref = bench.reference(np.random.default_rng(0))
-    test = NPLMTest(KernelNPLM(n_centers=arguments.n_centers, reuse_reference=True))
+    test = NPLMTest(KernelNPLM(n_centers=arguments.n_centers, reuse_reference=True), width_quantiles=None)
     campaign = dict(test=test, generator=bench.data, x_ref=x_ref, w_ref=w_ref, n_toys=arguments.n_toys, seed=11,
                     progress=False)
     serial, serial_time = timed(lambda: run_toys(**campaign, executor=None))

@@ -42,7 +42,7 @@ def one_d(n_toys: int, n_toys_batched: int, executor, batch_sizes: list[int]) ->
     variants += [(f"reuse_reference, batches of {size}", True, size, n_toys_batched) for size in batch_sizes]
     rows, rates, reused = [], {}, None
     for name, reuse, batch, count in variants:
-        test = NPLMTest(KernelNPLM(n_centers=500, reuse_reference=reuse))
+        test = NPLMTest(KernelNPLM(n_centers=500, reuse_reference=reuse), width_quantiles=None)
         start = time.perf_counter()
         campaign = run_toys(test, bench.data, x_ref, w_ref, n_toys=count, seed=1, executor=executor,
                             progress=False, batch_size=batch)

@@ -259,7 +259,7 @@ def test_the_default_test_fits_the_widths_its_reference_gives_in_python_and_in_c
     campaign = run_toys(default, BENCHMARK.data, x_ref, w_ref, n_toys=3, seed=2, executor=None,
                         store=tmp_path / "default.jsonl", progress=False)
     assert campaign.t.shape == (3, 2) and read_store(tmp_path / "default.jsonl").rows[0]["widths"] == list(widths)
-    with pytest.raises(CampaignMismatchError, match="width_quantiles=None"):  # a one-width test is another null
+    with pytest.raises(CampaignMismatchError, match="holds the default test.*Drop width_quantiles=None"):
         run_toys(NPLMTest(KernelNPLM(n_centers=30), width_quantiles=None), BENCHMARK.data, x_ref, w_ref, n_toys=3,
                  seed=2, executor=None, store=tmp_path / "default.jsonl", progress=False)
     for one_fit in (NPLMTest(KernelNPLM(n_centers=30, sigma=1.0)), NPLMTest(KernelNPLM(n_centers=30), width_quantiles=None),
@@ -267,6 +267,9 @@ def test_the_default_test_fits_the_widths_its_reference_gives_in_python_and_in_c
         assert not one_fit.finds_widths and one_fit.for_reference(x_ref, w_ref) is one_fit
     with pytest.raises(ConfigurationError, match="width_quantiles must list at least 2 different quantiles in"):
         NPLMTest(KernelNPLM(), width_quantiles=[0.5, 1.5])
+    discrete = np.random.default_rng(0).choice([0.0, 1.0, 2.0], p=[0.2, 0.6, 0.2], size=(2000, 1))
+    with pytest.raises(ConfigurationError, match="give the same kernel width"):  # a test would fit it twice
+        default.run(discrete[:100], discrete, 0.1)
 
 
 def test_a_store_reads_into_pandas_with_integer_toy_indices(inputs, tmp_path):

@@ -39,7 +39,7 @@ def test_test_toys_calibrate_round_trip(tmp_path, rng, capsys):
               "--pool-fraction", "0.5", "--n-centers", "40", "--seed", "3"]
     store = tmp_path / "null.jsonl"
     assert main(["toys", *common, "--store", str(store), "--n-toys", "6", "--executor", "serial", "--no-progress"]) == 0
-    assert "6 toys in" in capsys.readouterr().out
+    assert re.search(r"6 toys in .*median t = [\d.]+, [\d.]+\n", capsys.readouterr().out)  # one per width
     assert main(["toys", *common, "--store", str(store), "--n-toys", "8", "--executor", "serial", "--no-progress"]) == 0
     assert len(read_store(store).rows) == 8  # resumed: only 2 more toys
     capsys.readouterr()

@@ -267,7 +267,7 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
         "summary": str(calibrated),
     }
     width_text = None if best is None else (f"model and null shown: width sigma = {test.widths[best]:.3g} "
-                                             f"(standardised inputs), the smallest p of the {len(test.widths)} widths")
+                                             f"(the units of sigma), the smallest p of the {len(test.widths)} widths")
     labels = {"experiment_label": config.outputs.experiment_label, "description": width_text}
     result["plots"] = [name for name, made in [
         ("f.png", _plot("plot_learned_f", shown.estimator, x_data, x_ref, w_ref, out / "f.png",

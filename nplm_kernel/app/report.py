@@ -55,4 +55,4 @@ def width_lines(t: np.ndarray, widths: tuple[float, ...] | None) -> list[str]:
     if not widths:
         return [f"t:         {float(t):.4f}"]
     return [f"t:         {', '.join(f'{value:.4f}' for value in t)}  (kernel widths "
-            f"{', '.join(f'{width:.3g}' for width in widths)}, standardised inputs)"]
+            f"{', '.join(f'{width:.3g}' for width in widths)}, in the units of sigma)"]

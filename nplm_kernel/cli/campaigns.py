@@ -75,7 +75,12 @@ def _toys(arguments: argparse.Namespace) -> str:
                         retry_failed=arguments.retry_failed)
     part = f" (shard {arguments.shard})" if arguments.shard else ""
     return (f"{len(campaign.rows)} toys in {arguments.store}{part} ({campaign.n_failed} failed, "
-            f"{campaign.n_unconverged} not converged); median t = {np.median(campaign.t):.3f}\n{toys.summary()}")
+            f"{campaign.n_unconverged} not converged); median t = {_medians(campaign.t)}\n{toys.summary()}")
+
+
+def _medians(t: np.ndarray) -> str:
+    """The median t of a null, one per width of a multi-scale null."""
+    return ", ".join(f"{median:.3f}" for median in np.median(t.reshape(len(t), -1), axis=0))
 
 
 def _calibrate(arguments: argparse.Namespace) -> str:

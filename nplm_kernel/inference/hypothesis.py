@@ -37,6 +37,8 @@ TAU_BELOW_DELTA_TOLERANCE = 1e-6
 #: The kernel widths of a multi-scale test, as quantiles of pairwise reference distances, when the
 #: backend's width is not fixed (multi_scale_widths).
 DEFAULT_WIDTH_QUANTILES = (0.5, 0.9)
+#: Widths found on a reference closer than this (relative) are one width: the test would fit it twice.
+WIDTH_RESOLUTION = 1e-6
 
 
 @dataclass(frozen=True)
@@ -260,8 +262,18 @@ class NPLMTest:
         what a campaign runs and identifies."""
         if x_ref is None or not self.finds_widths:
             return self
+        advice = "pass width_quantiles=None (nplm test/toys --width-quantiles none) for one fit, or fix the width"
+        try:
+            widths = tuple(multi_scale_widths(self.backend, x_ref, w_ref, self.width_quantiles))
+        except ConfigurationError as error:
+            raise ConfigurationError(f"the default test's kernel widths cannot be found on this reference: {error} "
+                                     f"Or {advice}.") from error
+        if np.any(np.diff(widths) <= WIDTH_RESOLUTION * np.asarray(widths[1:])):
+            raise ConfigurationError(f"the quantiles {list(self.width_quantiles)} of pairwise reference distances give "
+                                     f"the same kernel width ({widths}): the reference takes few distinct values. "
+                                     f"Give other width_quantiles or widths, or {advice}.")
         found = copy.copy(self)
-        found.widths = tuple(multi_scale_widths(self.backend, x_ref, w_ref, self.width_quantiles))
+        found.widths = widths
         return found
 
     def identity(self, x_ref: np.ndarray | None = None, w_ref: float | np.ndarray | None = None) -> dict[str, Any]:
@@ -279,7 +291,7 @@ class NPLMTest:
             nuisances = {"model": describe(self.nuisances.nuisances), "nuisance_tol": self.nuisance_tol,
                          "max_alternations": self.max_alternations}
         backend = backend_identity(self.backend)
-        if self.widths is not None:  # the widths replace the backend's own width and whatever sets its default
+        if self.widths is not None or self.finds_widths:  # they replace the backend's width and its default rule
             backend.pop("details", None)
         widths = None if self.widths is None else list(self.widths)
         if widths is None and self.finds_widths:

@@ -501,10 +501,14 @@ def verify_identity(path: str | os.PathLike, content: StoreContent, identity: di
             hint = ("\nThe store names its generator function by name only (written before functions were identified "
                     "by their code), which cannot tell two functions of one name apart: start a new store, and give "
                     "generator_name='...' to name the generator yourself.")
-        if any(key.endswith("widths") and None in (stored_value, value) for key, stored_value, value in differences):
-            hint += ("\nOne of the two fits one kernel width and the other several: the default test fits the widths "
-                     "found on the reference (NPLMTest's width_quantiles); for one width, pass width_quantiles=None "
-                     "(nplm toys --width-quantiles none) or fix the width.")
+        for key, stored_value, value in differences:
+            if key.endswith(".widths") and stored_value is None and isinstance(value, list):
+                hint += ("\nThe store holds a one-width test; this run is the default test, which fits the kernel "
+                         "widths found on the reference. For one width, pass width_quantiles=None (--width-quantiles "
+                         "none in nplm test and nplm toys) or fix the width (sigma).")
+            elif key.endswith(".widths") and isinstance(stored_value, list) and value is None:
+                hint += ("\nThe store holds the default test, with one fit per kernel width; this run fits one width. "
+                         "Drop width_quantiles=None (--width-quantiles none) and the fixed width to resume it.")
         raise CampaignMismatchError(
             f"{path} holds toys of another {what}; it was left untouched. What differs:\n  "
             + format_differences(differences, "the store", "this run")

@@ -128,12 +128,15 @@ def campaign_identity(test: NPLMTest, generator: ToyGenerator, x_ref: np.ndarray
 
 def _check_test(test: Any) -> None:
     """ConfigurationError unless `test` is a test (NPLMTest, BaselineTest), naming the fix for an estimator."""
-    if all(hasattr(test, name) for name in ("run", "identity", "batchable", "for_reference", "with_quiet_fits")):
+    missing = [name for name in ("run", "identity", "batchable", "for_reference", "with_quiet_fits")
+               if not hasattr(test, name)]
+    if not missing:
         return
     if hasattr(test, "fit"):
         raise ConfigurationError(f"run_toys needs a test, such as NPLMTest({type(test).__name__}(...)), not the "
                                  f"estimator {type(test).__name__} itself: the test fits a fresh clone of it per toy.")
-    raise ConfigurationError(f"run_toys needs a test such as NPLMTest(KernelNPLM(...)), got {type(test).__name__}.")
+    raise ConfigurationError(f"run_toys needs a test such as NPLMTest(KernelNPLM(...)), got {type(test).__name__}, "
+                             f"which lacks {missing}.")
 
 
 def _execution(test: Any, block: int) -> dict[str, Any]:
