@@ -44,14 +44,12 @@ from nplm_kernel.benchmarks import (
     Exponential1D,
     ZPrimeSignal,
 )
-from nplm_kernel.inference import NPLMTest, multi_scale_widths
+from nplm_kernel.inference import DEFAULT_WIDTH_QUANTILES, NPLMTest
 from nplm_kernel.inference.calibration import significance
 from nplm_kernel.toys import resolve_executor, run_toys
 
 SIGNALS_5D = {"Zprime300": ZPrimeSignal(n_expected=60.0), "contact": ContactInteractionSignal(n_expected=200.0)}
 LEVELS = (2.0, 3.0)
-#: Pairwise-distance quantiles of the multi-scale kernel test (kernel_minp: min-p over the widths).
-WIDTH_QUANTILES = (0.5, 0.9)
 #: NP2 yields of the power curve, as multiples of the benchmark's 90 events.
 YIELD_SCALES = (0.25, 0.5, 0.75, 1.0)
 
@@ -104,10 +102,8 @@ def _datasets(settings: dict[str, Any], seed: int) -> list[Dataset]:
 def _tests(dataset: Dataset, multi_scale: bool) -> dict[str, NPLMTest | BaselineTest]:
     tests: dict[str, NPLMTest | BaselineTest] = {name: NPLMTest(backend, width_quantiles=None)
                                                    for name, backend in dataset.backends.items()}
-    if multi_scale:
-        kernel = dataset.backends["kernel"]
-        tests["kernel_minp"] = NPLMTest(kernel, widths=multi_scale_widths(kernel, dataset.x_ref, dataset.w_ref,
-                                                                          WIDTH_QUANTILES))
+    if multi_scale:  # the package's default test: min-p over the widths at DEFAULT_WIDTH_QUANTILES
+        tests["kernel_minp"] = NPLMTest(dataset.backends["kernel"])
     for name, statistic in BASELINES.items():
         if method_applicability(name, dataset.x_ref.shape[1], dataset.w_ref) is None:
             tests[name] = BaselineTest(statistic())
@@ -178,7 +174,7 @@ def run(mode: str, out: Path, seed: int = 0, executor: Any = None, progress: boo
     lines = [f"Baselines study, mode {mode} (seed {seed}). Cells: power at Z >= 2 / Z >= 3 ± the half-width of its "
              "68% Clopper-Pearson interval, from empirical p-values on each method's own null ('-': the null is too "
              "small to resolve the level; 'n/a': the method does not apply, or is not run in this mode). kernel_minp is the "
-             f"multi-scale kernel test (widths at the {WIDTH_QUANTILES} pairwise-distance quantiles, min-p over them, "
+             f"multi-scale kernel test, the package's default (widths at the {DEFAULT_WIDTH_QUANTILES} pairwise-distance quantiles, min-p over them, "
              "calibrated on its null). The NN runs fewer toys "
              f"({settings['nn_null']} null, {settings['nn_signal']} signal per sample) with {settings['nn_epochs']} "
              "epochs.", "",
