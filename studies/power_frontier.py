@@ -97,7 +97,7 @@ def compared_tests(study: Setup, seed: int) -> dict[str, NPLMTest | BaselineTest
     found: dict[str, NPLMTest | BaselineTest] = {}
     for family, (options, quantiles) in FAMILIES.items():
         backend = KernelNPLM(reuse_reference=True, seed=seed, **options)
-        found[family] = NPLMTest(backend, widths=backend.reference_widths(study.x_ref, study.w_ref, quantiles))
+        found[family] = NPLMTest(backend, width_quantiles=quantiles).for_reference(study.x_ref, study.w_ref)
     found[BUMPHUNTER] = BaselineTest(BumpHunt())
     return found
 
