@@ -5,7 +5,7 @@ import pytest
 import torch
 from reference_solver import PointLoss, dense_newton, gaussian_gram, greedy_pivots, objective
 
-from nplm_kernel import KernelNPLM, nplm_loss
+from nplm_kernel import FitError, KernelNPLM, nplm_loss
 from nplm_kernel.solver import nystrom, point_loss
 
 
@@ -285,6 +285,55 @@ def test_recomputed_blocks_shared_among_threads_give_the_products_of_one_thread_
             np.testing.assert_allclose(cached.matvec(vector), serial.matvec(vector), rtol=1e-12, atol=1e-12)
     finally:
         torch.set_num_threads(own)
+
+
+def test_cached_rows_shared_among_threads_give_every_product_of_one_thread(rng, monkeypatch):
+    """A cached K_nM's blocks are shared among the threads for one-vector products (a column vector
+    (M, 1) included) and stay in the calling thread for several vectors: every form equals the dense
+    products, and repeats to the same bits."""
+    import torch
+
+    points, centers = rng.normal(size=(6_000, 3)), rng.normal(size=(200, 3))
+    weights, vector = rng.uniform(0.5, 1.5, size=(6_000, 4)), rng.normal(size=(200, 4))
+    kernel = gaussian_gram(points, centers, 0.8)
+    monkeypatch.setattr(nystrom.NystromKernelRows, "BLOCK_BYTES", 2**18)  # 163 rows: several blocks per thread
+    own = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        rows = nystrom.NystromKernelRows(torch.as_tensor(points), torch.as_tensor(centers), 0.8, memory_budget=10**8)
+        assert rows.cached and rows.product_threads == 2 and rows.n_rows > 4 * rows.block_rows
+        w, v = torch.as_tensor(weights), torch.as_tensor(vector)
+        cases = [(rows.weighted_gram_matvec(w[:, 0], v[:, 0]), kernel.T @ (weights[:, 0] * (kernel @ vector[:, 0]))),
+                 (rows.weighted_gram_matvec(w[:, :1], v[:, :1]), kernel.T @ (weights[:, :1] * (kernel @ vector[:, :1]))),
+                 (rows.weighted_gram_matvec(w, v), kernel.T @ (weights * (kernel @ vector))),
+                 (rows.matvec(v[:, 0]), kernel @ vector[:, 0]), (rows.matvec(v[:, :1]), kernel @ vector[:, :1]),
+                 (rows.rmatvec(w[:, 0]), kernel.T @ weights[:, 0]), (rows.rmatvec(w[:, :1]), kernel.T @ weights[:, :1])]
+        for product, expected in cases:
+            assert product.shape == expected.shape
+            np.testing.assert_allclose(product, expected, rtol=1e-10, atol=1e-12)
+        assert torch.equal(rows.weighted_gram_matvec(w[:, 0], v[:, 0]), rows.weighted_gram_matvec(w[:, 0], v[:, 0]))
+    finally:
+        torch.set_num_threads(own)
+
+
+def test_preconditioner_forms_its_congruence_by_triangular_blocks_and_factorises_with_jitter_only_when_needed(
+        rng, monkeypatch):
+    import torch
+
+    from nplm_kernel.solver import preconditioner
+
+    monkeypatch.setattr(preconditioner, "CONGRUENCE_BLOCK", 7)  # several blocks, the last one partial
+    upper = torch.triu(torch.as_tensor(rng.normal(size=(30, 30))))
+    diagonal = torch.as_tensor(rng.uniform(-1.0, 2.0, size=30))  # negative curvatures too (negative weights)
+    np.testing.assert_allclose(preconditioner.triangular_congruence(upper, diagonal), (upper * diagonal) @ upper.T,
+                               rtol=1e-12, atol=1e-12)
+    singular = torch.ones((3, 3), dtype=torch.float64)
+    factor = nystrom.stable_cholesky(singular, "test")
+    assert torch.allclose(factor.T @ factor, singular, atol=1e-9) and float(factor.diagonal().min()) > 0
+    exact = nystrom.stable_cholesky(torch.eye(3, dtype=torch.float64) * 4, "test")
+    assert torch.equal(exact, torch.eye(3, dtype=torch.float64) * 2)
+    with pytest.raises(FitError, match="test"):
+        nystrom.stable_cholesky(-torch.eye(3, dtype=torch.float64), "test")
 
 
 def test_block_threads_run_torch_single_threaded_in_order_and_leave_the_default_count_alone():

@@ -66,13 +66,14 @@ def prefers_explicit_gram(rows: NystromKernelRows, expected_iterations: int) -> 
     multiply-adds, plus whitening when the stored rows are not whitened) costs less than
     `expected_iterations` Hessian products by CG (each one pass with two matrix-vector products per
     block, the first reading a stored block from memory, plus the kernel of the recomputed rows,
-    whose blocks rows.n_threads threads share): the cost model of the Newton step."""
+    whose blocks rows.n_threads threads share; the stored blocks of a one-vector product are shared
+    by rows.product_threads threads): the cost model of the Newton step."""
     n, m, d = rows.points.shape[0], rows.centers.shape[0], rows.points.shape[1]
     recomputed, (from_memory, in_cache) = rows.n_recomputed, GEMV_SECONDS
     kernel = recomputed * m * (KERNEL_ENTRY_SECONDS[0] * d + KERNEL_ENTRY_SECONDS[1])
     gram = kernel + n * m * m * GEMM_SECONDS * (1 if rows.whitened else 2)
     recomputed_products = (kernel + recomputed * m * 2 * in_cache) / rows.n_threads
-    products = (n - recomputed) * m * (from_memory + in_cache) + recomputed_products
+    products = (n - recomputed) * m * (from_memory + in_cache) / rows.product_threads + recomputed_products
     return rows.explicit_gram or gram < expected_iterations * products
 
 
@@ -254,7 +255,7 @@ class NystromKernelRows:
         n_rows, n_cols = points.shape[0], centers.shape[0]
         self.explicit_gram = n_cols <= EXPLICIT_GRAM_MAX_CENTERS
         bytes_per_row = n_cols * torch.empty((), dtype=storage_dtype).element_size()
-        self.n_threads = block_threads(points.device)
+        self.n_threads = self.product_threads = block_threads(points.device)
         self.cached = n_rows * bytes_per_row + 2 * self.BLOCK_BYTES <= memory_budget
         if self.cached:  # building the cache holds up to 2 blocks per thread (a block and its whitened copy)
             spare_blocks = (memory_budget - n_rows * bytes_per_row) // (2 * self.BLOCK_BYTES)
@@ -325,11 +326,12 @@ class NystromKernelRows:
 
         self._share_blocks(range(0, len(target), self.block_rows), compute)
 
-    def _share_blocks(self, starts: range, work: Callable[[int, range], Any], threads: bool = True) -> list[Any]:
-        """work(job, starts[job::n_jobs]) for each of n_jobs = min(n_threads, len(starts)) jobs, run at
-        once on the block threads (block j on job j mod n_jobs; one job when threads is False), and
-        their results in job order."""
-        n_jobs = min(self.n_threads if threads else 1, len(starts))
+    def _share_blocks(self, starts: range, work: Callable[[int, range], Any], threads: bool = True,
+                      n_threads: int | None = None) -> list[Any]:
+        """work(job, starts[job::n_jobs]) for each of n_jobs = min(n_threads (self.n_threads when
+        None), len(starts)) jobs, run at once on the block threads (block j on job j mod n_jobs; one
+        job when threads is False), and their results in job order."""
+        n_jobs = min((self.n_threads if n_threads is None else n_threads) if threads else 1, len(starts))
         return run_in_threads([partial(work, job, starts[job::n_jobs]) for job in range(n_jobs)])
 
     def _kernel_block(self, rows: slice, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -344,18 +346,34 @@ class NystromKernelRows:
             offset += len(part)
 
     def _each_block(self, work: Callable[[slice, torch.Tensor, torch.Tensor | None], None],
-                    shape: tuple[int, ...] | None = None, threads: bool = True) -> torch.Tensor | None:
+                    shape: tuple[int, ...] | None = None, threads: bool = True,
+                    share_stored: bool = False) -> torch.Tensor | None:
         """Calls work(rows, block, accumulator) on every row block of K_nM (the stored rows in the
-        calling thread; the recomputed rows computed into each thread's buffer, block j on thread
-        j mod n_threads, unless threads is False) and returns the sum of the float64 accumulators
-        of the given shape, added in a fixed order (the same bits whatever the threads' timing);
-        None without a shape."""
+        calling thread, or shared among product_threads single-threaded threads when share_stored;
+        the recomputed rows computed into each thread's buffer, block j on thread j mod n_threads,
+        unless threads is False) and returns the sum of the float64 accumulators of the given shape,
+        added in a fixed order (the same bits whatever the threads' timing); None without a shape.
+
+        Share the stored blocks for matrix-vector work: one BLAS call on a block is memory-bound and
+        one thread cannot draw the memory bandwidth that two reach (1.7x per pass over a 2.3 GB
+        K_nM on 2 cores); matrix-matrix work is faster in the calling thread, whose BLAS calls
+        use every thread."""
         def zeros() -> torch.Tensor | None:
             return None if shape is None else torch.zeros(shape, dtype=torch.float64, device=self.points.device)
 
         total = zeros()
-        for rows, block in self._stored_blocks():
-            work(rows, block, total)
+        stored = list(self._stored_blocks())
+
+        def each_stored(_, share: range) -> torch.Tensor | None:
+            accumulator = total if len(share) == len(stored) else zeros()
+            for index in share:
+                work(*stored[index], accumulator)
+            return accumulator
+
+        for accumulator in self._share_blocks(range(len(stored)), each_stored, threads and share_stored,
+                                              self.product_threads):
+            if total is not None and accumulator is not total:
+                total += accumulator
 
         def recompute(job: int, share: range) -> torch.Tensor | None:
             accumulator = zeros()
@@ -373,15 +391,17 @@ class NystromKernelRows:
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
         """K_nM v for v of shape (M,) or (M, k), as float64 (n,) or (n, k)."""
+        if vector.ndim == 2 and vector.shape[1] == 1:
+            return self.matvec(vector[:, 0])[:, None]
         v = vector.to(self.dtype)
-        if self.cached:
+        if self.cached and v.ndim == 2:
             return torch.cat([part @ v for part in self._parts]).to(torch.float64)
         out = torch.empty((self.n_rows, *vector.shape[1:]), dtype=torch.float64, device=vector.device)
 
         def image(rows: slice, block: torch.Tensor, _) -> None:
             out[rows] = block @ v
 
-        self._each_block(image)
+        self._each_block(image, share_stored=v.ndim == 1)
         return out
 
     def rmatvec(self, values: torch.Tensor) -> torch.Tensor:
@@ -390,13 +410,15 @@ class NystromKernelRows:
         With k columns it is computed as (u^T K_nM)^T: one streaming pass over K_nM, where
         K_nM^T @ u is several times slower on CPU BLAS."""
         n_cols = self.centers.shape[0]
+        if values.ndim == 2 and values.shape[1] == 1:
+            return self.rmatvec(values[:, 0])[:, None]
         if values.ndim == 1:
             u = values.to(self.dtype)
 
             def project(rows: slice, block: torch.Tensor, out: torch.Tensor) -> None:
                 out += block.T @ u[rows]
 
-            return self._each_block(project, (n_cols,))
+            return self._each_block(project, (n_cols,), share_stored=True)
         u_t = values.T.to(self.dtype).contiguous()
 
         def project_columns(rows: slice, block: torch.Tensor, out_t: torch.Tensor) -> None:
@@ -420,14 +442,22 @@ class NystromKernelRows:
     def weighted_gram_matvec(self, weights: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
         """K_nM^T diag(weights) K_nM v, one pass over row blocks, as float64 (M,); for several
         vectors at once, v (M, k) with one column of weights each (n, k), as (M, k): one pass for
-        all (matrix products where one vector would be memory-bound)."""
+        all (matrix products where one vector would be memory-bound), accumulated as
+        (u^T K_nM)^T like rmatvec's."""
+        if vector.ndim == 2 and vector.shape[1] == 1:
+            return self.weighted_gram_matvec(weights[:, 0], vector[:, 0])[:, None]
         v = vector.to(self.dtype)
         w = weights.to(self.dtype)
+        if v.ndim == 1:
+            def add_block(rows: slice, block: torch.Tensor, out: torch.Tensor) -> None:
+                out += block.T @ (w[rows] * (block @ v))
 
-        def add_block(rows: slice, block: torch.Tensor, out: torch.Tensor) -> None:
-            out += block.T @ (w[rows] * (block @ v))
+            return self._each_block(add_block, (self.centers.shape[0],), share_stored=True)
 
-        return self._each_block(add_block, (self.centers.shape[0], *vector.shape[1:]))
+        def add_block_columns(rows: slice, block: torch.Tensor, out_t: torch.Tensor) -> None:
+            out_t += (w[rows] * (block @ v)).T @ block
+
+        return self._each_block(add_block_columns, (vector.shape[1], self.centers.shape[0])).T
 
 
 #: Rows of a kernel block when K(x, C) of points that are not stored is streamed (kernel_products).
@@ -456,17 +486,21 @@ def stable_cholesky(matrix: torch.Tensor, stage: str, max_attempts: int = 12) ->
     """Upper Cholesky factor U (U^T U = matrix + jitter I) in float64, escalating jitter by 10x
     from 1e-14 * mean(diag) until the factorisation succeeds; FitError names `stage` if it never does."""
     matrix = matrix.to(torch.float64)
-    identity = torch.eye(matrix.shape[0], dtype=torch.float64, device=matrix.device)
     scale = float(matrix.diagonal().abs().mean())
     if not np.isfinite(scale):
         raise FitError(f"{stage}: matrix has non-finite entries, cannot factorise.")
-    jitter = 0.0
-    for _ in range(max_attempts):
-        factor, info = torch.linalg.cholesky_ex(matrix + jitter * identity)
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    jitter = 1e-14 * max(scale, 1e-300)
+    for _ in range(max_attempts - 1):
         if int(info) == 0:
             return factor.mT
-        jitter = max(10.0 * jitter, 1e-14 * max(scale, 1e-300))
-    raise FitError(f"{stage}: Cholesky factorisation failed even with jitter {jitter:.3g}.")
+        shifted = matrix.clone()
+        shifted.diagonal().add_(jitter)
+        factor, info = torch.linalg.cholesky_ex(shifted)
+        jitter *= 10.0
+    if int(info) == 0:
+        return factor.mT
+    raise FitError(f"{stage}: Cholesky factorisation failed even with jitter {jitter / 10.0:.3g}.")
 
 
 class NystromFactor:

@@ -6,6 +6,24 @@ import torch
 
 from .nystrom import NystromFactor, stable_cholesky
 
+#: Rows and columns of the blocks in which triangular_congruence forms its product.
+CONGRUENCE_BLOCK = 384
+
+
+def triangular_congruence(upper: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
+    """U diag(d) U^T for an upper-triangular U (M, M), block column by block column: the rows of U
+    in block j are zero before the block's first column, so block column j needs the columns from
+    there on only, and the blocks below the diagonal are the transposes of those above (about a
+    third of a full product's time at M = 2857)."""
+    n_rows = upper.shape[0]
+    scaled = upper * diagonal
+    product = torch.empty((n_rows, n_rows), dtype=upper.dtype, device=upper.device)
+    for start in range(0, n_rows, CONGRUENCE_BLOCK):
+        stop = min(start + CONGRUENCE_BLOCK, n_rows)
+        product[:stop, start:stop] = scaled[:stop, start:] @ upper[start:stop, start:].T
+        product[start:stop, :start] = product[:start, start:stop].T
+    return product
+
 
 class FalkonPreconditioner:
     """Falkon's preconditioner in the whitened coordinates: with A^T A = T diag(d) T^T / M + lambda I,
@@ -20,8 +38,8 @@ class FalkonPreconditioner:
         upper = factor.upper
         n_centers = upper.shape[0]
         curvature = center_curvature if center_curvature.ndim == 1 else center_curvature.mean(dim=0)
-        inner = (upper * curvature) @ upper.T / n_centers
-        inner += penalty * torch.eye(n_centers, dtype=torch.float64, device=inner.device)
+        inner = triangular_congruence(upper, curvature / n_centers)
+        inner.diagonal().add_(penalty)
         self.inner_factor = stable_cholesky(inner, "preconditioner factor A")
         self.scale = 1.0 / torch.sqrt(torch.as_tensor(n_points, dtype=torch.float64, device=inner.device))
 
