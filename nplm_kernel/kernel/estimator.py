@@ -42,6 +42,7 @@ from ..solver import (
     NystromKernelRows,
     PairProducts,
     PointLossProblem,
+    ReferencePreconditioner,
     ReferenceProblem,
     SolverDiagnostics,
     kernel_products,
@@ -82,8 +83,9 @@ _CONVERGENCE_ADVICE = {
 class PreparedReference:
     """What KernelNPLM(reuse_reference=True) keeps of a reference sample between fits: its
     standardisation, the kept centres (standardised), sigma, the Nystrom factor, its kernel rows
-    (None when they do not fit the memory budget) and, once fits with few centres have used it, their
-    explicit-Hessian products (solver.PairProducts)."""
+    (None when they do not fit the memory budget) and, once fits have used it, their explicit-Hessian
+    products (solver.PairProducts, few centres) or the preconditioner of each penalty
+    (solver.ReferencePreconditioner, conjugate gradient)."""
 
     key: str
     mean: np.ndarray
@@ -93,11 +95,14 @@ class PreparedReference:
     factor: NystromFactor
     reference_rows: torch.Tensor | None
     pairs: PairProducts | None = None
+    preconditioners: dict[float, ReferencePreconditioner] = dataclasses.field(default_factory=dict)
 
     def stored_bytes(self) -> int:
-        """Memory the entry keeps: kernel rows and the arrays derived for batched fits."""
+        """Memory the entry keeps: kernel rows, the arrays derived for batched fits and the
+        preconditioners."""
         rows = 0 if self.reference_rows is None else self.reference_rows.numel() * self.reference_rows.element_size()
-        return rows + (0 if self.pairs is None else self.pairs.stored_bytes())
+        factors = sum(8 * kept.upper.numel() for kept in self.preconditioners.values())
+        return rows + factors + (0 if self.pairs is None else self.pairs.stored_bytes())
 
 
 #: Hyperparameters that do not enter the reference's geometry and kernel rows (a change of any
@@ -326,9 +331,11 @@ class KernelNPLM(BaseEstimator):
             weights = torch.as_tensor(samples.w_ref * np.exp(samples.offset_ref), device=device)
             constants = torch.as_tensor([float((weights.cpu().numpy() - samples.w_ref).sum() - samples.offset_data.sum())],
                                         device=device)
+            shared = prepared is not None and not np.any(samples.offset_ref)  # the reference's own weights
             problem = ReferenceProblem(rows, factor, weights, self._data_sums([data_points], centers_t, sigma, factor),
                                        torch.as_tensor([samples.n_data], device=device), constants,
-                                       self._pairs(rows, weights, prepared))
+                                       self._pairs(rows, weights, prepared),
+                                       prepared.preconditioners if shared else None)
             solution = solve(problem, penalties, **settings)
             f_ref = problem.reference_values()[:, 0].cpu().numpy()
             f_data = kernel_products(data_points, centers_t, sigma, factor.to_alpha(solution.gamma[0])).cpu().numpy()
@@ -437,7 +444,8 @@ class KernelNPLM(BaseEstimator):
         centers = torch.as_tensor(prepared.centers, device=device)
         problem = ReferenceProblem(rows, prepared.factor, torch.as_tensor(reference.w_ref, device=device),
                                    self._data_sums(data, centers, prepared.sigma, prepared.factor),
-                                   torch.as_tensor([len(points) for points in data], device=device), pairs=pairs)
+                                   torch.as_tensor([len(points) for points in data], device=device), pairs=pairs,
+                                   preconditioners=prepared.preconditioners)
         solution = solve(problem, self._penalties(), **self._solver_settings())
         alphas = prepared.factor.to_alpha(solution.gamma.T)
         f_ref = problem.reference_values().T.cpu().numpy()

@@ -13,7 +13,8 @@ and the constant c_b = sum_R (w_b - w_R) - sum_D o_D, so that J_b is the documen
 Newton systems are solved for all fits at once: with few centres and whitened rows by explicit
 Hessians from the products Phi_Rm Phi_Rk of every reference point (PairProducts: one matrix product
 for all fits; a trial point's gradient and Hessian come from the same pass as its objective), and
-otherwise by conjugate gradient with Falkon's preconditioner, every CG iteration one pass over the
+otherwise by conjugate gradient preconditioned from a sample of the reference
+(preconditioner.ReferencePreconditioner, one for all fits), every CG iteration one pass over the
 reference rows for all fits (matrix products where one fit alone is memory-bound); fits leave the
 batch when they converge (newton.solve).
 """
@@ -27,7 +28,7 @@ from .cg import conjugate_gradient
 from .kernels import exp_
 from .newton import forcing_tolerances
 from .nystrom import EXPECTED_CG_ITERATIONS, NystromFactor, NystromKernelRows, kernel_products, prefers_explicit_gram
-from .preconditioner import FalkonPreconditioner
+from .preconditioner import ReferencePreconditioner
 
 #: Reference points per chunk of a pass of PairProducts: the chunk's features and pair products and
 #: its (chunk, B) working arrays stay in the CPU caches.
@@ -122,11 +123,16 @@ class ReferenceProblem:
     the reference points (cached or recomputed in blocks, whitened or not), with the factor T of
     their centres (module docstring). weights: w_b, (N_R,) shared or (N_R, B); data_sums: s_b
     (B, M); n_data: N_D,b (B,); constants: c_b (B,) (None: 0). pairs: PairProducts of these rows
-    (whitened, few centres) to solve by explicit Hessians, or None for conjugate gradient."""
+    (whitened, few centres) to solve by explicit Hessians, or None for conjugate gradient.
+    preconditioners: the ReferencePreconditioner of each penalty, built from these rows and the
+    weights (their mean over the fits when they are per fit) when first needed; pass the same
+    dict to later problems on the same reference, centres and weights to build each one once."""
 
     def __init__(self, rows: NystromKernelRows, factor: NystromFactor, weights: torch.Tensor, data_sums: torch.Tensor,
-                 n_data: torch.Tensor, constants: torch.Tensor | None = None, pairs: PairProducts | None = None):
+                 n_data: torch.Tensor, constants: torch.Tensor | None = None, pairs: PairProducts | None = None,
+                 preconditioners: dict[float, ReferencePreconditioner] | None = None):
         self.rows, self.factor, self.pairs = rows, factor, pairs
+        self.preconditioners = {} if preconditioners is None else preconditioners
         self.weights, self.data_sums = weights, data_sums
         n_batch, n_centers = data_sums.shape
         device = data_sums.device
@@ -148,12 +154,9 @@ class ReferenceProblem:
         self.fitted = torch.zeros((rows.n_rows, n_batch), dtype=torch.float64, device=device)
         self.scaled = self._weights(torch.arange(n_batch, device=device)).clone()  # w e^f, (N_R, B)
         self.loss_gradient = torch.zeros_like(self.gamma)
-        self.center_curvature = torch.zeros_like(self.gamma)
         self._stale = torch.ones(n_batch, dtype=torch.bool, device=device)
         self._first_norms = torch.full((n_batch,), float("nan"), dtype=torch.float64, device=device)
         self._last_iterations = EXPECTED_CG_ITERATIONS
-        reference_sums = rows.rmatvec(torch.ones(rows.n_rows, dtype=torch.float64, device=device))
-        self._kernel_sums = self._kernel_space(reference_sums[:, None]).T + (self.factor.upper.T @ data_sums.T).T
 
     def _weights(self, toys: torch.Tensor) -> torch.Tensor:
         """The reference weights of these fits, (N_R, k)."""
@@ -167,10 +170,6 @@ class ReferenceProblem:
         """Rows^T U (M, k) mapped to gamma coordinates: itself for whitened rows, T^-T K^T U otherwise."""
         return projected if self.rows.whitened else self.factor.transpose_solve(projected)
 
-    def _kernel_space(self, projected: torch.Tensor) -> torch.Tensor:
-        """Rows^T U (M, k) as K^T U: T^T Phi^T U for whitened rows, itself otherwise."""
-        return self.factor.upper.T @ projected if self.rows.whitened else projected
-
     def reference_values(self) -> torch.Tensor:
         """f on the reference points at the current points, (N_R, B): K_R alpha from the kernel itself
         where the rows are whitened (Phi gamma would carry the rounding of T^-1 into t), else the f
@@ -180,17 +179,13 @@ class ReferenceProblem:
         return kernel_products(self.rows.points, self.rows.centers, self.rows.sigma, self.factor.to_alpha(self.gamma.T))
 
     def refresh(self, toys: torch.Tensor) -> None:
-        """n dloss/dgamma = Phi^T (w e^f) - s and the kernel-smoothed curvatures at the centres,
-        (K^T (w e^f) + mean l'') / (K^T 1 + 1) over data and reference points, of the stale fits: one
-        pass over the reference rows for all of them."""
+        """n dloss/dgamma = Phi^T (w e^f) - s of the stale fits: one pass over the reference rows for
+        all of them."""
         stale = toys[self._stale[toys]]
         if len(stale) == 0:
             return
         projected = self.rows.rmatvec(self.scaled[:, stale])  # (M, k)
         self.loss_gradient[stale] = self._gamma_space(projected).T - self.data_sums[stale]
-        mean_curvature = self.scaled[:, stale].sum(dim=0) / self.n_points[stale]
-        self.center_curvature[stale] = (self._kernel_space(projected).T + mean_curvature[:, None]) / (
-            self._kernel_sums[stale] + 1.0)
         self._stale[stale] = False
 
     def directions(self, toys: torch.Tensor, gradient: torch.Tensor, penalty: float, max_cg: torch.Tensor,
@@ -203,7 +198,7 @@ class ReferenceProblem:
                 raise FitError("Newton: a Hessian is not positive definite (non-finite f?).")
             steps = torch.cholesky_solve(gradient[:, :, None], factor)[:, :, 0]
             return steps, torch.zeros(len(toys), dtype=torch.long, device=toys.device)
-        preconditioner = FalkonPreconditioner(self.factor, self.center_curvature[toys], penalty, self.n_points[toys])
+        preconditioner = self._preconditioner(penalty)
         rhs = preconditioner.apply_transpose(gradient)
         norms = torch.linalg.vector_norm(rhs, dim=1)
         first = self._first_norms[toys]
@@ -218,6 +213,15 @@ class ReferenceProblem:
         beta, iterations = conjugate_gradient(apply, rhs, max_cg, tolerances)
         self._last_iterations = int(iterations.max())
         return preconditioner.apply(beta), iterations
+
+    def _preconditioner(self, penalty: float) -> ReferencePreconditioner:
+        """The ReferencePreconditioner of this penalty (built on first use, kept in preconditioners)."""
+        if penalty not in self.preconditioners:
+            weights = self.weights if self.weights.ndim == 1 else self.weights.mean(dim=1)
+            ridge = penalty * (self.rows.n_rows + float(weights.sum()))
+            self.preconditioners[penalty] = ReferencePreconditioner(self.rows.points, self.rows.centers, self.rows.sigma,
+                                                                    self.factor, weights, ridge)
+        return self.preconditioners[penalty]
 
     def _hessian_operator(self, toys: torch.Tensor, ridge: torch.Tensor):
         """(rows V (k, M), members (k,)) -> n H_gamma V for the fits toys[members]: one pass over the
