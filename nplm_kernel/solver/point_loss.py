@@ -58,7 +58,7 @@ class PointLossProblem:
 
     def directions(self, toys: torch.Tensor, gradient: torch.Tensor, penalty: float, max_cg: torch.Tensor,
                    cg_tol: float) -> tuple[torch.Tensor, torch.Tensor]:
-        preconditioner = FalkonPreconditioner(self.factor, self.center_curvature, penalty, self.n_points)
+        preconditioner = FalkonPreconditioner(self.factor, self.center_curvature, penalty, float(self.n_points[0]))
         rhs = preconditioner.apply_transpose(gradient)
         norms = torch.linalg.vector_norm(rhs, dim=1)
         if self._first_norm is None:

@@ -39,32 +39,23 @@ class FalkonPreconditioner:
     """Falkon's preconditioner in the whitened coordinates: with A^T A = T diag(d) T^T / M + lambda I,
     n A^T A approximates the Hessian n H_gamma = T^-T K_nM^T D K_nM T^-1 + lambda n I (using
     K_nM^T D K_nM ~ (n/M) K_MM D_M K_MM), so B = A^-1 / sqrt(n) makes B^T (n H_gamma) B close to the
-    identity (in alpha: Falkon's T^-1 A^-1 / sqrt(n); Rudi et al. 2017, Meanti et al. 2020).
+    identity (in alpha: Falkon's T^-1 A^-1 / sqrt(n); Rudi et al. 2017, Meanti et al. 2020). One
+    fit of a per-point loss (point_loss.py): curvatures d (M,) at the centres, n its points."""
 
-    Fits solved together share A (from the curvatures d at the centres, one per fit: their mean)
-    and each has its own n: vectors are rows (B, M), row b scaled by 1 / sqrt(n_b)."""
-
-    def __init__(self, factor: NystromFactor, center_curvature: torch.Tensor, penalty: float, n_points: torch.Tensor):
+    def __init__(self, factor: NystromFactor, center_curvature: torch.Tensor, penalty: float, n_points: float):
         upper = factor.upper
-        n_centers = upper.shape[0]
-        curvature = center_curvature if center_curvature.ndim == 1 else center_curvature.mean(dim=0)
-        inner = triangular_congruence(upper, curvature / n_centers)
+        inner = triangular_congruence(upper, center_curvature / upper.shape[0])
         inner.diagonal().add_(penalty)
         self.inner_factor = stable_cholesky(inner, "preconditioner factor A")
-        self.scale = 1.0 / torch.sqrt(torch.as_tensor(n_points, dtype=torch.float64, device=inner.device))
+        self.scale = 1.0 / float(n_points) ** 0.5
 
-    def apply(self, vectors: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """B v = A^-1 v / sqrt(n_b) for rows v (k, M) of the fits `rows` (all when None)."""
-        solved = torch.linalg.solve_triangular(self.inner_factor, vectors.T, upper=True).T
-        return solved * self._scale(rows)[:, None]
+    def apply(self, vectors: torch.Tensor) -> torch.Tensor:
+        """B v = A^-1 v / sqrt(n) for rows v (k, M)."""
+        return torch.linalg.solve_triangular(self.inner_factor, vectors.T, upper=True).T * self.scale
 
-    def apply_transpose(self, vectors: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """B^T v = A^-T v / sqrt(n_b) for rows v (k, M) of the fits `rows` (all when None)."""
-        solved = torch.linalg.solve_triangular(self.inner_factor.mT, vectors.T, upper=False).T
-        return solved * self._scale(rows)[:, None]
-
-    def _scale(self, rows: torch.Tensor | None) -> torch.Tensor:
-        return self.scale if rows is None else self.scale[rows]
+    def apply_transpose(self, vectors: torch.Tensor) -> torch.Tensor:
+        """B^T v = A^-T v / sqrt(n) for rows v (k, M)."""
+        return torch.linalg.solve_triangular(self.inner_factor.mT, vectors.T, upper=False).T * self.scale
 
 
 class ReferencePreconditioner:
@@ -78,8 +69,7 @@ class ReferencePreconditioner:
     identity for every fit on this reference at once (ridge = lambda (N_R + sum w_R), the expected
     n): the reference's density, which makes n H ill-conditioned, is the same for all of them, and
     f moves the weights where the data differ, which CG then resolves. s M^2 multiply-adds once
-    per reference and penalty, (M, M) memory; apply and apply_transpose take the fits' rows
-    argument of FalkonPreconditioner and need none."""
+    per reference and penalty, (M, M) memory."""
 
     def __init__(self, points: torch.Tensor, centers: torch.Tensor, sigma: float, factor: NystromFactor,
                  weights: torch.Tensor, ridge: float):
@@ -95,10 +85,10 @@ class ReferencePreconditioner:
         gram.diagonal().add_(ridge)
         self.upper = stable_cholesky(gram, "reference preconditioner P")
 
-    def apply(self, vectors: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def apply(self, vectors: torch.Tensor) -> torch.Tensor:
         """B v = P^-1 v for rows v (k, M)."""
         return torch.linalg.solve_triangular(self.upper, vectors.T, upper=True).T
 
-    def apply_transpose(self, vectors: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def apply_transpose(self, vectors: torch.Tensor) -> torch.Tensor:
         """B^T v = P^-T v for rows v (k, M)."""
         return torch.linalg.solve_triangular(self.upper.mT, vectors.T, upper=False).T

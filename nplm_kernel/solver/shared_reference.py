@@ -207,7 +207,7 @@ class ReferenceProblem:
         hessian = self._hessian_operator(toys, ridge)
 
         def apply(vectors: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-            return preconditioner.apply_transpose(hessian(preconditioner.apply(vectors, members), members), members)
+            return preconditioner.apply_transpose(hessian(preconditioner.apply(vectors), members))
 
         tolerances = forcing_tolerances(norms, self._first_norms[toys], cg_tol)
         beta, iterations = conjugate_gradient(apply, rhs, max_cg, tolerances)
