@@ -385,10 +385,10 @@ def test_the_cost_model_counts_the_threads_that_share_the_cg_passes_recomputed_b
 def test_reference_preconditioner_is_exact_at_f_zero_when_it_samples_the_whole_reference(rng):
     """With at most 4 M reference points the preconditioner's sample is the whole reference, and at
     gamma = 0 (f = 0, N_D = sum w_R) P^T P is the Newton system itself: the first Newton step's CG
-    takes one iteration. The fit then converges (where the centres' smoothed curvatures, the former
-    preconditioner, needed 329 iterations here)."""
-    x_ref, x_data = rng.normal(size=(800, 3)), rng.normal(size=(200, 3))
-    fit = KernelNPLM(n_centers=400, sigma=1.5, seed=1).fit(x_data, x_ref, 0.25)
-    assert 4 * fit.n_centers_ >= 800 and fit.n_centers_ > nystrom.EXPLICIT_GRAM_MAX_CENTERS
+    takes one iteration (5 with the centres' smoothed curvatures, the former preconditioner), and
+    the fit converges in fewer iterations than the former 33."""
+    x_ref, x_data = rng.normal(size=(1000, 3)), rng.normal(size=(160, 3))
+    fit = KernelNPLM(n_centers=400, sigma=1.5, penalty=1e-4, seed=1).fit(x_data, x_ref, 0.16)
+    assert 4 * fit.n_centers_ >= 1000 and fit.n_centers_ > nystrom.EXPLICIT_GRAM_MAX_CENTERS
     assert fit.diagnostics_.cg_iterations[0] == 1
-    assert fit.converged_ and sum(fit.diagnostics_.cg_iterations) < 300
+    assert fit.converged_ and sum(fit.diagnostics_.cg_iterations) < 33
