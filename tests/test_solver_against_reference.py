@@ -316,7 +316,7 @@ def test_cached_rows_shared_among_threads_give_every_product_of_one_thread(rng, 
         torch.set_num_threads(own)
 
 
-def test_preconditioner_forms_its_congruence_by_triangular_blocks_and_factorises_with_jitter_only_when_needed(
+def test_preconditioners_form_their_products_by_triangular_blocks_and_factorise_with_jitter_only_when_needed(
         rng, monkeypatch):
     import torch
 
@@ -327,6 +327,12 @@ def test_preconditioner_forms_its_congruence_by_triangular_blocks_and_factorises
     diagonal = torch.as_tensor(rng.uniform(-1.0, 2.0, size=30))  # negative curvatures too (negative weights)
     np.testing.assert_allclose(preconditioner.triangular_congruence(upper, diagonal), (upper * diagonal) @ upper.T,
                                rtol=1e-12, atol=1e-12)
+    features = torch.as_tensor(rng.normal(size=(12, 30)))
+    gram = torch.zeros((30, 30), dtype=torch.float64)
+    preconditioner.add_upper_gram(gram, features * diagonal[:12, None], features)
+    np.testing.assert_allclose(torch.triu(gram), torch.triu((features * diagonal[:12, None]).T @ features), atol=1e-12)
+    blocks = torch.arange(30) // 7
+    assert not gram[blocks[:, None] > blocks[None, :]].any()  # below the diagonal blocks: untouched
     singular = torch.ones((3, 3), dtype=torch.float64)
     factor = nystrom.stable_cholesky(singular, "test")
     assert torch.allclose(factor.T @ factor, singular, atol=1e-9) and float(factor.diagonal().min()) > 0

@@ -35,6 +35,15 @@ def triangular_congruence(upper: torch.Tensor, diagonal: torch.Tensor) -> torch.
     return product
 
 
+def add_upper_gram(gram: torch.Tensor, weighted: torch.Tensor, features: torch.Tensor) -> None:
+    """gram += weighted^T features on and above the diagonal, block column by block column (about
+    half a full product's multiply-adds), for a symmetric result (weighted = diag(w) features)."""
+    n_columns = gram.shape[1]
+    for start in range(0, n_columns, CONGRUENCE_BLOCK):
+        stop = min(start + CONGRUENCE_BLOCK, n_columns)
+        gram[:stop, start:stop] += weighted[:, :stop].T @ features[:, start:stop]
+
+
 class FalkonPreconditioner:
     """Falkon's preconditioner in the whitened coordinates: with A^T A = T diag(d) T^T / M + lambda I,
     n A^T A approximates the Hessian n H_gamma = T^-T K_nM^T D K_nM T^-1 + lambda n I (using
@@ -81,7 +90,8 @@ class ReferencePreconditioner:
         for start in range(0, n_sample, PRECONDITIONER_CHUNK):
             chunk = slice(start, start + PRECONDITIONER_CHUNK)
             features = factor.whiten(gaussian_kernel(points[sample[chunk]], centers, sigma))
-            gram += (features * sample_weights[chunk, None]).T @ features
+            add_upper_gram(gram, features * sample_weights[chunk, None], features)
+        gram = torch.triu(gram) + torch.triu(gram, diagonal=1).T
         gram.diagonal().add_(ridge)
         self.upper = stable_cholesky(gram, "reference preconditioner P")
 
