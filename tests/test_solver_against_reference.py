@@ -398,3 +398,51 @@ def test_reference_preconditioner_is_exact_at_f_zero_when_it_samples_the_whole_r
     assert 4 * fit.n_centers_ >= 1000 and fit.n_centers_ > nystrom.EXPLICIT_GRAM_MAX_CENTERS
     assert fit.diagnostics_.cg_iterations[0] == 1
     assert fit.converged_ and sum(fit.diagnostics_.cg_iterations) < 33
+
+
+def test_reference_gram_is_the_strided_sample_weighted_to_the_reference_total(rng):
+    import torch
+
+    from nplm_kernel.solver import preconditioner
+
+    points, centers = torch.as_tensor(rng.normal(size=(1000, 2))), torch.as_tensor(rng.normal(size=(60, 2)))
+    weights = torch.as_tensor(rng.uniform(0.1, 2.0, size=1000))
+    factor = nystrom.NystromFactor(nystrom.gaussian_kernel(centers, centers, 0.7))
+    gram = preconditioner.ReferenceGram(points, centers, 0.7, factor, weights)
+    sample = np.arange(240) * 1000 // 240  # 4 points per centre, evenly strided
+    sample_weights = weights.numpy()[sample] * weights.numpy().sum() / weights.numpy()[sample].sum()
+    features = factor.whiten(nystrom.gaussian_kernel(points[sample], centers, 0.7)).numpy()
+    expected = (features * sample_weights[:, None]).T @ features
+    np.testing.assert_allclose(gram.gram(), expected, rtol=1e-12, atol=1e-12)
+    upper = gram.preconditioner(1e-3, 1000).upper
+    shifted = expected + 1e-3 * (1000 + weights.numpy().sum()) * np.eye(60)
+    np.testing.assert_allclose(upper.T @ upper, shifted, rtol=1e-10, atol=1e-12)
+    assert gram.preconditioner(1e-3, 1000) is gram.preconditioner(1e-3, 1000)
+    assert gram.stored_bytes() == 2 * 8 * 60 * 60
+
+
+def test_a_prepared_reference_builds_its_preconditioner_once_for_fits_batches_and_offset_fits(rng, monkeypatch):
+    from nplm_kernel.kernel import reference_cache
+    from nplm_kernel.solver import preconditioner
+
+    built = []
+    original = preconditioner.ReferenceGram.gram
+
+    def counted(self):
+        if self._gram is None:
+            built.append(self)
+        return original(self)
+
+    monkeypatch.setattr(preconditioner.ReferenceGram, "gram", counted)
+    reference_cache.clear()
+    x_ref = rng.normal(size=(2000, 3))
+    toys = [rng.normal(size=(100, 3)) for _ in range(3)]
+    estimator = KernelNPLM(n_centers=300, sigma=1.5, penalty=1e-4, reuse_reference=True)
+    single = estimator.fit(toys[0], x_ref, 0.05)
+    assert single.n_centers_ > nystrom.EXPLICIT_GRAM_MAX_CENTERS and sum(single.diagnostics_.cg_iterations) > 0
+    batch = estimator.fit_batch(toys, x_ref, 0.05)
+    assert batch[0].t_ == pytest.approx(single.t_, rel=1e-6)
+    estimator.fit(toys[1], x_ref, 0.05, offset_ref=np.full(2000, 0.1))
+    assert len(built) == 1
+    assert reference_cache.stored_bytes() >= 2 * 8 * single.n_centers_ ** 2  # G_S and one factor counted
+    reference_cache.clear()

@@ -42,7 +42,7 @@ from ..solver import (
     NystromKernelRows,
     PairProducts,
     PointLossProblem,
-    ReferencePreconditioner,
+    ReferenceGram,
     ReferenceProblem,
     SolverDiagnostics,
     kernel_products,
@@ -84,8 +84,8 @@ class PreparedReference:
     """What KernelNPLM(reuse_reference=True) keeps of a reference sample between fits: its
     standardisation, the kept centres (standardised), sigma, the Nystrom factor, its kernel rows
     (None when they do not fit the memory budget) and, once fits have used it, their explicit-Hessian
-    products (solver.PairProducts, few centres) or the preconditioner of each penalty
-    (solver.ReferencePreconditioner, conjugate gradient)."""
+    products (solver.PairProducts, few centres) or what preconditions their conjugate gradient
+    (solver.ReferenceGram)."""
 
     key: str
     mean: np.ndarray
@@ -95,14 +95,14 @@ class PreparedReference:
     factor: NystromFactor
     reference_rows: torch.Tensor | None
     pairs: PairProducts | None = None
-    preconditioners: dict[float, ReferencePreconditioner] = dataclasses.field(default_factory=dict)
+    reference_gram: ReferenceGram | None = None
 
     def stored_bytes(self) -> int:
         """Memory the entry keeps: kernel rows, the arrays derived for batched fits and the
         preconditioners."""
         rows = 0 if self.reference_rows is None else self.reference_rows.numel() * self.reference_rows.element_size()
-        factors = sum(8 * kept.upper.numel() for kept in self.preconditioners.values())
-        return rows + factors + (0 if self.pairs is None else self.pairs.stored_bytes())
+        derived = [part.stored_bytes() for part in (self.pairs, self.reference_gram) if part is not None]
+        return rows + sum(derived)
 
 
 #: Hyperparameters that do not enter the reference's geometry and kernel rows (a change of any
@@ -331,12 +331,13 @@ class KernelNPLM(BaseEstimator):
             weights = torch.as_tensor(samples.w_ref * np.exp(samples.offset_ref), device=device)
             constants = torch.as_tensor([float((weights.cpu().numpy() - samples.w_ref).sum() - samples.offset_data.sum())],
                                         device=device)
-            shared = prepared is not None and not np.any(samples.offset_ref)  # the reference's own weights
             problem = ReferenceProblem(rows, factor, weights, self._data_sums([data_points], centers_t, sigma, factor),
                                        torch.as_tensor([samples.n_data], device=device), constants,
                                        self._pairs(rows, weights, prepared),
-                                       prepared.preconditioners if shared else None)
+                                       self._reference_gram(prepared, rows, factor, samples.w_ref))
             solution = solve(problem, penalties, **settings)
+            if prepared is not None:
+                reference_cache.trim(self._memory())  # the prepared reference may hold more now
             f_ref = problem.reference_values()[:, 0].cpu().numpy()
             f_data = kernel_products(data_points, centers_t, sigma, factor.to_alpha(solution.gamma[0])).cpu().numpy()
         alpha = factor.to_alpha(solution.gamma[0]).cpu().numpy()
@@ -369,6 +370,20 @@ class KernelNPLM(BaseEstimator):
         if prepared.pairs is None:
             prepared.pairs = PairProducts(rows.stored_rows(), weights)
         return prepared.pairs
+
+    @staticmethod
+    def _reference_gram(prepared: PreparedReference | None, rows: NystromKernelRows, factor: NystromFactor,
+                        w_ref: np.ndarray) -> ReferenceGram | None:
+        """The ReferenceGram kept with a prepared reference (made on first use from the reference's
+        own weights, which also precondition fits with offsets: they act as a known shift of f);
+        None without one (the problem then makes its own)."""
+        if prepared is None:
+            return None
+        if prepared.reference_gram is None:
+            weights = torch.as_tensor(np.broadcast_to(w_ref, (rows.n_rows,)).copy(), dtype=torch.float64,
+                                      device=rows.points.device)
+            prepared.reference_gram = ReferenceGram(rows.points, rows.centers, rows.sigma, factor, weights)
+        return prepared.reference_gram
 
     def _finish(self, samples, geometry: tuple, alpha: np.ndarray, f_data: np.ndarray, f_ref: np.ndarray,
                 report: SolverDiagnostics) -> KernelNPLM:
@@ -430,6 +445,7 @@ class KernelNPLM(BaseEstimator):
         fitted: list[KernelNPLM] = []
         for first in range(0, len(x_data), group):
             fitted += self._fit_group(x_data[first : first + group], reference, prepared, rows, pairs, device)
+        reference_cache.trim(self._memory())  # the prepared reference may hold more now
         return fitted
 
     def _fit_group(self, x_data, reference, prepared: PreparedReference, rows: NystromKernelRows,
@@ -445,7 +461,7 @@ class KernelNPLM(BaseEstimator):
         problem = ReferenceProblem(rows, prepared.factor, torch.as_tensor(reference.w_ref, device=device),
                                    self._data_sums(data, centers, prepared.sigma, prepared.factor),
                                    torch.as_tensor([len(points) for points in data], device=device), pairs=pairs,
-                                   preconditioners=prepared.preconditioners)
+                                   reference_gram=self._reference_gram(prepared, rows, prepared.factor, reference.w_ref))
         solution = solve(problem, self._penalties(), **self._solver_settings())
         alphas = prepared.factor.to_alpha(solution.gamma.T)
         f_ref = problem.reference_values().T.cpu().numpy()

@@ -56,7 +56,8 @@ class CachedEntry(Protocol):
 class ReferenceCache:
     """The per-process cache of prepared references, least recently used first: at most
     `max_entries` (e.g. one per width of a multi-scale test), their stored bytes (kernel rows and
-    the arrays derived for batched fits) together within the budget of the fit that adds one."""
+    the arrays derived for batched fits, preconditioners) together within the budget of the last fit
+    that added or grew one."""
 
     def __init__(self, max_entries: int = 8):
         self.max_entries = max_entries
@@ -74,6 +75,12 @@ class ReferenceCache:
         budget.total stored bytes in all (the newest entry is always kept)."""
         self._entries[entry.key] = entry
         self._entries.move_to_end(entry.key)
+        self.trim(budget)
+
+    def trim(self, budget: MemoryBudget) -> None:
+        """Evict the least recently used entries beyond max_entries or beyond budget.total stored
+        bytes in all (the most recently used is always kept): after adding one, and after a fit
+        has grown one (explicit-Hessian products, preconditioners)."""
         while len(self._entries) > 1 and (len(self._entries) > self.max_entries or
                                           self.stored_bytes() > budget.total):
             self._entries.popitem(last=False)

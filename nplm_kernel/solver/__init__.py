@@ -14,15 +14,16 @@ decreasing penalty list (newton.py, one loop for one fit or many). Each Newton s
     n g = K_nM^T l' + lambda n K_MM alpha,    n H = K_nM^T diag(l'') K_nM + lambda n K_MM,
 
 is solved by conjugate gradient with Falkon's preconditioner B = T^-1 A^-1 / sqrt(n),
-T = chol(K_MM), A = chol(T D_M T^T / M + lambda I) (fits of the NPLM loss on one reference: the
-same construction from a sample of the reference instead of the centres), or, with few centres,
-directly; the step is
+T = chol(K_MM), A = chol(T D_M T^T / M + lambda I), or, with few centres, directly; fits of the NPLM
+loss on one reference use the same construction from a strided sample of 4 M reference points,
+with the reference weights (f = 0) instead of curvatures at the centres, B = T^-1 P^-1 in alpha
+(ReferenceGram); the step is
 taken with a backtracking (Armijo) line search, so J never increases from its value at alpha = 0.
 Centres whose kernel functions are numerically dependent are dropped first (pivoted Cholesky,
 pivoted_centers), which makes K_MM positive definite to float64 resolution (Falkon's eps M I jitter
 is then only a fallback), and the iteration runs in Falkon's whitened coordinates gamma = T alpha, in
 which the penalty is |gamma|^2: J stays a sum of terms computed without cancellation even for wide
-Gaussian kernels. D_M are the loss curvatures at the centres; here they are kernel-smoothed
+Gaussian kernels. D_M are the loss curvatures at the centres (one fit of a per-point loss); here they are kernel-smoothed
 (Nadaraya-Watson) from all points, which also works for centres that are not training points and
 is far less noisy than the curvature of the one point at each centre.
 
@@ -48,12 +49,12 @@ from .nystrom import (
     select_centers,
 )
 from .point_loss import PointLossProblem
-from .preconditioner import FalkonPreconditioner, ReferencePreconditioner
+from .preconditioner import FalkonPreconditioner, ReferenceGram
 from .shared_reference import PairProducts, ReferenceProblem
 
 __all__ = [
     "conjugate_gradient", "gaussian_kernel", "pairwise_distance_quantiles", "ExtendedLikelihoodLoss", "LogisticLoss",
     "PointLoss", "STOP_REASONS", "Solution", "SolverDiagnostics", "solve", "NystromFactor", "NystromKernelRows",
     "fixed_fit_memory", "kernel_memory_budget", "kernel_products", "pivoted_centers", "select_centers",
-    "PointLossProblem", "FalkonPreconditioner", "ReferencePreconditioner", "PairProducts", "ReferenceProblem",
+    "PointLossProblem", "FalkonPreconditioner", "ReferenceGram", "PairProducts", "ReferenceProblem",
 ]

@@ -57,6 +57,9 @@ WHITENED_BLOCK_COPIES = 3
 KERNEL_ENTRY_SECONDS = (4e-11, 1.4e-9)
 GEMV_SECONDS = (4e-10, 1.6e-10)
 GEMM_SECONDS = 3e-11
+#: How much faster a pass of one-vector products over stored rows runs when its blocks are shared
+#: among several threads (measured with 2 threads on 2 cores; memory bandwidth bounds more threads).
+SHARED_PASS_SPEEDUP = 1.7
 #: CG iterations expected of a Newton step before one has run.
 EXPECTED_CG_ITERATIONS = 30
 
@@ -66,14 +69,15 @@ def prefers_explicit_gram(rows: NystromKernelRows, expected_iterations: int) -> 
     multiply-adds, plus whitening when the stored rows are not whitened) costs less than
     `expected_iterations` Hessian products by CG (each one pass with two matrix-vector products per
     block, the first reading a stored block from memory, plus the kernel of the recomputed rows,
-    whose blocks rows.n_threads threads share; the stored blocks of a one-vector product are shared
-    by rows.product_threads threads): the cost model of the Newton step."""
+    whose blocks rows.n_threads threads share; the stored blocks of a one-vector product shared by
+    rows.product_threads threads, SHARED_PASS_SPEEDUP faster): the cost model of the Newton step."""
     n, m, d = rows.points.shape[0], rows.centers.shape[0], rows.points.shape[1]
     recomputed, (from_memory, in_cache) = rows.n_recomputed, GEMV_SECONDS
     kernel = recomputed * m * (KERNEL_ENTRY_SECONDS[0] * d + KERNEL_ENTRY_SECONDS[1])
     gram = kernel + n * m * m * GEMM_SECONDS * (1 if rows.whitened else 2)
     recomputed_products = (kernel + recomputed * m * 2 * in_cache) / rows.n_threads
-    products = (n - recomputed) * m * (from_memory + in_cache) / rows.product_threads + recomputed_products
+    shared_pass = SHARED_PASS_SPEEDUP if rows.product_threads > 1 else 1.0
+    products = (n - recomputed) * m * (from_memory + in_cache) / shared_pass + recomputed_products
     return rows.explicit_gram or gram < expected_iterations * products
 
 
@@ -394,7 +398,7 @@ class NystromKernelRows:
         if vector.ndim == 2 and vector.shape[1] == 1:
             return self.matvec(vector[:, 0])[:, None]
         v = vector.to(self.dtype)
-        if self.cached and v.ndim == 2:
+        if self.cached and (v.ndim == 2 or self.product_threads == 1):
             return torch.cat([part @ v for part in self._parts]).to(torch.float64)
         out = torch.empty((self.n_rows, *vector.shape[1:]), dtype=torch.float64, device=vector.device)
 

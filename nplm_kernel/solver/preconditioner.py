@@ -9,9 +9,9 @@ import torch
 from .kernels import gaussian_kernel
 from .nystrom import NystromFactor, stable_cholesky
 
-#: Reference points per kept centre in the sample that builds a ReferencePreconditioner (all the
-#: reference when it has fewer): on the paper-scale 5D fit (2857 centres), 1, 2, 4 and 8 points
-#: per centre took 79, 61, 49 and 49 CG iterations where Falkon's preconditioner took 138.
+#: Reference points per kept centre in the sample of a ReferenceGram (all the reference when it has
+#: fewer): on the paper-scale 5D fit (2857 centres), 1, 2, 4 and 8 points per centre took 79, 61,
+#: 49-67 and 49-58 CG iterations (random and strided samples) where Falkon's preconditioner took 138.
 PRECONDITIONER_POINTS_PER_CENTER = 4
 #: Sample points whitened at a time while its Gram matrix is accumulated.
 PRECONDITIONER_CHUNK = 1024
@@ -67,33 +67,67 @@ class FalkonPreconditioner:
         return torch.linalg.solve_triangular(self.inner_factor.mT, vectors.T, upper=False).T * self.scale
 
 
-class ReferencePreconditioner:
-    """The preconditioner of NPLM fits on one reference sample: Falkon's construction with a
-    strided sample S of the reference (s = PRECONDITIONER_POINTS_PER_CENTER M points, their weights
-    scaled to the reference's total) in place of the centres, at f = 0. With Phi_S = K(S, C) T^-1,
+class ReferenceGram:
+    """What preconditions NPLM fits on one reference sample (shared_reference.py): Falkon's
+    construction with a strided sample S of the reference (s = PRECONDITIONER_POINTS_PER_CENTER M
+    points, their weights scaled to the reference's total sum w_R) in place of the centres, at
+    f = 0. With Phi_S = K(S, C) T^-1 and G_S = Phi_S^T diag(w_S) Phi_S (independent of lambda,
+    computed on first use: about s M^2 / 2 multiply-adds to whiten and s M^2 / 2 for G_S),
 
-        P^T P = Phi_S^T diag(w_S) Phi_S + ridge I  ~  n H_gamma = Phi^T diag(w e^f) Phi + lambda n I
+        P^T P = G_S + ridge I  ~  n H_gamma = Phi^T diag(w e^(f + o)) Phi + lambda n I
 
-    (exact when S is the whole reference and f = 0), and B = P^-1 makes B^T (n H) B close to the
-    identity for every fit on this reference at once (ridge = lambda (N_R + sum w_R), the expected
-    n): the reference's density, which makes n H ill-conditioned, is the same for all of them, and
-    f moves the weights where the data differ, which CG then resolves. s M^2 multiply-adds once
-    per reference and penalty, (M, M) memory."""
+    with ridge = lambda (N_R + sum w_R), the expected n (exact when S is the whole reference,
+    f = o = 0 and N_D = sum w_R). B = P^-1 makes B^T (n H) B close to the identity for every fit on
+    this reference: the reference's density, which makes n H ill-conditioned, is the same for all
+    of them, and f (or offsets o, which act as a known shift of f) moves the weights where the data
+    differ, which CG then resolves. One factor P per ridge (M^3 / 3 multiply-adds), each (M, M)."""
 
     def __init__(self, points: torch.Tensor, centers: torch.Tensor, sigma: float, factor: NystromFactor,
-                 weights: torch.Tensor, ridge: float):
-        n_ref, n_centers = points.shape[0], centers.shape[0]
-        n_sample = min(n_ref, PRECONDITIONER_POINTS_PER_CENTER * n_centers)
-        sample = torch.div(torch.arange(n_sample, device=points.device) * n_ref, n_sample, rounding_mode="floor")
-        sample_weights = weights[sample] * (weights.sum() / weights[sample].sum())
-        gram = torch.zeros((n_centers, n_centers), dtype=torch.float64, device=points.device)
-        for start in range(0, n_sample, PRECONDITIONER_CHUNK):
-            chunk = slice(start, start + PRECONDITIONER_CHUNK)
-            features = factor.whiten(gaussian_kernel(points[sample[chunk]], centers, sigma))
-            add_upper_gram(gram, features * sample_weights[chunk, None], features)
-        gram = torch.triu(gram) + torch.triu(gram, diagonal=1).T
-        gram.diagonal().add_(ridge)
-        self.upper = stable_cholesky(gram, "reference preconditioner P")
+                 weights: torch.Tensor):
+        self.total_weight = float(weights.sum())
+        self._inputs: tuple | None = (points, centers, sigma, factor, weights)
+        self._gram: torch.Tensor | None = None
+        self._preconditioners: dict[float, ReferencePreconditioner] = {}
+
+    def preconditioner(self, penalty: float, n_ref: int) -> ReferencePreconditioner:
+        """The preconditioner for this lambda on a reference of n_ref points (ridge lambda (n_ref + sum w))."""
+        ridge = penalty * (n_ref + self.total_weight)
+        if ridge not in self._preconditioners:
+            self._preconditioners[ridge] = ReferencePreconditioner(self.gram(), ridge)
+        return self._preconditioners[ridge]
+
+    def gram(self) -> torch.Tensor:
+        """G_S, (M, M) symmetric."""
+        if self._gram is None:
+            points, centers, sigma, factor, weights = self._inputs
+            n_ref, n_centers = points.shape[0], centers.shape[0]
+            n_sample = min(n_ref, PRECONDITIONER_POINTS_PER_CENTER * n_centers)
+            sample = torch.div(torch.arange(n_sample, device=points.device) * n_ref, n_sample, rounding_mode="floor")
+            sample_weights = weights[sample] * (self.total_weight / weights[sample].sum())
+            gram = torch.zeros((n_centers, n_centers), dtype=torch.float64, device=points.device)
+            for start in range(0, n_sample, PRECONDITIONER_CHUNK):
+                chunk = slice(start, start + PRECONDITIONER_CHUNK)
+                features = factor.whiten(gaussian_kernel(points[sample[chunk]], centers, sigma))
+                add_upper_gram(gram, features * sample_weights[chunk, None], features)
+            above = torch.triu(gram, diagonal=1)
+            gram.triu_()
+            gram += above.T
+            self._gram, self._inputs = gram, None
+        return self._gram
+
+    def stored_bytes(self) -> int:
+        """Memory of G_S and the factors built so far."""
+        matrices = [self._gram, *(kept.upper for kept in list(self._preconditioners.values()))]
+        return sum(8 * matrix.numel() for matrix in matrices if matrix is not None)
+
+
+class ReferencePreconditioner:
+    """B = P^-1 with P^T P = G_S + ridge I, P upper-triangular (ReferenceGram)."""
+
+    def __init__(self, gram: torch.Tensor, ridge: float):
+        shifted = gram.clone()
+        shifted.diagonal().add_(ridge)
+        self.upper = stable_cholesky(shifted, "reference preconditioner P")
 
     def apply(self, vectors: torch.Tensor) -> torch.Tensor:
         """B v = P^-1 v for rows v (k, M)."""

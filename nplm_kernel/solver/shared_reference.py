@@ -14,7 +14,7 @@ Newton systems are solved for all fits at once: with few centres and whitened ro
 Hessians from the products Phi_Rm Phi_Rk of every reference point (PairProducts: one matrix product
 for all fits; a trial point's gradient and Hessian come from the same pass as its objective), and
 otherwise by conjugate gradient preconditioned from a sample of the reference
-(preconditioner.ReferencePreconditioner, one for all fits), every CG iteration one pass over the
+(preconditioner.ReferenceGram, one preconditioner for all fits), every CG iteration one pass over the
 reference rows for all fits (matrix products where one fit alone is memory-bound); fits leave the
 batch when they converge (newton.solve).
 """
@@ -28,7 +28,7 @@ from .cg import conjugate_gradient
 from .kernels import exp_
 from .newton import forcing_tolerances
 from .nystrom import EXPECTED_CG_ITERATIONS, NystromFactor, NystromKernelRows, kernel_products, prefers_explicit_gram
-from .preconditioner import ReferencePreconditioner
+from .preconditioner import ReferenceGram
 
 #: Reference points per chunk of a pass of PairProducts: the chunk's features and pair products and
 #: its (chunk, B) working arrays stay in the CPU caches.
@@ -124,15 +124,18 @@ class ReferenceProblem:
     their centres (module docstring). weights: w_b, (N_R,) shared or (N_R, B); data_sums: s_b
     (B, M); n_data: N_D,b (B,); constants: c_b (B,) (None: 0). pairs: PairProducts of these rows
     (whitened, few centres) to solve by explicit Hessians, or None for conjugate gradient.
-    preconditioners: the ReferencePreconditioner of each penalty, built from these rows and the
-    weights (their mean over the fits when they are per fit) when first needed; pass the same
-    dict to later problems on the same reference, centres and weights to build each one once."""
+    reference_gram: the ReferenceGram of these rows' points and centres (None: one from the
+    weights, their mean over the fits when they are per fit); pass the same one to later problems
+    on the same reference and centres (with the reference's own weights) to build it once."""
 
     def __init__(self, rows: NystromKernelRows, factor: NystromFactor, weights: torch.Tensor, data_sums: torch.Tensor,
                  n_data: torch.Tensor, constants: torch.Tensor | None = None, pairs: PairProducts | None = None,
-                 preconditioners: dict[float, ReferencePreconditioner] | None = None):
+                 reference_gram: ReferenceGram | None = None):
         self.rows, self.factor, self.pairs = rows, factor, pairs
-        self.preconditioners = {} if preconditioners is None else preconditioners
+        if reference_gram is None:
+            reference_gram = ReferenceGram(rows.points, rows.centers, rows.sigma, factor,
+                                           weights if weights.ndim == 1 else weights.mean(dim=1))
+        self.reference_gram = reference_gram
         self.weights, self.data_sums = weights, data_sums
         n_batch, n_centers = data_sums.shape
         device = data_sums.device
@@ -198,7 +201,7 @@ class ReferenceProblem:
                 raise FitError("Newton: a Hessian is not positive definite (non-finite f?).")
             steps = torch.cholesky_solve(gradient[:, :, None], factor)[:, :, 0]
             return steps, torch.zeros(len(toys), dtype=torch.long, device=toys.device)
-        preconditioner = self._preconditioner(penalty)
+        preconditioner = self.reference_gram.preconditioner(penalty, self.rows.n_rows)
         rhs = preconditioner.apply_transpose(gradient)
         norms = torch.linalg.vector_norm(rhs, dim=1)
         first = self._first_norms[toys]
@@ -213,15 +216,6 @@ class ReferenceProblem:
         beta, iterations = conjugate_gradient(apply, rhs, max_cg, tolerances)
         self._last_iterations = int(iterations.max())
         return preconditioner.apply(beta), iterations
-
-    def _preconditioner(self, penalty: float) -> ReferencePreconditioner:
-        """The ReferencePreconditioner of this penalty (built on first use, kept in preconditioners)."""
-        if penalty not in self.preconditioners:
-            weights = self.weights if self.weights.ndim == 1 else self.weights.mean(dim=1)
-            ridge = penalty * (self.rows.n_rows + float(weights.sum()))
-            self.preconditioners[penalty] = ReferencePreconditioner(self.rows.points, self.rows.centers, self.rows.sigma,
-                                                                    self.factor, weights, ridge)
-        return self.preconditioners[penalty]
 
     def _hessian_operator(self, toys: torch.Tensor, ridge: torch.Tensor):
         """(rows V (k, M), members (k,)) -> n H_gamma V for the fits toys[members]: one pass over the
