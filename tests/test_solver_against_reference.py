@@ -419,6 +419,8 @@ def test_reference_gram_is_the_strided_sample_weighted_to_the_reference_total(rn
     np.testing.assert_allclose(upper.T @ upper, shifted, rtol=1e-10, atol=1e-12)
     assert gram.preconditioner(1e-3, 1000) is gram.preconditioner(1e-3, 1000)
     assert gram.stored_bytes() == 2 * 8 * 60 * 60
+    assert preconditioner.shared_sample_size(20_000, 528) == 20_000  # a moderate reference: all of it
+    assert 4 * 2857 <= preconditioner.shared_sample_size(100_000, 2857) < 5 * 2857  # the paper's: the multiply-add cap
 
 
 def test_a_prepared_reference_builds_its_preconditioner_once_for_fits_batches_and_offset_fits(rng, monkeypatch):
@@ -443,6 +445,6 @@ def test_a_prepared_reference_builds_its_preconditioner_once_for_fits_batches_an
     batch = estimator.fit_batch(toys, x_ref, 0.05)
     assert batch[0].t_ == pytest.approx(single.t_, rel=1e-6)
     estimator.fit(toys[1], x_ref, 0.05, offset_ref=np.full(2000, 0.1))
-    assert len(built) == 1
+    assert len(built) == 1 and built[0].n_sample == 2000  # shared by many fits: the whole (small) reference
     assert reference_cache.stored_bytes() >= 2 * 8 * single.n_centers_ ** 2  # G_S and one factor counted
     reference_cache.clear()

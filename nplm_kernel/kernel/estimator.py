@@ -46,6 +46,7 @@ from ..solver import (
     ReferenceProblem,
     SolverDiagnostics,
     kernel_products,
+    shared_sample_size,
     solve,
 )
 from .geometry import default_n_centers, kernel_width, nystrom_centers, reference_widths, uniform_candidates
@@ -375,14 +376,16 @@ class KernelNPLM(BaseEstimator):
     def _reference_gram(prepared: PreparedReference | None, rows: NystromKernelRows, factor: NystromFactor,
                         w_ref: np.ndarray) -> ReferenceGram | None:
         """The ReferenceGram kept with a prepared reference (made on first use from the reference's
-        own weights, which also precondition fits with offsets: they act as a known shift of f);
-        None without one (the problem then makes its own)."""
+        own weights, which also precondition fits with offsets: they act as a known shift of f; its
+        sample as large as solver.shared_sample_size allows, since many fits share it); None without
+        one (the problem then makes its own)."""
         if prepared is None:
             return None
         if prepared.reference_gram is None:
             weights = torch.as_tensor(np.broadcast_to(w_ref, (rows.n_rows,)).copy(), dtype=torch.float64,
                                       device=rows.points.device)
-            prepared.reference_gram = ReferenceGram(rows.points, rows.centers, rows.sigma, factor, weights)
+            prepared.reference_gram = ReferenceGram(rows.points, rows.centers, rows.sigma, factor, weights,
+                                                    shared_sample_size(rows.n_rows, rows.centers.shape[0]))
         return prepared.reference_gram
 
     def _finish(self, samples, geometry: tuple, alpha: np.ndarray, f_data: np.ndarray, f_ref: np.ndarray,

@@ -49,12 +49,12 @@ from .nystrom import (
     select_centers,
 )
 from .point_loss import PointLossProblem
-from .preconditioner import FalkonPreconditioner, ReferenceGram
+from .preconditioner import FalkonPreconditioner, ReferenceGram, shared_sample_size
 from .shared_reference import PairProducts, ReferenceProblem
 
 __all__ = [
     "conjugate_gradient", "gaussian_kernel", "pairwise_distance_quantiles", "ExtendedLikelihoodLoss", "LogisticLoss",
     "PointLoss", "STOP_REASONS", "Solution", "SolverDiagnostics", "solve", "NystromFactor", "NystromKernelRows",
     "fixed_fit_memory", "kernel_memory_budget", "kernel_products", "pivoted_centers", "select_centers",
-    "PointLossProblem", "FalkonPreconditioner", "ReferenceGram", "PairProducts", "ReferenceProblem",
+    "PointLossProblem", "FalkonPreconditioner", "ReferenceGram", "shared_sample_size", "PairProducts", "ReferenceProblem",
 ]

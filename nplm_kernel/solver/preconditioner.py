@@ -13,6 +13,11 @@ from .nystrom import NystromFactor, stable_cholesky
 #: fewer): on the paper-scale 5D fit (2857 centres), 1, 2, 4 and 8 points per centre took 79, 61,
 #: 49-67 and 49-58 CG iterations (random and strided samples) where Falkon's preconditioner took 138.
 PRECONDITIONER_POINTS_PER_CENTER = 4
+#: Multiply-adds a ReferenceGram kept for many fits (a prepared reference of a toy campaign) may spend
+#: on a larger sample, up to the whole reference (shared_sample_size): on the moderate 5D campaign
+#: (N_R = 2e4, 528 centres) the whole reference instead of 4 points per centre made batched toys
+#: 1.7x faster; at the paper's scale this budget keeps about 4 points per centre.
+SHARED_GRAM_MULTIPLY_ADDS = 10**11
 #: Sample points whitened at a time while its Gram matrix is accumulated.
 PRECONDITIONER_CHUNK = 1024
 
@@ -33,6 +38,13 @@ def triangular_congruence(upper: torch.Tensor, diagonal: torch.Tensor) -> torch.
         product[:stop, start:stop] = scaled[:stop, start:] @ upper[start:stop, start:].T
         product[start:stop, :start] = product[:start, start:stop].T
     return product
+
+
+def shared_sample_size(n_ref: int, n_centers: int) -> int:
+    """Sample size of a ReferenceGram that many fits share: the whole reference where
+    SHARED_GRAM_MULTIPLY_ADDS allow, at least PRECONDITIONER_POINTS_PER_CENTER per centre."""
+    affordable = SHARED_GRAM_MULTIPLY_ADDS // max(1, n_centers * n_centers)
+    return int(min(n_ref, max(PRECONDITIONER_POINTS_PER_CENTER * n_centers, affordable)))
 
 
 def add_upper_gram(gram: torch.Tensor, weighted: torch.Tensor, features: torch.Tensor) -> None:
@@ -69,8 +81,9 @@ class FalkonPreconditioner:
 
 class ReferenceGram:
     """What preconditions NPLM fits on one reference sample (shared_reference.py): Falkon's
-    construction with a strided sample S of the reference (s = PRECONDITIONER_POINTS_PER_CENTER M
-    points, their weights scaled to the reference's total sum w_R) in place of the centres, at
+    construction with a strided sample S of the reference (n_sample points, by default
+    PRECONDITIONER_POINTS_PER_CENTER M; shared_sample_size for one that many fits share; their
+    weights scaled to the reference's total sum w_R) in place of the centres, at
     f = 0. With Phi_S = K(S, C) T^-1 and G_S = Phi_S^T diag(w_S) Phi_S (independent of lambda,
     computed on first use: about s M^2 / 2 multiply-adds to whiten and s M^2 / 2 for G_S),
 
@@ -83,7 +96,10 @@ class ReferenceGram:
     differ, which CG then resolves. One factor P per ridge (M^3 / 3 multiply-adds), each (M, M)."""
 
     def __init__(self, points: torch.Tensor, centers: torch.Tensor, sigma: float, factor: NystromFactor,
-                 weights: torch.Tensor):
+                 weights: torch.Tensor, n_sample: int | None = None):
+        n_ref, n_centers = points.shape[0], centers.shape[0]
+        default = PRECONDITIONER_POINTS_PER_CENTER * n_centers
+        self.n_sample = int(min(n_ref, default if n_sample is None else n_sample))
         self.total_weight = float(weights.sum())
         self._inputs: tuple | None = (points, centers, sigma, factor, weights)
         self._gram: torch.Tensor | None = None
@@ -100,8 +116,7 @@ class ReferenceGram:
         """G_S, (M, M) symmetric."""
         if self._gram is None:
             points, centers, sigma, factor, weights = self._inputs
-            n_ref, n_centers = points.shape[0], centers.shape[0]
-            n_sample = min(n_ref, PRECONDITIONER_POINTS_PER_CENTER * n_centers)
+            n_ref, n_centers, n_sample = points.shape[0], centers.shape[0], self.n_sample
             sample = torch.div(torch.arange(n_sample, device=points.device) * n_ref, n_sample, rounding_mode="floor")
             sample_weights = weights[sample] * (self.total_weight / weights[sample].sum())
             gram = torch.zeros((n_centers, n_centers), dtype=torch.float64, device=points.device)
