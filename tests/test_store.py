@@ -381,10 +381,14 @@ def test_workers_dying_in_quick_succession_stop_the_pool_campaign_with_a_clear_e
 
 @pytest.mark.slow
 def test_a_pool_campaign_in_a_script_without_the_main_guard_says_what_to_add(tmp_path):
+    """Also with a reference larger than a pipe's 64 KiB (here 160 KB), which the workers once
+    received through the pipe that a dying worker never reads: the campaign then hung."""
     script = tmp_path / "campaign.py"
-    script.write_text("from campaign_helpers import BENCHMARK, small_campaign_inputs\n"
+    script.write_text("import numpy as np\n"
+                      "from campaign_helpers import BENCHMARK, small_campaign_inputs\n"
                       "from nplm_kernel.toys import run_toys\n"
                       "test, x_ref, w_ref = small_campaign_inputs()\n"
+                      "x_ref, w_ref = np.tile(x_ref, (10, 1)), np.tile(w_ref, 10) / 10\n"
                       "run_toys(test, BENCHMARK.data, x_ref, w_ref, n_toys=4, executor=2, progress=False)\n")
     finished = subprocess.run([sys.executable, str(script)], env=ENVIRONMENT, capture_output=True, text=True,
                               timeout=300)

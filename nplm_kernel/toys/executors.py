@@ -15,9 +15,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -252,13 +254,18 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _initialise_worker(task: ToyTask, parent: int, counter: Any, cuda: bool, started: Any) -> None:
-    """Process-pool initialiser: keep the task (reference included) once per worker, and a
-    watchdog that ends the worker when the campaign's process dies; count the worker as started.
+def _initialise_worker(task_path: str, parent: int, counter: Any, cuda: bool, started: Any) -> None:
+    """Process-pool initialiser: keep the task (reference included) once per worker, read from the
+    file the campaign wrote it to, and a watchdog that ends the worker when the campaign's process
+    dies; count the worker as started. (A spawned process receives its initialiser's arguments
+    through a pipe that it reads only after importing the main script: a task of more than the
+    pipe's 64 KiB, sent that way to a worker that dies on that import, would block the campaign's
+    process for ever instead of letting it report START_FAILURE.)
     On a CUDA campaign (`cuda`) each worker takes the next GPU (worker k: device k mod the number of
     GPUs), so that 'cuda' in the backend means one GPU per process."""
     global _WORKER_TASK
-    _WORKER_TASK = task
+    with open(task_path, "rb") as stream:
+        _WORKER_TASK = pickle.load(stream)
     if cuda:
         with counter.get_lock():
             index, counter.value = counter.value, counter.value + 1
@@ -278,8 +285,6 @@ def _run_in_worker(unit: ToyUnit) -> list[dict[str, Any]]:
 
 
 def _check_picklable(task: ToyTask) -> None:
-    import pickle
-
     try:
         pickle.dumps(task)
     except (pickle.PicklingError, AttributeError, TypeError) as error:
@@ -323,6 +328,16 @@ def _pool_results(task: ToyTask, units: list[ToyUnit], n_processes: int, max_los
     unit whose worker dies while it runs alone is lost (counted; a unit of several toys that is lost
     more than max_losses times is split into single toys, and a single toy lost more than
     max_losses times stops the campaign with ExecutorError)."""
+    with tempfile.TemporaryDirectory(prefix="nplm-campaign-") as folder:
+        task_path = os.path.join(folder, "task.pickle")
+        with open(task_path, "wb") as stream:
+            pickle.dump(task, stream)
+        yield from _pool_rows(task, task_path, units, n_processes, max_losses)
+
+
+def _pool_rows(task: ToyTask, task_path: str, units: list[ToyUnit], n_processes: int,
+               max_losses: int) -> Iterator[dict[str, Any]]:
+    """_pool_results' loop, the task pickled at task_path for the workers (_initialise_worker)."""
     context = get_context("spawn")
     cuda = _uses_cuda(task.test)  # the workers run here: an unavailable device is refused now, not in each worker
     started = context.Value("i", 0)
@@ -330,7 +345,7 @@ def _pool_results(task: ToyTask, units: list[ToyUnit], n_processes: int, max_los
     def new_pool() -> ProcessPoolExecutor:
         started.value = 0
         return ProcessPoolExecutor(n_processes, mp_context=context, initializer=_initialise_worker,
-                                   initargs=(task, os.getpid(), context.Value("i", 0), cuda, started))
+                                   initargs=(task_path, os.getpid(), context.Value("i", 0), cuda, started))
 
     queue, suspects, losses = deque(units), deque(), {}
     in_flight: dict[Future, ToyUnit] = {}
