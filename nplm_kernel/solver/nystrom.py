@@ -493,17 +493,14 @@ def stable_cholesky(matrix: torch.Tensor, stage: str, max_attempts: int = 12) ->
     scale = float(matrix.diagonal().abs().mean())
     if not np.isfinite(scale):
         raise FitError(f"{stage}: matrix has non-finite entries, cannot factorise.")
-    factor, info = torch.linalg.cholesky_ex(matrix)
-    jitter = 1e-14 * max(scale, 1e-300)
-    for _ in range(max_attempts - 1):
+    jitter, shifted = 0.0, matrix
+    for _ in range(max_attempts):
+        factor, info = torch.linalg.cholesky_ex(shifted)
         if int(info) == 0:
             return factor.mT
-        shifted = matrix.clone()
+        jitter = max(10.0 * jitter, 1e-14 * max(scale, 1e-300))
+        shifted = matrix.clone()  # the jitter on a copy: the caller's matrix stays as it is
         shifted.diagonal().add_(jitter)
-        factor, info = torch.linalg.cholesky_ex(shifted)
-        jitter *= 10.0
-    if int(info) == 0:
-        return factor.mT
     raise FitError(f"{stage}: Cholesky factorisation failed even with jitter {jitter / 10.0:.3g}.")
 
 
