@@ -284,9 +284,10 @@ def _run_in_worker(unit: ToyUnit) -> list[dict[str, Any]]:
     return run_toy_unit(_WORKER_TASK, unit)
 
 
-def _check_picklable(task: ToyTask) -> None:
+def _pickled(task: ToyTask) -> bytes:
+    """The task pickled, or ConfigurationError naming what must be picklable."""
     try:
-        pickle.dumps(task)
+        return pickle.dumps(task)
     except (pickle.PicklingError, AttributeError, TypeError) as error:
         raise ConfigurationError(
             "toys run in other processes, so the test and the generator must be picklable (a module-level "
@@ -322,16 +323,18 @@ START_FAILURE = ("the pool's worker processes died while starting, before any to
                  "under `if __name__ == \"__main__\":`. The workers must also be able to import the generator's module.")
 
 
-def _pool_results(task: ToyTask, units: list[ToyUnit], n_processes: int, max_losses: int) -> Iterator[dict[str, Any]]:
+def _pool_results(task: ToyTask, pickled: bytes, units: list[ToyUnit], n_processes: int,
+                  max_losses: int) -> Iterator[dict[str, Any]]:
     """Rows of the units from our own spawned process pool. When a worker dies, the pool is
     replaced and the units that were in flight run again one at a time, each alone in the pool: a
     unit whose worker dies while it runs alone is lost (counted; a unit of several toys that is lost
     more than max_losses times is split into single toys, and a single toy lost more than
-    max_losses times stops the campaign with ExecutorError)."""
+    max_losses times stops the campaign with ExecutorError). `pickled`: the task as _pickled gave
+    it, written once to a temporary file that the workers read (_initialise_worker)."""
     with tempfile.TemporaryDirectory(prefix="nplm-campaign-") as folder:
         task_path = os.path.join(folder, "task.pickle")
         with open(task_path, "wb") as stream:
-            pickle.dump(task, stream)
+            stream.write(pickled)
         yield from _pool_rows(task, task_path, units, n_processes, max_losses)
 
 
@@ -550,10 +553,10 @@ def results(executor: Any, task: ToyTask, units: list[ToyUnit], max_losses: int 
         for unit in units:
             yield from run_toy_unit(task, unit)
         return
-    _check_picklable(task)
+    pickled = _pickled(task)
     n_processes = _process_count(executor, task.test)
     if n_processes is not None:
-        yield from _pool_results(task, units, n_processes, max_losses)
+        yield from _pool_results(task, pickled, units, n_processes, max_losses)
     elif isinstance(executor, (DaskScheduler, BatchJobs)):
         yield from _dask_results(executor, task, units, max_losses)
     else:
