@@ -3,7 +3,8 @@ and clear refusals of what a method cannot do."""
 
 import numpy as np
 import pytest
-from scipy import stats
+import torch
+from scipy import optimize, stats
 
 from nplm_kernel import ConfigurationError, InputError, SampleSizeWarning, run_toys, significance
 from nplm_kernel.baselines import (
@@ -12,9 +13,11 @@ from nplm_kernel.baselines import (
     BinnedLikelihoodRatio,
     BumpHunt,
     GaussianMixtureScore,
+    KernelExcessScan,
     SlicedKolmogorovSmirnov,
     compare_methods,
 )
+from nplm_kernel.baselines.excess_scan import _fit_log_ratios, _ScanWidth
 from nplm_kernel.benchmarks import Exponential1D, GaussianSignal
 from nplm_kernel.store import read_store
 
@@ -131,3 +134,46 @@ def test_compare_reports_bumphunters_own_look_elsewhere_correction_beside_the_to
     assert any("pyBumpHunter's own global Z" in note for note in outcome.notes)
     low, high = map(float, next(note for note in outcome.notes if note.startswith("bump [")).strip("bump []").split(","))
     assert low <= 1.6 <= high
+
+
+def test_the_excess_scan_solves_each_centres_one_parameter_fit_exactly():
+    rng = np.random.default_rng(10)
+    kernel = torch.as_tensor(np.exp(-0.5 * rng.uniform(0, 4, size=(50, 6)) ** 2))
+    weights = torch.as_tensor(rng.uniform(0.5, 2.0, size=50))
+    expected = weights @ kernel
+    data_sums = expected * torch.tensor([0.5, 1.0, 1.05, 2.0, 8.0, 40.0], dtype=torch.float64)
+    scan = _ScanWidth(1.0, torch.zeros((6, 1), dtype=torch.float64), kernel, expected)
+    theta, q = _fit_log_ratios(data_sums, scan, weights)
+    for column in range(6):
+        def minus_gain(value, c=column):
+            return -(value * float(data_sums[c]) - float(weights @ torch.expm1(value * kernel[:, c])))
+        best = optimize.minimize_scalar(minus_gain, bounds=(0.0, 12.0), method="bounded",
+                                        options={"xatol": 1e-12})
+        assert float(theta[column]) == pytest.approx(best.x, abs=1e-6)
+        assert float(q[column]) == pytest.approx(-2 * min(best.fun, 0.0), rel=1e-9, abs=1e-12)
+    assert float(q[0]) == 0.0 and float(theta[0]) == 0.0  # a deficit is not an excess
+
+
+def test_the_excess_scan_finds_the_injected_bump_and_a_deficit_never_raises_it(reference):
+    x_ref, w_ref = reference
+    x_data = BENCHMARK.data(np.random.default_rng(11), STRONG)
+    scan = KernelExcessScan().fit(x_data, x_ref, w_ref)
+    assert abs(scan.excess_center_[0] - 1.6) < 0.15 and scan.excess_width_ < 0.5 and scan.log_ratio_ > 0.5
+    assert scan.t_ == pytest.approx(max(q - 2 * np.log(n) for q, n in zip(scan.width_maxima_, scan.n_centers_)))
+    null = BENCHMARK.data(np.random.default_rng(12))
+    with_hole = null[(null[:, 0] < 1.4) | (null[:, 0] > 1.8)]
+    full, holed = (KernelExcessScan().fit(sample, x_ref, w_ref) for sample in (null, with_hole))
+    assert all(a <= b + 1e-9 for a, b in zip(holed.width_maxima_, full.width_maxima_))
+    assert holed.t_ <= full.t_ + 1e-9 and full.t_ < scan.t_ - 20
+
+
+def test_the_excess_scan_works_in_several_variables_and_refuses_what_it_cannot_do():
+    rng = np.random.default_rng(13)
+    x_ref = rng.normal(size=(4000, 2))
+    x_data = np.concatenate([rng.normal(size=(400, 2)), rng.normal([1.0, -1.0], 0.15, size=(40, 2))])
+    scan = KernelExcessScan().fit(x_data, x_ref, 0.1)
+    assert np.linalg.norm(np.array(scan.excess_center_) - [1.0, -1.0]) < 0.4 and scan.capped_centers_ == 0
+    with pytest.raises(ConfigurationError, match="spacing"):
+        KernelExcessScan(spacing=0.0).fit(x_data, x_ref, 0.1)
+    with pytest.raises(ConfigurationError, match="min_expected"):
+        KernelExcessScan(min_expected=1e9).fit(x_data, x_ref, 0.1)

@@ -17,6 +17,7 @@ from .statistics import (
     BumpHunt,
     GaussianMixtureScore,
     GaussianProcessBumpSearch,
+    KernelExcessScan,
     MaximumMeanDiscrepancy,
     SlicedKolmogorovSmirnov,
     SlicedWasserstein,
@@ -24,4 +25,4 @@ from .statistics import (
 
 __all__ = ["Baseline", "BaselineResult", "BaselineTest", "MethodComparison", "MethodOutcome", "build_method",
            "compare_methods", "method_applicability", "method_names", "BASELINES", "BinnedLikelihoodRatio", "BumpHunt", "GaussianMixtureScore",
-           "GaussianProcessBumpSearch", "MaximumMeanDiscrepancy", "SlicedKolmogorovSmirnov", "SlicedWasserstein"]
+           "GaussianProcessBumpSearch", "KernelExcessScan", "MaximumMeanDiscrepancy", "SlicedKolmogorovSmirnov", "SlicedWasserstein"]

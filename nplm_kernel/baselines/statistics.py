@@ -19,6 +19,9 @@ that cannot use per-event weights refuse non-uniform ones, with a clear error.
   the data over the fit in sliding windows (1D).
 - GaussianMixtureScore: a Gaussian mixture (scikit-learn) fitted on the reference; the data's mean
   negative log-likelihood under it, against the reference's (semi-supervised anomaly score).
+- KernelExcessScan (excess_scan.py): the NPLM loss with a one-kernel-function model f = theta
+  phi_c, theta >= 0, scanned over centres covering the reference and over widths, each width
+  penalised for its look-elsewhere effect (any number of variables).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from ..core.samples import (
 from ..kernel.geometry import nystrom_centers, uniform_candidates
 from ..solver import gaussian_kernel, pairwise_distance_quantiles
 from .base import Baseline
+from .excess_scan import KernelExcessScan
 
 
 def _quantile_edges(values: np.ndarray, weights: np.ndarray, bins: int) -> np.ndarray:
@@ -426,4 +430,5 @@ BASELINES: dict[str, type[Baseline]] = {
     "sliced_wasserstein": SlicedWasserstein,
     "gp": GaussianProcessBumpSearch,
     "gmm": GaussianMixtureScore,
+    "excess_scan": KernelExcessScan,
 }
