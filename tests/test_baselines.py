@@ -17,7 +17,7 @@ from nplm_kernel.baselines import (
     SlicedKolmogorovSmirnov,
     compare_methods,
 )
-from nplm_kernel.baselines.excess_scan import _fit_log_ratios, _ScanWidth
+from nplm_kernel.baselines.excess_scan import _fit_log_ratios, _reference_moments
 from nplm_kernel.benchmarks import Exponential1D, GaussianSignal
 from nplm_kernel.store import read_store
 
@@ -140,10 +140,12 @@ def test_the_excess_scan_solves_each_centres_one_parameter_fit_exactly():
     rng = np.random.default_rng(10)
     kernel = torch.as_tensor(np.exp(-0.5 * rng.uniform(0, 4, size=(50, 6)) ** 2))
     weights = torch.as_tensor(rng.uniform(0.5, 2.0, size=50))
-    expected = weights @ kernel
-    data_sums = expected * torch.tensor([0.5, 1.0, 1.05, 2.0, 8.0, 40.0], dtype=torch.float64)
-    scan = _ScanWidth(1.0, torch.zeros((6, 1), dtype=torch.float64), kernel, expected)
-    theta, q = _fit_log_ratios(data_sums, scan, weights)
+    moments = _reference_moments(kernel.new_zeros((50, 1)), weights, torch.zeros((1, 1), dtype=torch.float64), 1.0)
+    assert float(moments[0, 0]) == pytest.approx(float(weights.sum()), rel=1e-14)  # phi = 1 everywhere here
+    powers = kernel.T[:, :, None] ** torch.arange(1, moments.shape[1] + 1)
+    moments = (weights[None, :, None] * powers).sum(dim=1)  # m_n = sum_R w phi^n, (6, terms)
+    data_sums = moments[:, 0] * torch.tensor([0.5, 1.0, 1.05, 2.0, 8.0, 40.0], dtype=torch.float64)
+    theta, q = _fit_log_ratios(data_sums, moments)
     for column in range(6):
         def minus_gain(value, c=column):
             return -(value * float(data_sums[c]) - float(weights @ torch.expm1(value * kernel[:, c])))
@@ -152,6 +154,7 @@ def test_the_excess_scan_solves_each_centres_one_parameter_fit_exactly():
         assert float(theta[column]) == pytest.approx(best.x, abs=1e-6)
         assert float(q[column]) == pytest.approx(-2 * min(best.fun, 0.0), rel=1e-9, abs=1e-12)
     assert float(q[0]) == 0.0 and float(theta[0]) == 0.0  # a deficit is not an excess
+    assert float(theta[5]) > 4.0  # a 40-fold excess: the power series holds far from theta = 0
 
 
 def test_the_excess_scan_finds_the_injected_bump_and_a_deficit_never_raises_it(reference):
