@@ -206,6 +206,10 @@ class ContactInteractionSignal:
         return _pareto_masses(n_events, rng, m_min, slope - 2.0)
 
 
+#: The 5D benchmark's signals: a Z' of 300 GeV (60 events) and a contact interaction (200 events).
+SIGNALS_5D = {"Zprime300": ZPrimeSignal(n_expected=60.0), "contact": ContactInteractionSignal(n_expected=200.0)}
+
+
 def _pareto_masses(n_events: int, rng: np.random.Generator, m_min: float, slope: float) -> np.ndarray:
     """m ~ m^-slope for m > m_min (inverse-CDF sampling)."""
     return m_min * rng.uniform(size=n_events) ** (-1.0 / (slope - 1.0))

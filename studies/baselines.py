@@ -38,17 +38,15 @@ from nplm_kernel.benchmarks import (
     DQM_EFFECTS,
     NP2,
     SIGNALS_1D,
-    ContactInteractionSignal,
+    SIGNALS_5D,
     Dimuon5D,
     DQMStream,
     Exponential1D,
-    ZPrimeSignal,
 )
 from nplm_kernel.inference import DEFAULT_WIDTH_QUANTILES, NPLMTest
 from nplm_kernel.inference.calibration import significance
 from nplm_kernel.toys import resolve_executor, run_toys
 
-SIGNALS_5D = {"Zprime300": ZPrimeSignal(n_expected=60.0), "contact": ContactInteractionSignal(n_expected=200.0)}
 LEVELS = (2.0, 3.0)
 #: NP2 yields of the power curve, as multiples of the benchmark's 90 events.
 YIELD_SCALES = (0.25, 0.5, 0.75, 1.0)

@@ -28,12 +28,10 @@ from scipy import stats
 from nn_baseline import NNNPLM
 from nplm_kernel import KernelNPLM
 from nplm_kernel.app.plots import plot_learned_f, plot_null_distribution
-from nplm_kernel.benchmarks import SIGNALS_1D, ContactInteractionSignal, Dimuon5D, Exponential1D, ZPrimeSignal
+from nplm_kernel.benchmarks import SIGNALS_1D, SIGNALS_5D, Dimuon5D, Exponential1D
 from nplm_kernel.inference import NPLMTest
 from nplm_kernel.inference.calibration import fit_chi2, significance
 from nplm_kernel.toys import resolve_executor, run_toys, toy_seed
-
-SIGNALS_5D = {"Zprime300": ZPrimeSignal(n_expected=60.0), "contact": ContactInteractionSignal(n_expected=200.0)}
 
 BENCHMARKS = {
     "1d": dict(make=lambda n_expected, n_reference: Exponential1D(n_expected, n_reference), signals=SIGNALS_1D,

@@ -26,6 +26,13 @@ then the best single width per signal and the published powers of arXiv:2408.122
 
     python studies/power_frontier.py --mode quick --executor 2 --out results/power_frontier
     python studies/power_frontier.py --mode quick --out results/power_frontier --analyse-only
+
+With --benchmark 5d, the candidates that run in any number of variables on the 5D dimuon benchmark
+(Dimuon5D, N(R) = 2000, N_R = 1e5; SIGNALS_5D: the Z' at 300 GeV and the contact interaction): the
+package's default test (KernelNPLM, min-p of the widths at quantiles 0.5 and 0.9, the reference's
+kernel rows shared by the toys), the kernel excess scan, and their min-p; table_5d.md.
+
+    python studies/power_frontier.py --benchmark 5d --mode quick --executor 2 --out results/power_frontier
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ from nplm_kernel.benchmarks import (
     PUBLISHED_POWER_MULTIPLE_TESTING,
     SIGNALS_1D,
     SIGNALS_1D_MULTIPLE_TESTING,
+    SIGNALS_5D,
+    Dimuon5D,
     Exponential1D,
 )
 from nplm_kernel.inference import NPLMTest
@@ -57,6 +66,11 @@ MODES = {
                   scale_signal=1.0),
     "full": dict(n_reference=200_000, n_expected=2000.0, n_null=2000, n_validation=2000, n_signal=2000,
                  scale_signal=1.0),
+}
+MODES_5D = {
+    "smoke": dict(n_reference=10_000, n_expected=300.0, n_null=30, n_validation=20, n_signal=6),
+    "quick": dict(n_reference=100_000, n_expected=2000.0, n_null=300, n_validation=200, n_signal=150),
+    "full": dict(n_reference=100_000, n_expected=2000.0, n_null=2000, n_validation=1000, n_signal=1000),
 }
 #: Centre families: KernelNPLM options and the width quantiles every toy is fitted at.
 FAMILIES = {
@@ -98,11 +112,13 @@ def setup(mode: str, seed: int) -> Setup:
     return Setup(benchmark, x_ref, w_ref, samples)
 
 
-def compared_tests(study: Setup, seed: int) -> dict[str, NPLMTest | BaselineTest]:
+def compared_tests(study: Setup, seed: int, families: tuple[str, ...] = tuple(FAMILIES)
+                   ) -> dict[str, NPLMTest | BaselineTest]:
     """One test per centre family (a multi-scale NPLMTest over the family's widths), BumpHunter and
     the kernel excess scan."""
     found: dict[str, NPLMTest | BaselineTest] = {}
-    for family, (options, quantiles) in FAMILIES.items():
+    for family in families:
+        options, quantiles = FAMILIES[family]
         backend = KernelNPLM(reuse_reference=True, seed=seed, **options)
         found[family] = NPLMTest(backend, width_quantiles=quantiles).for_reference(study.x_ref, study.w_ref)
     found[BUMPHUNTER] = BaselineTest(BumpHunt())
@@ -110,15 +126,78 @@ def compared_tests(study: Setup, seed: int) -> dict[str, NPLMTest | BaselineTest
     return found
 
 
-def collect(mode: str, out: Path, seed: int = 0, executor: Any = None, progress: bool = True) -> None:
+def collect(mode: str, out: Path, seed: int = 0, executor: Any = None, progress: bool = True,
+            families: tuple[str, ...] = tuple(FAMILIES)) -> None:
     """Run (or resume) every campaign: each test on every sample."""
     out.mkdir(parents=True, exist_ok=True)
     study = setup(mode, seed)
-    for name, test in compared_tests(study, seed).items():
+    for name, test in compared_tests(study, seed, families).items():
         for sample, (signal, n_toys, sample_seed) in study.samples.items():
             run_toys(test, functools.partial(study.benchmark.data, signal=signal), study.x_ref, study.w_ref,
                      n_toys=n_toys, seed=sample_seed, executor=executor, store=out / f"{name}_{sample}.jsonl",
                      progress=progress, generator_name=f"1D exponential, {sample}")
+
+
+def setup_5d(mode: str, seed: int) -> tuple[Dimuon5D, np.ndarray, np.ndarray, dict[str, tuple[Any, int, int]]]:
+    """The 5D benchmark, its reference sample (seeded by `seed`) and the samples: null, validation
+    and each signal (signal or None, toys, campaign seed)."""
+    settings = MODES_5D[mode]
+    benchmark = Dimuon5D(settings["n_expected"], settings["n_reference"])
+    x_ref, w_ref = benchmark.reference(np.random.default_rng(seed))
+    samples = {"null": (None, settings["n_null"], seed + 10), "validation": (None, settings["n_validation"], seed + 11)}
+    for index, (name, signal) in enumerate(SIGNALS_5D.items()):
+        samples[name] = (signal, settings["n_signal"], seed + 12 + index)
+    return benchmark, x_ref, w_ref, samples
+
+
+def tests_5d(x_ref: np.ndarray, w_ref: np.ndarray, seed: int) -> dict[str, NPLMTest | BaselineTest]:
+    """The package's default test (its widths found on this reference) and the kernel excess scan."""
+    default = NPLMTest(KernelNPLM(reuse_reference=True, seed=seed)).for_reference(x_ref, w_ref)
+    return {"default": default, EXCESS_SCAN: BaselineTest(KernelExcessScan())}
+
+
+def collect_5d(mode: str, out: Path, seed: int = 0, executor: Any = None, progress: bool = True) -> None:
+    """Run (or resume) the 5D campaigns: each test on every sample (stores 5d_{test}_{sample}.jsonl)."""
+    out.mkdir(parents=True, exist_ok=True)
+    benchmark, x_ref, w_ref, samples = setup_5d(mode, seed)
+    for name, test in tests_5d(x_ref, w_ref, seed).items():
+        for sample, (signal, n_toys, sample_seed) in samples.items():
+            run_toys(test, functools.partial(benchmark.data, signal=signal), x_ref, w_ref, n_toys=n_toys,
+                     seed=sample_seed, executor=executor, store=out / f"5d_{name}_{sample}.jsonl", progress=progress,
+                     generator_name=f"dimuon 5D {sample}")
+
+
+def analyse_5d(mode: str, out: Path, seed: int = 0) -> str:
+    """The 5D table of stored campaigns (no fit): written to out / table_5d.md and returned."""
+    settings = MODES_5D[mode]
+    _, x_ref, w_ref, samples = setup_5d(mode, seed)
+    tests = tests_5d(x_ref, w_ref, seed)
+    campaigns = {(name, sample): CampaignResult.from_store(out / f"5d_{name}_{sample}.jsonl", test, x_ref, w_ref)
+                 for name, test in tests.items() for sample in samples}
+    signals = [name for name in samples if name not in ("null", "validation")]
+    t = {key: campaign.t.reshape(len(campaign.t), -1) for key, campaign in campaigns.items()}
+    candidates = {"default test (min-p of the widths at quantiles 0.5, 0.9)": ["default"],
+                  "kernel excess scan": [EXCESS_SCAN],
+                  "min-p(kernel excess scan, default test's widths)": [EXCESS_SCAN, "default"]}
+    lines = [f"Power on the 5D dimuon benchmark, mode {mode}, seed {seed}: N(R) = {settings['n_expected']:g}, N_R = "
+             f"{settings['n_reference']}, {settings['n_null']} null toys (calibration), {settings['n_validation']} "
+             f"independent null toys (false-positive rate), {settings['n_signal']} toys per signal. Power and "
+             f"false-positive rate at Z >= 2 (p <= {P_AT_Z2:.4f}), binomial errors; time per toy per core.", "",
+             "| candidate | FPR at Z >= 2 | " + " | ".join(f"power {name}" for name in signals) + " | time per toy (s) |",
+             "|---" * (len(signals) + 3) + "|"]
+    for label, members in candidates.items():
+        columns = {sample: np.column_stack([t[member, sample] for member in members]) for sample in samples}
+        p_values = {sample: (_single_p_values(columns[sample][:, 0], columns["null"][:, 0])
+                             if columns[sample].shape[1] == 1 else
+                             combined_p_values(columns[sample], columns["null"], "min-p"))
+                    for sample in samples if sample != "null"}
+        seconds = sum(np.mean([row["wall_time"] for sample in samples for row in campaigns[member, sample].rows
+                               if row.get("wall_time")]) for member in members)
+        lines.append(f"| {label} | {_power_cell(p_values['validation'])} | "
+                     + " | ".join(_power_cell(p_values[signal]) for signal in signals) + f" | {seconds:.3f} |")
+    table = "\n".join(lines)
+    (out / "table_5d.md").write_text(table + "\n")
+    return table
 
 
 def _power_cell(p_values: np.ndarray) -> str:
@@ -147,11 +226,11 @@ def candidates(quantiles: tuple[float, ...]) -> list[tuple[str, list[int], str |
     return found
 
 
-def analyse(mode: str, out: Path, seed: int = 0) -> str:
+def analyse(mode: str, out: Path, seed: int = 0, families: tuple[str, ...] = tuple(FAMILIES)) -> str:
     """The table of stored campaigns (no fit; every store checked against its test and reference):
     written to out / table.md and returned."""
     settings, study = MODES[mode], setup(mode, seed)
-    compared = compared_tests(study, seed)
+    compared = compared_tests(study, seed, families)
     campaigns = {(name, sample): CampaignResult.from_store(out / f"{name}_{sample}.jsonl", test, study.x_ref,
                                                            study.w_ref)
                  for name, test in compared.items() for sample in study.samples}
@@ -173,7 +252,8 @@ def analyse(mode: str, out: Path, seed: int = 0) -> str:
               + " | time per toy (s) |", "|---" * (len(signals) + 4) + "|"]
     best: dict[str, tuple[float, str]] = {}
     seconds_per_fit: dict[str, float] = {}
-    for family, (_, quantiles) in FAMILIES.items():
+    for family in families:
+        quantiles = FAMILIES[family][1]
         t = {sample: campaigns[family, sample].t for sample in study.samples}
         rows = [row for sample in study.samples for row in campaigns[family, sample].rows if row.get("wall_time")]
         seconds_per_fit[family] = np.mean([row["wall_time"] for row in rows]) / len(quantiles)
@@ -202,14 +282,16 @@ def analyse(mode: str, out: Path, seed: int = 0) -> str:
         lines.append(f"| {label} | - | {_power_cell(p_values['validation'])} | "
                      + " | ".join(_power_cell(p_values[signal]) for signal in signals) + f" | {seconds[name]:.3f} |")
     family, quantile = SCAN_PARTNER
-    column = FAMILIES[family][1].index(quantile)
-    paired = {sample: np.column_stack([campaigns[EXCESS_SCAN, sample].t, campaigns[family, sample].t[:, column]])
-              for sample in study.samples}
-    p_values = {sample: combined_p_values(paired[sample], paired["null"], "min-p")
-                for sample in study.samples if sample != "null"}
-    lines.append(f"| min-p(kernel excess scan, {family} q{quantile:g}) | 1 + 1 | {_power_cell(p_values['validation'])} | "
-                 + " | ".join(_power_cell(p_values[signal]) for signal in signals)
-                 + f" | {seconds[EXCESS_SCAN] + seconds_per_fit[family]:.3f} |")
+    if family in families:
+        column = FAMILIES[family][1].index(quantile)
+        paired = {sample: np.column_stack([campaigns[EXCESS_SCAN, sample].t, campaigns[family, sample].t[:, column]])
+                  for sample in study.samples}
+        p_values = {sample: combined_p_values(paired[sample], paired["null"], "min-p")
+                    for sample in study.samples if sample != "null"}
+        lines.append(f"| min-p(kernel excess scan, {family} q{quantile:g}) | 1 + 1 | "
+                     f"{_power_cell(p_values['validation'])} | "
+                     + " | ".join(_power_cell(p_values[signal]) for signal in signals)
+                     + f" | {seconds[EXCESS_SCAN] + seconds_per_fit[family]:.3f} |")
     lines.append("| best single width per signal (chosen after the fact: not a test) | 1 | - | "
                  + " | ".join(f"{best[signal][0]:.3f} ({best[signal][1]})" for signal in signals) + " | - |")
     for kind in ("best single width", "min-p", "ideal test"):
@@ -223,17 +305,28 @@ def analyse(mode: str, out: Path, seed: int = 0) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmark", choices=("1d", "5d"), default="1d")
     parser.add_argument("--mode", choices=sorted(MODES), default="quick")
     parser.add_argument("--executor", help="'serial', 'local' (all cores) or a number of processes; default: "
                         "'serial' in smoke mode (a pool's start-up outweighs its toys), 'local' otherwise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/power_frontier"))
     parser.add_argument("--analyse-only", action="store_true", help="only read the stores under --out (no fit)")
+    parser.add_argument("--families", default=",".join(FAMILIES),
+                        help=f"1D: the centre families to fit, comma-separated (of {', '.join(FAMILIES)})")
     arguments = parser.parse_args()
+    families = tuple(arguments.families.split(","))
+    if not set(families) <= set(FAMILIES):
+        parser.error(f"--families: unknown {sorted(set(families) - set(FAMILIES))}; choose among {list(FAMILIES)}")
+    if arguments.benchmark == "5d":
+        collect_samples, analyse_samples = collect_5d, analyse_5d
+    else:
+        collect_samples = functools.partial(collect, families=families)
+        analyse_samples = functools.partial(analyse, families=families)
     if not arguments.analyse_only:
         executor = arguments.executor or ("serial" if arguments.mode == "smoke" else "local")
-        collect(arguments.mode, arguments.out, arguments.seed, resolve_executor(executor))
-    print(analyse(arguments.mode, arguments.out, arguments.seed))
+        collect_samples(arguments.mode, arguments.out, arguments.seed, resolve_executor(executor))
+    print(analyse_samples(arguments.mode, arguments.out, arguments.seed))
 
 
 if __name__ == "__main__":
