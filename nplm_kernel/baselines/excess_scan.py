@@ -72,10 +72,6 @@ class _ScanWidth:
     centers: torch.Tensor
     moments: torch.Tensor
 
-    @property
-    def expected(self) -> torch.Tensor:
-        return self.moments[:, 0]
-
 
 @dataclass(frozen=True)
 class _PreparedScan:
@@ -143,7 +139,8 @@ def _fit_log_ratios(data_sums: torch.Tensor, moments: torch.Tensor) -> tuple[tor
     """theta >= 0 maximising theta S_c - sum_R w (e^(theta phi_c) - 1) = theta S_c - sum_n theta^n
     m_n / n! for every centre c (S_c: the data's sum of phi_c; moments: m_n, (n_c, SERIES_TERMS)),
     by Newton's method kept inside a bracket [low, high] of the root of the derivative (bisection
-    when a step leaves it); (theta, q = 2 x the maximum)."""
+    when a step leaves it); (theta, q = 2 x the maximum). FitError if a fit has not converged after
+    MAX_NEWTON_STEPS steps."""
     expected = moments[:, 0]  # the derivative at theta = 0 is S - expected
     theta = torch.zeros_like(data_sums)
     excess = data_sums > expected
@@ -165,6 +162,9 @@ def _fit_log_ratios(data_sums: torch.Tensor, moments: torch.Tensor) -> tuple[tor
         proposal = torch.where(inside, proposal, 0.5 * (low[running] + high[running]))
         theta[running] = proposal
         running = running[(proposal - current).abs() > THETA_TOL * (1.0 + proposal)]
+    if len(running):
+        raise FitError(f"KernelExcessScan: the fits of {len(running)} centre(s) did not converge in "
+                       f"{MAX_NEWTON_STEPS} Newton steps.")
     gain = theta * data_sums - (moments * _scaled_powers(theta)[:, 1:]).sum(dim=1)
     return theta, 2.0 * gain.clamp(min=0.0)
 
