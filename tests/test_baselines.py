@@ -180,3 +180,13 @@ def test_the_excess_scan_works_in_several_variables_and_refuses_what_it_cannot_d
         KernelExcessScan(spacing=0.0).fit(x_data, x_ref, 0.1)
     with pytest.raises(ConfigurationError, match="min_expected"):
         KernelExcessScan(min_expected=1e9).fit(x_data, x_ref, 0.1)
+
+
+def test_compare_says_where_the_excess_scan_found_its_excess(reference):
+    x_ref, w_ref = reference
+    x_data = BENCHMARK.data(np.random.default_rng(14), STRONG)
+    comparison = compare_methods(x_data, x_ref, w_ref, BENCHMARK.data, methods=["excess_scan"], n_toys=4, executor=None,
+                                 progress=False)
+    (outcome,) = comparison.outcomes
+    (note,) = [note for note in outcome.notes if note.startswith("largest excess at x = (")]
+    assert abs(float(note.split("(")[1].split(")")[0]) - 1.6) < 0.15 and "kernel width" in note

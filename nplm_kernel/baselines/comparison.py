@@ -112,6 +112,10 @@ def _notes(result: Significance, campaign: Any, observed: Any, extrapolates: boo
     details = getattr(observed, "details", {}) or {}
     if "bump_range_" in details:
         notes.append(f"bump [{details['bump_range_'][0]:.4g}, {details['bump_range_'][1]:.4g}]")
+    if "excess_center_" in details:
+        where = ", ".join(f"{value:.4g}" for value in details["excess_center_"])
+        notes.append(f"largest excess at x = ({where}), kernel width {details['excess_width_']:.3g} (standardised), "
+                     f"data / reference = {np.exp(details['log_ratio_']):.3g} at its centre")
     if "global_significance_" in details:
         notes.append(f"pyBumpHunter's own global Z = {details['global_significance_']:.2f} "
                      f"(p = {details['global_p_value_']:.3g}, look-elsewhere corrected on its pseudo-experiments)")
