@@ -190,3 +190,14 @@ def test_compare_says_where_the_excess_scan_found_its_excess(reference):
     (outcome,) = comparison.outcomes
     (note,) = [note for note in outcome.notes if note.startswith("largest excess at x = (")]
     assert abs(float(note.split("(")[1].split(")")[0]) - 1.6) < 0.15 and "kernel width" in note
+
+
+def test_the_excess_scan_reads_the_expected_counts_from_the_reference_weights(reference):
+    x_ref, w_ref = reference
+    x_data = BENCHMARK.data(np.random.default_rng(15), STRONG)
+    whole = KernelExcessScan().fit(x_data, x_ref, w_ref)
+    heavier = KernelExcessScan().fit(x_data, x_ref, 1.5 * w_ref)  # the same widths, 1.5x the expectation
+    assert heavier.t_ < whole.t_ - 10 and sum(heavier.n_centers_) > sum(whole.n_centers_)  # more reach min_expected
+    bump = np.abs(x_ref[:, 0] - 1.6) < 0.3
+    covered = KernelExcessScan().fit(x_data, x_ref, np.where(bump, 2.0 * w_ref, w_ref))  # the reference expects the bump
+    assert covered.t_ < whole.t_ - 10
