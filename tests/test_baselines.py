@@ -178,6 +178,8 @@ def test_the_excess_scan_works_in_several_variables_and_refuses_what_it_cannot_d
     assert np.linalg.norm(np.array(scan.excess_center_) - [1.0, -1.0]) < 0.4 and scan.capped_centers_ == 0
     with pytest.raises(ConfigurationError, match="spacing"):
         KernelExcessScan(spacing=0.0).fit(x_data, x_ref, 0.1)
+    with pytest.raises(ConfigurationError, match="width_quantiles must list .* in \\(0, 1\\); got \\[0.5, 1.5\\]"):
+        KernelExcessScan(width_quantiles=(0.5, 1.5)).fit(x_data, x_ref, 0.1)
     with pytest.raises(ConfigurationError, match="min_expected"):
         KernelExcessScan(min_expected=1e9).fit(x_data, x_ref, 0.1)
 

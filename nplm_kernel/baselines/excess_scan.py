@@ -206,8 +206,9 @@ class KernelExcessScan(Baseline):
         check_positive_integer(self.max_centers, "max_centers")
         check_positive_number(self.min_expected, "min_expected")
         quantiles = sorted(float(quantile) for quantile in self.width_quantiles)
-        if not quantiles:
-            raise ConfigurationError("width_quantiles must list at least one quantile in (0, 1).")
+        if not quantiles or not all(0.0 < quantile < 1.0 for quantile in quantiles):
+            raise ConfigurationError(f"width_quantiles must list at least one quantile, each in (0, 1); got "
+                                     f"{list(self.width_quantiles)}.")
         mean, scale = reference_standardization(samples.x_ref, samples.w_ref)
         points = standardized(samples.x_ref, mean, scale, "x_ref")
         widths = pairwise_distance_quantiles(points, quantiles, samples.w_ref)
