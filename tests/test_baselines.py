@@ -138,12 +138,12 @@ def test_compare_reports_bumphunters_own_look_elsewhere_correction_beside_the_to
 
 def test_the_excess_scan_solves_each_centres_one_parameter_fit_exactly():
     rng = np.random.default_rng(10)
-    kernel = torch.as_tensor(np.exp(-0.5 * rng.uniform(0, 4, size=(50, 6)) ** 2))
+    cells, centers = torch.as_tensor(rng.uniform(0, 4, size=(50, 1))), torch.as_tensor(rng.uniform(0, 4, size=(6, 1)))
+    kernel = torch.exp(-0.5 * (cells - centers.T).square() / 0.7**2)  # (50 cells, 6 centres), width 0.7
     weights = torch.as_tensor(rng.uniform(0.5, 2.0, size=50))
-    moments = _reference_moments(kernel.new_zeros((50, 1)), weights, torch.zeros((1, 1), dtype=torch.float64), 1.0)
-    assert float(moments[0, 0]) == pytest.approx(float(weights.sum()), rel=1e-14)  # phi = 1 everywhere here
+    moments = _reference_moments(cells, weights, centers, 0.7)
     powers = kernel.T[:, :, None] ** torch.arange(1, moments.shape[1] + 1)
-    moments = (weights[None, :, None] * powers).sum(dim=1)  # m_n = sum_R w phi^n, (6, terms)
+    assert torch.allclose(moments, (weights[None, :, None] * powers).sum(dim=1), rtol=1e-12, atol=0)  # sum_R w phi^n
     data_sums = moments[:, 0] * torch.tensor([0.5, 1.0, 1.05, 2.0, 8.0, 40.0], dtype=torch.float64)
     theta, q = _fit_log_ratios(data_sums, moments)
     for column in range(6):
