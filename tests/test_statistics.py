@@ -129,6 +129,27 @@ def test_combined_p_values_hold_the_false_positive_rate_and_agree_with_combine_s
         combined_p_values(one, null, "harmonic")
 
 
+def test_a_weighted_min_p_is_calibrated_and_leans_towards_its_heavier_setting(rng):
+    from nplm_kernel.inference.calibration import combined_p_values
+
+    null, observed = _correlated_settings(rng, 400), _correlated_settings(rng, 400)
+    weighted = combined_p_values(observed, null, "min-p", weights=[3.0, 1.0, 1.0])
+    assert stats.kstest(weighted, "uniform").pvalue > 0.01  # any weights keep the null uniform
+    np.testing.assert_array_equal(combined_p_values(observed, null, "min-p", weights=[2.0, 2.0, 2.0]),
+                                  combined_p_values(observed, null, "min-p"))  # only the ratios matter
+    only_first = observed.copy()
+    only_first[:, 1:] = np.median(null[:, 1:], axis=0)  # an excess in the first setting alone
+    only_first[:, 0] = np.quantile(null[:, 0], 0.99)
+    heavy, equal = (combined_p_values(only_first[:1], null, "min-p", weights=weights)[0]
+                    for weights in ([3.0, 1.0, 1.0], None))
+    assert heavy < equal
+    for bad in ([1.0, 1.0], [1.0, 0.0, 1.0], [1.0, np.nan, 1.0]):
+        with pytest.raises(InputError, match="weights must be 3 positive finite numbers"):
+            combined_p_values(observed, null, "min-p", weights=bad)
+    with pytest.raises(InputError, match="weights apply to the min-p combination only"):
+        combined_p_values(observed, null, "fisher", weights=[1.0, 1.0, 1.0])
+
+
 def test_min_p_significance_matches_a_brute_force_count_and_is_uniform_under_the_null(rng):
     """A multi-scale t (one value per width): p = (k + 1) / (n + 1) with k the null toys whose min-p
     over the widths (each toy's p-values against the other toys) is at most the observed min-p; under

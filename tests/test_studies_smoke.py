@@ -133,6 +133,7 @@ def test_power_frontier_study_smoke(tmp_path):
     assert [row["n_data"] for row in kernel] == [row["n_data"] for row in bump]  # the same toys for every test
     assert study.analyse("smoke", tmp_path) == table == (tmp_path / "table.md").read_text().strip()
     assert "| kernel excess scan | - |" in table and "| min-p(kernel excess scan, uniform q0.9) | 1 + 1 |" in table
+    assert "| weighted min-p(kernel excess scan x 3, uniform q0.9) | 1 + 1 |" in table
     assert len(read_store(tmp_path / "excess_scan_null.jsonl").rows) == 50
     study.collect_5d("smoke", tmp_path, progress=False)
     table_5d = study.analyse_5d("smoke", tmp_path)

@@ -248,13 +248,23 @@ def _combination_exceeding(observed_p: np.ndarray, null_p: np.ndarray, combinati
     return null_statistic.size - np.searchsorted(null_statistic, statistic(observed_p), side="left")
 
 
-def combined_p_values(t_observed: object, t_null: object, combination: str = "min-p") -> np.ndarray:
+def combined_p_values(t_observed: object, t_null: object, combination: str = "min-p",
+                      weights: Sequence[float] | None = None) -> np.ndarray:
     """Calibrated p-values of K settings combined, for m data sets at once: t_observed (m, K) (or
     (K,)), t_null (n_toys, K) with row j = null toy j fitted with every setting. Each setting's p is
     (k + 1) / (n + 1) on the null toys (each null toy's against the other n - 1); the combined
     statistic (COMBINATIONS) of a data set is then calibrated on the null toys' own combined
-    statistics, p = (k + 1) / (n + 1). Returns (m,)."""
+    statistics, p = (k + 1) / (n + 1). weights (min-p only): a weighted min-p, min_k p_k / w_k, which
+    gives setting k about the share w_k / sum(w) of the false-positive rate. Returns (m,)."""
     _, observed_p, null_p = _settings_p_values(t_observed, t_null)
+    if weights is not None:
+        shares = np.asarray(weights, dtype=np.float64)
+        if combination != "min-p":
+            raise InputError(f"weights apply to the min-p combination only, got combination {combination!r}.")
+        if shares.shape != (observed_p.shape[1],) or not (np.isfinite(shares).all() and (shares > 0).all()):
+            raise InputError(f"weights must be {observed_p.shape[1]} positive finite numbers (one per setting), got "
+                             f"{weights!r}.")
+        observed_p, null_p = observed_p / shares, null_p / shares
     return monte_carlo_p_value(_combination_exceeding(observed_p, null_p, combination), null_p.shape[0])
 
 
