@@ -38,7 +38,7 @@ from ..core.samples import (
     reference_standardization,
     standardized,
 )
-from ..solver import pairwise_distance_quantiles
+from ..solver import gaussian_kernel, pairwise_distance_quantiles
 from .base import Baseline
 
 #: Default widths: quantiles of pairwise reference distances, from about a tenth of the typical
@@ -110,18 +110,13 @@ def _merged_cells(points: np.ndarray, weights: np.ndarray, cell: float) -> tuple
     return positions, totals
 
 
-def _gaussian(points: torch.Tensor, centers: torch.Tensor, width: float) -> torch.Tensor:
-    """exp(-|x - c|^2 / (2 h^2)), (n_points, n_centers)."""
-    return torch.exp(-0.5 * torch.cdist(points, centers).square() / (width * width))
-
-
 def _reference_moments(cells: torch.Tensor, weights: torch.Tensor, centers: torch.Tensor, width: float
                        ) -> torch.Tensor:
     """m_n = sum_R w phi_c^n, n = 1 .. SERIES_TERMS, for every centre c: (n_centers, SERIES_TERMS),
     one pass over the reference cells in chunks."""
     moments = torch.zeros((len(centers), SERIES_TERMS), dtype=torch.float64)
     for start in range(0, len(cells), CHUNK_CELLS):
-        kernel = _gaussian(cells[start : start + CHUNK_CELLS], centers, width)
+        kernel = gaussian_kernel(cells[start : start + CHUNK_CELLS], centers, width)
         chunk_weights, power = weights[start : start + CHUNK_CELLS], kernel.clone()
         for term in range(SERIES_TERMS):
             moments[:, term] += chunk_weights @ power
@@ -230,7 +225,7 @@ class KernelExcessScan(Baseline):
         data = torch.as_tensor(standardized(samples.x_data, prepared.mean, prepared.scale, "x_data"))
         penalised, maxima, capped, best = [], [], 0, None
         for scan in prepared.widths:
-            data_sums = _gaussian(data, scan.centers, scan.width).sum(dim=0)
+            data_sums = gaussian_kernel(data, scan.centers, scan.width).sum(dim=0)
             theta, q = _fit_log_ratios(data_sums, scan.moments)
             if not bool(torch.isfinite(q).all()):
                 raise FitError(f"KernelExcessScan: a centre's statistic is not finite at width {scan.width:.3g}.")
