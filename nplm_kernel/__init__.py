@@ -3,7 +3,8 @@
 The public API, by layer (docs/architecture.md):
 - backends: KernelNPLM and KernelTaylorLearner (nplm_kernel.kernel), the NN in the nn_baseline
   package, and the backend contract and registry (Backend, BackendFit, register_backend);
-- inference: NPLMTest (t, or t = tau - Delta with nuisances; multi-scale with widths=...) and
+- inference: NPLMTest (by default the full model and the excess scan, combined by min-p; t = tau - Delta
+  with nuisances; several widths with widths=...) and
   significance (p-value and Z); toy campaigns: run_toys and CampaignResult (nplm_kernel.toys);
 - methods: BaselineTest and compare_methods (nplm_kernel.baselines);
 - files: save_model / load_model (nplm_kernel.io).

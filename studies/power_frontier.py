@@ -13,8 +13,9 @@ and 0.64). Candidates, all on the same toys (the same campaign seeds for every s
 - BumpHunter (nplm_kernel.baselines.BumpHunt, 40 bins) as the classical reference;
 - the kernel excess scan (nplm_kernel.baselines.KernelExcessScan: the NPLM loss with one kernel
   function, scanned over centres and 8 widths), alone and in a min-p with the 0.9-quantile width
-  of the uniform family (its full kernel model keeps what a one-function model cannot see), equal
-  or weighted 3 : 1 towards the scan.
+  of the uniform family (its full kernel model keeps what a one-function model cannot see),
+  weighted 3 : 1 towards the scan (the package's default test) or equal. The uniform family's
+  min-p over (0.5, 0.9) is the previous default test.
 
 Each centre family fits every toy once per width: one resumable campaign per family and sample
 under --out ({family}_{sample}.jsonl, each row one t per width; bumphunter_{sample}.jsonl). The
@@ -30,8 +31,11 @@ then the best single width per signal and the published powers of arXiv:2408.122
 
 With --benchmark 5d, the candidates that run in any number of variables on the 5D dimuon benchmark
 (Dimuon5D, N(R) = 2000, N_R = 1e5; SIGNALS_5D: the Z' at 300 GeV and the contact interaction): the
-package's default test (KernelNPLM, min-p of the widths at quantiles 0.5 and 0.9, the reference's
-kernel rows shared by the toys), the kernel excess scan, and their min-p; table_5d.md.
+package's default test (the kernel excess scan and KernelNPLM at the 0.9 quantile, min-p weighted
+3 : 1 towards the scan; also with equal weights), the
+previous default (KernelNPLM, min-p of the widths at quantiles 0.5 and 0.9, the reference's kernel
+rows shared by the toys: one campaign gives both widths), the scan alone, and the scan with both
+widths; table_5d.md.
 
     python studies/power_frontier.py --benchmark 5d --mode quick --executor 2 --out results/power_frontier
 """
@@ -57,7 +61,7 @@ from nplm_kernel.benchmarks import (
     Dimuon5D,
     Exponential1D,
 )
-from nplm_kernel.inference import NPLMTest
+from nplm_kernel.inference import DEFAULT_SCAN_WEIGHT, NPLMTest
 from nplm_kernel.inference.calibration import COMBINATIONS, combined_p_values, monte_carlo_p_value
 from nplm_kernel.toys import CampaignResult, resolve_executor, run_toys
 
@@ -82,10 +86,11 @@ FAMILIES = {
 SUBSETS = ((0.5, 0.9), (0.3, 0.6, 0.9), (0.3, 0.5, 0.7, 0.9), None)
 BUMPHUNTER = "bumphunter"
 EXCESS_SCAN = "excess_scan"
-#: The width (family, quantile) the excess scan is combined with, and the scan's weight against it in
-#: the weighted min-p (3: three quarters of the false-positive rate).
+#: The width (family, quantile) the excess scan is combined with: with the scan weighted
+#: DEFAULT_SCAN_WEIGHT : 1 in the min-p, the package's default test.
 SCAN_PARTNER = ("uniform", 0.9)
-SCAN_WEIGHT = 3.0
+#: The width quantiles of the previous default test (min-p of two widths, no scan).
+PREVIOUS_DEFAULT_QUANTILES = (0.5, 0.9)
 #: Z >= 2 as a p-value threshold.
 P_AT_Z2 = float(stats.norm.sf(2.0))
 
@@ -123,7 +128,8 @@ def compared_tests(study: Setup, seed: int, families: tuple[str, ...] = tuple(FA
     for family in families:
         options, quantiles = FAMILIES[family]
         backend = KernelNPLM(reuse_reference=True, seed=seed, **options)
-        found[family] = NPLMTest(backend, width_quantiles=quantiles).for_reference(study.x_ref, study.w_ref)
+        test = NPLMTest(backend, width_quantiles=quantiles, excess_scan=False)  # the scan has its own campaign
+        found[family] = test.for_reference(study.x_ref, study.w_ref)
     found[BUMPHUNTER] = BaselineTest(BumpHunt())
     found[EXCESS_SCAN] = BaselineTest(KernelExcessScan())
     return found
@@ -154,9 +160,11 @@ def setup_5d(mode: str, seed: int) -> tuple[Dimuon5D, np.ndarray, np.ndarray, di
 
 
 def tests_5d(x_ref: np.ndarray, w_ref: np.ndarray, seed: int) -> dict[str, NPLMTest | BaselineTest]:
-    """The package's default test (its widths found on this reference) and the kernel excess scan."""
-    default = NPLMTest(KernelNPLM(reuse_reference=True, seed=seed)).for_reference(x_ref, w_ref)
-    return {"default": default, EXCESS_SCAN: BaselineTest(KernelExcessScan())}
+    """The widths at quantiles 0.5 and 0.9 (the previous default test, found on this reference) and the
+    kernel excess scan: the default test is the scan with the 0.9 quantile's column."""
+    widths = NPLMTest(KernelNPLM(reuse_reference=True, seed=seed), width_quantiles=PREVIOUS_DEFAULT_QUANTILES,
+                      excess_scan=False).for_reference(x_ref, w_ref)
+    return {"default": widths, EXCESS_SCAN: BaselineTest(KernelExcessScan())}
 
 
 def collect_5d(mode: str, out: Path, seed: int = 0, executor: Any = None, progress: bool = True) -> None:
@@ -179,23 +187,31 @@ def analyse_5d(mode: str, out: Path, seed: int = 0) -> str:
                  for name, test in tests.items() for sample in samples}
     signals = [name for name in samples if name not in ("null", "validation")]
     t = {key: campaign.t.reshape(len(campaign.t), -1) for key, campaign in campaigns.items()}
-    candidates = {"default test (min-p of the widths at quantiles 0.5, 0.9)": ["default"],
-                  "kernel excess scan": [EXCESS_SCAN],
-                  "min-p(kernel excess scan, default test's widths)": [EXCESS_SCAN, "default"]}
+    weighted = [DEFAULT_SCAN_WEIGHT, 1.0]
+    candidates = {  # label: ((campaign, column) per member, the members' weights in the min-p)
+        f"**default test**: weighted min-p(kernel excess scan x {DEFAULT_SCAN_WEIGHT:g}, width at q0.9)":
+            ([(EXCESS_SCAN, 0), ("default", 1)], weighted),
+        "min-p(kernel excess scan, width at q0.9), equal weights": ([(EXCESS_SCAN, 0), ("default", 1)], None),
+        "previous default test (min-p of the widths at quantiles 0.5, 0.9)": ([("default", 0), ("default", 1)], None),
+        "kernel excess scan": ([(EXCESS_SCAN, 0)], None),
+        "min-p(kernel excess scan, widths at q0.5 and q0.9)": ([(EXCESS_SCAN, 0), ("default", 0), ("default", 1)],
+                                                               None)}
     lines = [f"Power on the 5D dimuon benchmark, mode {mode}, seed {seed}: N(R) = {settings['n_expected']:g}, N_R = "
              f"{settings['n_reference']}, {settings['n_null']} null toys (calibration), {settings['n_validation']} "
              f"independent null toys (false-positive rate), {settings['n_signal']} toys per signal. Power and "
              f"false-positive rate at Z >= 2 (p <= {P_AT_Z2:.4f}), binomial errors; time per toy per core.", "",
              "| candidate | FPR at Z >= 2 | " + " | ".join(f"power {name}" for name in signals) + " | time per toy (s) |",
              "|---" * (len(signals) + 3) + "|"]
-    for label, members in candidates.items():
-        columns = {sample: np.column_stack([t[member, sample] for member in members]) for sample in samples}
+    for label, (members, weights) in candidates.items():
+        columns = {sample: np.column_stack([t[name, sample][:, column] for name, column in members])
+                   for sample in samples}
         p_values = {sample: (_single_p_values(columns[sample][:, 0], columns["null"][:, 0])
                              if columns[sample].shape[1] == 1 else
-                             combined_p_values(columns[sample], columns["null"], "min-p"))
+                             combined_p_values(columns[sample], columns["null"], "min-p", weights=weights))
                     for sample in samples if sample != "null"}
-        seconds = sum(np.mean([row["wall_time"] for sample in samples for row in campaigns[member, sample].rows
-                               if row.get("wall_time")]) for member in members)
+        seconds = sum(np.mean([row["wall_time"] / t[name, sample].shape[1] for sample in samples
+                               for row in campaigns[name, sample].rows if row.get("wall_time")])
+                      for name, _ in members)
         lines.append(f"| {label} | {_power_cell(p_values['validation'])} | "
                      + " | ".join(_power_cell(p_values[signal]) for signal in signals) + f" | {seconds:.3f} |")
     table = "\n".join(lines)
@@ -289,11 +305,13 @@ def analyse(mode: str, out: Path, seed: int = 0, families: tuple[str, ...] = tup
         column = FAMILIES[family][1].index(quantile)
         paired = {sample: np.column_stack([campaigns[EXCESS_SCAN, sample].t, campaigns[family, sample].t[:, column]])
                   for sample in study.samples}
-        for label, weights in (("min-p(kernel excess scan", None),
-                               (f"weighted min-p(kernel excess scan x {SCAN_WEIGHT:g}", [SCAN_WEIGHT, 1.0])):
+        partner = f"{family} q{quantile:g}"
+        for label, weights in ((f"**default test**: weighted min-p(kernel excess scan x {DEFAULT_SCAN_WEIGHT:g}, "
+                                f"{partner})", [DEFAULT_SCAN_WEIGHT, 1.0]),
+                               (f"min-p(kernel excess scan, {partner}), equal weights", None)):
             p_values = {sample: combined_p_values(paired[sample], paired["null"], "min-p", weights=weights)
                         for sample in study.samples if sample != "null"}
-            lines.append(f"| {label}, {family} q{quantile:g}) | 1 + 1 | "
+            lines.append(f"| {label} | 1 + 1 | "
                          f"{_power_cell(p_values['validation'])} | "
                          + " | ".join(_power_cell(p_values[signal]) for signal in signals)
                          + f" | {seconds[EXCESS_SCAN] + seconds_per_fit[family]:.3f} |")

@@ -65,8 +65,8 @@ def test_nplm_run_does_the_study_records_provenance_and_resumes(analysis, capsys
     out = analysis / "out"
     result = json.loads((out / "result.json").read_text())
     provenance = json.loads((out / "provenance.json").read_text())
-    # sigma not fixed: a multi-scale test at the 0.5 and 0.9 quantiles of pairwise distances, calibrated by min-p
-    assert len(result["t"]) == 2 and min(result["t"]) > 30 and result["method"] in (MIN_P, MIN_P_EXTRAPOLATION)
+    # sigma not fixed: the full model at the 0.9 quantile of pairwise distances and the excess scan, by min-p
+    assert len(result["t"]) == 2 and len(result["widths"]) == 1 and "excess_center" in result["excess_scan"] and min(result["t"]) > 30 and result["method"] in (MIN_P, MIN_P_EXTRAPOLATION)
     assert result["n_toys"] == 6 and set(result["plots"]) == {"f.png", "null.png"}
     assert provenance["package_version"] == __import__("nplm_kernel").__version__
     assert (out / "config.yaml").read_text() == CONFIG
@@ -117,9 +117,10 @@ def test_nplm_run_with_nuisances_from_the_config(analysis, rng):
     (analysis / "nuisances.yaml").write_text(config)
     assert main(["run", str(analysis / "nuisances.yaml"), "--no-progress"]) == 0
     result = json.loads((analysis / "out_nuisances" / "result.json").read_text())
-    assert result["nuisances"] == ["norm", "scale"] and np.shape(result["nu_hat_tau"]) == (2, 2)  # widths x nuisances
-    assert min(result["tau"]) >= result["delta"] >= 0
-    assert result["t"] == pytest.approx(np.array(result["tau"]) - result["delta"])
+    # with nuisances the default test is the one fit at the 0.9 quantile (the excess scan takes no nuisances)
+    assert result["nuisances"] == ["norm", "scale"] and np.shape(result["nu_hat_tau"]) == (2,)
+    assert result["tau"] >= result["delta"] >= 0 and "excess_scan" not in result["hyperparameters"]
+    assert result["t"] == pytest.approx(result["tau"] - result["delta"])
     rows = read_store(analysis / "out_nuisances" / "null_toys.jsonl").rows
     assert all(len(row["central_values"]) == 2 for row in rows)  # every toy drew its auxiliary measurements
     assert len({tuple(row["central_values"]) for row in rows}) == len(rows)
@@ -144,8 +145,8 @@ def test_every_output_of_an_analysis_shows_its_one_p_value(analysis, capsys, mon
     (analysis / "labelled.yaml").write_text(labelled)
     assert main(["run", str(analysis / "labelled.yaml"), "--no-progress"]) == 0
     result = json.loads((analysis / "out" / "result.json").read_text())
-    summary = result["summary"]  # the multi-scale min-p, in the printed line, result.json and both figures
-    assert summary in capsys.readouterr().out and f"p = {result['p_value']:.3g}" in summary and "2 widths" in summary
+    summary = result["summary"]  # the min-p over the members, in the printed line, result.json and both figures
+    assert summary in capsys.readouterr().out and f"p = {result['p_value']:.3g}" in summary and "2 members" in summary
     for figure in drawn.values():
         legend = figure.axes[0].get_legend()
         assert legend.get_title().get_text().replace("\n", " ").startswith(summary)

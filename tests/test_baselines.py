@@ -17,8 +17,8 @@ from nplm_kernel.baselines import (
     SlicedKolmogorovSmirnov,
     compare_methods,
 )
-from nplm_kernel.baselines.excess_scan import _fit_log_ratios, _reference_moments
 from nplm_kernel.benchmarks import Exponential1D, GaussianSignal
+from nplm_kernel.kernel.excess_scan import _fit_log_ratios, _reference_moments
 from nplm_kernel.store import read_store
 
 BENCHMARK = Exponential1D(n_expected=400.0, n_reference=20_000)

@@ -240,36 +240,61 @@ def test_a_multi_scale_campaign_stores_one_t_per_width_and_calibrates_by_min_p(i
         NPLMTest(KernelNPLM(), widths=[1.0])
 
 
-def test_the_default_test_fits_the_widths_its_reference_gives_in_python_and_in_campaigns(inputs, tmp_path):
-    """NPLMTest(KernelNPLM()) is the multi-scale test at the 0.5 and 0.9 quantiles of pairwise reference
-    distances, found on the reference it runs against: the same t, rows and identity as those widths
-    given by hand; a fixed sigma, width_quantiles=None or a backend without a width fit once."""
+def test_the_default_test_is_the_full_model_at_the_09_quantile_and_the_excess_scan(inputs, tmp_path):
+    """NPLMTest(KernelNPLM()) fits the full model at the 0.9 quantile of pairwise reference distances
+    (found on the reference it runs against) and runs the excess scan: t per member is the t of that
+    fit and of the scan alone, in one call and in a campaign; a fixed sigma, width_quantiles=None, a
+    backend without a width or nuisances leave the scan out."""
     from nn_baseline import NNNPLM
+    from nplm_kernel.baselines import KernelExcessScan
+    from nplm_kernel.nuisance import NormalizationNuisance, NuisanceModel
     from nplm_kernel.store import CampaignMismatchError
 
     _, x_ref, w_ref = inputs
     default = NPLMTest(KernelNPLM(n_centers=30))
-    widths = KernelNPLM(n_centers=30).reference_widths(x_ref, w_ref, (0.5, 0.9))
-    by_hand = NPLMTest(KernelNPLM(n_centers=30), widths=widths)
+    widths = KernelNPLM(n_centers=30).reference_widths(x_ref, w_ref, (0.9,))
     x_data = BENCHMARK.data(np.random.default_rng(3))
     result = default.run(x_data, x_ref, w_ref)
-    assert result.widths == tuple(widths) and widths[0] < widths[1]
-    np.testing.assert_array_equal(result.t, by_hand.run(x_data, x_ref, w_ref).t)
-    assert default.identity(x_ref, w_ref) == by_hand.identity(x_ref, w_ref)
+    assert result.widths == tuple(widths) and result.members == (f"width {widths[0]:.3g}", "excess scan")
+    assert result.t[0] == KernelNPLM(n_centers=30, sigma=widths[0]).fit(x_data, x_ref, w_ref).t_
+    assert result.t[1] == KernelExcessScan().fit(x_data, x_ref, w_ref).t_
+    assert result.row_fields()["excess_scan"]["excess_width"] > 0
+    identity = default.identity(x_ref, w_ref)
+    assert identity["widths"] == list(widths) and identity["excess_scan"]["fields"]["max_centers"] == 256
+    assert result.member_weights == (1.0, 3.0) and identity["scan_weight"] == 3.0  # the scan weighted 3 : 1
     campaign = run_toys(default, BENCHMARK.data, x_ref, w_ref, n_toys=3, seed=2, executor=None,
                         store=tmp_path / "default.jsonl", progress=False)
-    assert campaign.t.shape == (3, 2) and read_store(tmp_path / "default.jsonl").rows[0]["widths"] == list(widths)
+    rows = read_store(tmp_path / "default.jsonl").rows
+    assert campaign.t.shape == (3, 2) and rows[0]["widths"] == list(widths) and "excess_center" in rows[0]["excess_scan"]
+    assert CampaignResult.from_store(tmp_path / "default.jsonl").member_weights == (1.0, 3.0)  # read from the store
+    np.testing.assert_array_equal(campaign.t[1], default.run(BENCHMARK.data(np.random.default_rng(toy_seed(2, 1))),
+                                                             x_ref, w_ref).t)
+    assert min(campaign.t[:, 1]) < 0 <= min(campaign.t[:, 0])  # the scan's t has no floor, the fit's does
     with pytest.raises(CampaignMismatchError, match="holds the default test.*Drop width_quantiles=None"):
         run_toys(NPLMTest(KernelNPLM(n_centers=30), width_quantiles=None), BENCHMARK.data, x_ref, w_ref, n_toys=3,
                  seed=2, executor=None, store=tmp_path / "default.jsonl", progress=False)
+    previous = NPLMTest(KernelNPLM(n_centers=30), width_quantiles=(0.5, 0.9), excess_scan=False)
+    run_toys(previous, BENCHMARK.data, x_ref, w_ref, n_toys=2, seed=2, executor=None, store=tmp_path / "previous.jsonl",
+             progress=False)
+    with pytest.raises(CampaignMismatchError, match="without the excess scan.*--no-excess-scan"):
+        run_toys(NPLMTest(KernelNPLM(n_centers=30), width_quantiles=(0.5, 0.9)), BENCHMARK.data, x_ref, w_ref,
+                 n_toys=2, seed=2, executor=None, store=tmp_path / "previous.jsonl", progress=False)
     for one_fit in (NPLMTest(KernelNPLM(n_centers=30, sigma=1.0)), NPLMTest(KernelNPLM(n_centers=30), width_quantiles=None),
                     NPLMTest(NNNPLM(epochs=5))):
         assert not one_fit.finds_widths and one_fit.for_reference(x_ref, w_ref) is one_fit
-    with pytest.raises(ConfigurationError, match="width_quantiles must list at least 2 different quantiles in"):
+    with_nuisances = NPLMTest(KernelNPLM(n_centers=30), nuisances=NuisanceModel([NormalizationNuisance("n", 0.05)]))
+    fitted = with_nuisances.run(x_data, x_ref, w_ref)  # one fit at the 0.9 quantile: the scan takes no nuisances
+    assert np.ndim(fitted.t) == 0 and fitted.estimator.sigma_ == widths[0]
+    assert "excess_scan" not in with_nuisances.identity(x_ref, w_ref)
+    with pytest.raises(ConfigurationError, match="width_quantiles must list different quantiles in"):
         NPLMTest(KernelNPLM(), width_quantiles=[0.5, 1.5])
+    with pytest.raises(ConfigurationError, match="excess_scan must be True or False"):
+        NPLMTest(KernelNPLM(), excess_scan="yes")
+    with pytest.raises(ConfigurationError, match="scan_weight"):
+        NPLMTest(KernelNPLM(), scan_weight=0.0)
     discrete = np.random.default_rng(0).choice([0.0, 1.0, 2.0], p=[0.2, 0.6, 0.2], size=(2000, 1))
     with pytest.raises(ConfigurationError, match="give the same kernel width"):  # a test would fit it twice
-        default.run(discrete[:100], discrete, 0.1)
+        NPLMTest(KernelNPLM(), width_quantiles=(0.5, 0.9)).run(discrete[:100], discrete, 0.1)
 
 
 def test_a_store_reads_into_pandas_with_integer_toy_indices(inputs, tmp_path):

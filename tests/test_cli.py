@@ -12,7 +12,8 @@ from nplm_kernel.store import read_store
 def test_demo_prints_t_p_and_z(capsys):
     assert main(["demo", "--toys", "4", "--n-reference", "12000", "--n-centers", "40", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert len(re.findall(r"width [\d.]+: t = [\d.]+", out)) == 2  # the default test: two widths, min-p
+    # the default test: the full model at one width and the excess scan, min-p
+    assert len(re.findall(r"width [\d.]+: t = [\d.]+", out)) == 1 and re.search(r"scan: +t = -?[\d.]+ +\(largest", out)
     p_value = float(re.search(r"p-value:\s+([\d.e-]+)", out).group(1))
     z = float(re.search(r"Z:\s+(-?[\d.]+|inf)", out).group(1))
     assert 0.0 <= p_value <= 1.0
@@ -39,7 +40,7 @@ def test_test_toys_calibrate_round_trip(tmp_path, rng, capsys):
               "--pool-fraction", "0.5", "--n-centers", "40", "--seed", "3"]
     store = tmp_path / "null.jsonl"
     assert main(["toys", *common, "--store", str(store), "--n-toys", "6", "--executor", "serial", "--no-progress"]) == 0
-    assert re.search(r"6 toys in .*median t = [\d.]+, [\d.]+\n", capsys.readouterr().out)  # one per width
+    assert re.search(r"6 toys in .*median t = [\d.]+, -?[\d.]+\n", capsys.readouterr().out)  # one per member
     assert main(["toys", *common, "--store", str(store), "--n-toys", "8", "--executor", "serial", "--no-progress"]) == 0
     assert len(read_store(store).rows) == 8  # resumed: only 2 more toys
     capsys.readouterr()
@@ -48,16 +49,18 @@ def test_test_toys_calibrate_round_trip(tmp_path, rng, capsys):
     assert main(["test", "--data", str(tmp_path / "data.parquet"), *common, "--null", str(store),
                  "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
-    t = [float(value) for value in re.search(r"t:\s+([\d.]+), ([\d.]+)  \(kernel widths", out).groups()]  # the default: 2
-    assert min(t) > 30 and "fitted chi2 tail" in out and "min-p" in out and plot.exists()
+    # the default: the full model and the excess scan, which finds the injected bump at 1.6
+    t = [float(value) for value in re.search(r"t:\s+([\d.]+), (-?[\d.]+)  \(width [\d.]+, excess scan", out).groups()]
+    excess = float(re.search(r"largest local excess is at x = \(([\d.]+)\)", out).group(1))
+    assert min(t) > 30 and abs(excess - 1.6) < 0.1 and "fitted chi2 tail" in out and "min-p" in out and plot.exists()
 
     null_plot = tmp_path / "null.png"
     assert main(["calibrate", "--store", str(store), "--t-observed", str(t[0]), "--dof", "4"]) == 2
-    assert "the store holds 2 t per toy (one per width), got 1" in capsys.readouterr().err
+    assert "the store holds 2 t per toy (one per member), got 1" in capsys.readouterr().err
     assert main(["calibrate", "--store", str(store), "--t-observed", f"{t[0]},{t[1]}", "--dof", "4",
                  "--plot", str(null_plot)]) == 0
     out = capsys.readouterr().out
-    assert out.count("chi2 fit:  dof =") == 2 and "(width 2 of 2)" in out and "8 toys" in out and null_plot.exists()
+    assert out.count("chi2 fit:  dof =") == 1 and "not a chi2 null)  (member 2 of 2)" in out and "8 toys" in out and null_plot.exists()
 
 
 def test_cli_errors_are_one_clear_line(tmp_path, rng, capsys):

@@ -48,8 +48,8 @@ def test_null_distribution_plot_shows_the_analysis_p_value(tmp_path, rng):
     # a multi-scale analysis: one width's null and t drawn, the analysis' min-p shown, never recomputed
     analysis = significance([18.0, 4.0], np.column_stack([null, rng.chisquare(5.0, size=300)]))
     shown = plot_null_distribution(null, t_observed=18.0, result=analysis, description="width 0.5 shown")
-    assert _title(shown.axes[0]) == f"{analysis} width 0.5 shown" and "min-p over 2 widths" in str(analysis)
-    with pytest.raises(ConfigurationError, match=r"one width's, t_null\[:, k\]"):
+    assert _title(shown.axes[0]) == f"{analysis} width 0.5 shown" and "min-p over 2 members" in str(analysis)
+    with pytest.raises(ConfigurationError, match=r"one member's, t_null\[:, k\]"):
         plot_null_distribution(np.column_stack([null, null]), t_observed=18.0)
     negative = plot_null_distribution(null - 1.0, t_observed=3.0)  # no chi2 describes t <= 0: no fitted curve
     assert not any("fitted" in line.get_label() for line in negative.axes[0].get_lines())

@@ -164,7 +164,7 @@ def test_min_p_significance_matches_a_brute_force_count_and_is_uniform_under_the
     observed_p = [(np.sum(null[:, k] >= observed[k]) + 1) / (n + 1) for k in range(2)]
     null_min_p = [min(np.sum(null[:, k] >= null[j, k]) / n for k in range(2)) for j in range(n)]
     assert result.method == MIN_P and result.chi2_fit is None
-    assert result.width_p_values == pytest.approx(observed_p)
+    assert result.member_p_values == pytest.approx(observed_p)
     assert result.p_value == pytest.approx((np.sum(np.array(null_min_p) <= min(observed_p)) + 1) / (n + 1))
     assert result.z == pytest.approx(stats.norm.isf(result.p_value))
     beyond = significance(np.array([60.0, 80.0]), null)
@@ -172,3 +172,39 @@ def test_min_p_significance_matches_a_brute_force_count_and_is_uniform_under_the
     fresh = stats.chi2.ppf(stats.norm.cdf(rng.multivariate_normal([0, 0], covariance, size=400)), [4, 9])
     p_values = [significance(row, null).p_value for row in fresh]
     assert stats.kstest(p_values, "uniform").pvalue > 0.01
+
+
+def test_min_p_beyond_every_toy_extrapolates_only_from_members_with_a_chi2_null(rng):
+    """The default test's scan has a null with negative t (no chi2): beyond every toy the Bonferroni
+    bound comes from the other member's chi2 tail alone, K p_width (the observed min-p is at most
+    p_width), and is reported only when below the Clopper-Pearson upper bound."""
+    from nplm_kernel.inference.calibration import MIN_P_EXTRAPOLATION, UPPER_BOUND, fit_chi2
+
+    width = stats.chi2.rvs(5, size=400, random_state=rng)
+    scan = rng.normal(-2.0, 3.0, size=400)  # t of either sign
+    null = np.column_stack([width, scan])
+    beyond = significance(np.array([70.0, 40.0]), null)
+    dof = fit_chi2(width).dof
+    assert beyond.method == MIN_P_EXTRAPOLATION and beyond.p_value == pytest.approx(2 * stats.chi2.sf(70.0, dof))
+    scan_beyond = significance(np.array([np.median(width), scan.max() + 1.0]), null)  # only the scan is beyond
+    assert 2 * stats.chi2.sf(np.median(width), dof) > scan_beyond.p_high  # the width's tail says less than the toys
+    assert scan_beyond.method == UPPER_BOUND and scan_beyond.p_value == scan_beyond.p_high
+    no_chi2 = significance(np.array([70.0, 40.0]), np.column_stack([scan, scan[::-1]]))
+    assert no_chi2.method == UPPER_BOUND and no_chi2.is_bound
+    weighted = significance(np.array([70.0, 40.0]), null, weights=[1.0, 3.0])  # the width holds 1/4 of the rate
+    assert weighted.p_value == pytest.approx(4 * stats.chi2.sf(70.0, dof)) and weighted.member_weights == (1.0, 3.0)
+
+
+def test_the_weighted_min_p_of_significance_is_combined_p_values_and_says_so(rng):
+    """significance(t, null, weights=w) is combined_p_values(..., weights=w) for one data set, its
+    line says 'weighted min-p', and weights for a one-number t are refused."""
+    from nplm_kernel.inference.calibration import combined_p_values
+
+    null = np.column_stack([stats.chi2.rvs(5, size=300, random_state=rng), rng.normal(-2.0, 3.0, size=300)])
+    for observed in (np.array([9.0, 1.0]), np.array([4.0, 3.0])):  # within the null toys: no extrapolation
+        weighted = significance(observed, null, weights=[1.0, 3.0])
+        assert weighted.p_value == pytest.approx(combined_p_values(observed, null, "min-p", weights=[1.0, 3.0])[0])
+        assert "weighted min-p over 2 members" in str(weighted)
+    assert "weighted" not in str(significance(np.array([9.0, 1.0]), null))
+    with pytest.raises(InputError, match="weights .* this t is one number"):
+        significance(3.0, null[:, 0], weights=[1.0])

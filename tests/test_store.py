@@ -280,6 +280,18 @@ def test_rows_that_cannot_belong_to_the_campaign_are_bad_lines(inputs, filled_st
     assert NPLMTest(KernelNPLM(loss="logistic")).t_floor is None
 
 
+def test_the_default_test_has_a_floor_per_member_and_none_for_the_excess_scan(inputs):
+    """The full model's t is never below 0, the scan's can be: a row below 0 in the model's column
+    cannot belong to the campaign, one in the scan's column can."""
+    from nplm_kernel.store import t_floor_problem
+
+    _, x_ref, w_ref = inputs
+    default = NPLMTest(KernelNPLM(n_centers=30)).for_reference(x_ref, w_ref)
+    assert default.t_floor == [0.0, None] and NPLMTest(KernelNPLM()).t_floor is None  # widths not yet found
+    assert t_floor_problem([3.0, -5.0], default.t_floor, 100) is None
+    assert "t = -5.0 is below 0.0" in t_floor_problem([-5.0, 3.0], default.t_floor, 100)
+
+
 def test_a_fit_below_the_floor_is_a_failed_row_not_an_ok_one(inputs, monkeypatch):
     test, x_ref, w_ref = inputs
     fit = NPLMTest.run

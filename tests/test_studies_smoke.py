@@ -110,7 +110,7 @@ def test_paper_tables_study_smoke(tmp_path):
     study = _load(ROOT / "studies" / "paper_tables.py")
     table = study.run("smoke", tmp_path, executor=None, progress=False)
     assert "| multiple-testing paper, min-p (published) | - | - | - | 0.581 | 0.8765 |" in table
-    assert table.count("\n| ours:") == 4 + 2 and "| coverage |" in table  # 2: HARDER_VARIANTS
+    assert table.count("\n| ours:") == 5 + 3 and "| coverage |" in table  # 3: HARDER_VARIANTS
     assert "| multiple-testing paper, best single width (published) | 0.083 | 0.367 | 0.082 |" in table
     assert len(read_store(tmp_path / "v4_x4_w0.64.jsonl").rows) == 4
     assert len(read_store(tmp_path / "v0_null.jsonl").rows) == 12
@@ -132,12 +132,13 @@ def test_power_frontier_study_smoke(tmp_path):
     kernel, bump = (read_store(tmp_path / f"{name}_x4_w0.16.jsonl").rows for name in ("coverage", "bumphunter"))
     assert [row["n_data"] for row in kernel] == [row["n_data"] for row in bump]  # the same toys for every test
     assert study.analyse("smoke", tmp_path) == table == (tmp_path / "table.md").read_text().strip()
-    assert "| kernel excess scan | - |" in table and "| min-p(kernel excess scan, uniform q0.9) | 1 + 1 |" in table
-    assert "| weighted min-p(kernel excess scan x 3, uniform q0.9) | 1 + 1 |" in table
+    assert "| kernel excess scan | - |" in table
+    assert "| **default test**: weighted min-p(kernel excess scan x 3, uniform q0.9) | 1 + 1 |" in table
+    assert "| min-p(kernel excess scan, uniform q0.9), equal weights | 1 + 1 |" in table
     assert len(read_store(tmp_path / "excess_scan_null.jsonl").rows) == 50
     study.collect_5d("smoke", tmp_path, progress=False)
     table_5d = study.analyse_5d("smoke", tmp_path)
-    assert "power Zprime300 | power contact" in table_5d and table_5d.count("\n| ") == 4  # header + 3 candidates
+    assert "power Zprime300 | power contact" in table_5d and table_5d.count("\n| ") == 6  # header + 5 candidates
     scan, default = (read_store(tmp_path / f"5d_{name}_contact.jsonl").rows for name in ("excess_scan", "default"))
     assert [row["n_data"] for row in scan] == [row["n_data"] for row in default] and len(scan) == 6
 

@@ -77,7 +77,7 @@ def test_a_reference_of_identical_events_is_refused_by_every_backend(backend):
 
 
 def test_a_scalar_t_against_a_multi_scale_null_is_refused():
-    with pytest.raises(InputError, match="one column per width"):
+    with pytest.raises(InputError, match="one column per member"):
         significance(3.0, np.ones((20, 2)))
 
 

@@ -230,8 +230,8 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
                                      f"{len(given)}: {given}.")
     nuisances = build_nuisances(config.nuisances, base)
     backend = build_backend(config.backend)
-    test = NPLMTest(backend, nuisances=nuisances, width_quantiles=config.test.width_quantiles).for_reference(x_ref,
-                                                                                                              w_ref)
+    test = NPLMTest(backend, nuisances=nuisances, width_quantiles=config.test.width_quantiles,
+                    excess_scan=config.test.excess_scan).for_reference(x_ref, w_ref)
     if nuisances is not None:
         toys = AuxiliaryToys(toys, np.zeros(nuisances.n_nuisances), nuisances.sigmas)
     store = out / toys_config.store
@@ -247,8 +247,8 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
     logger.info("observed t = %s", observed.t)
     campaign = run_toys(test, toys, x_ref, w_ref, n_toys=toys_config.n_toys, seed=toys_config.seed,
                         executor=toys_config.executor, store=store, progress=progress)
-    calibrated = significance(observed.t, campaign.t)
-    best = shown_width(calibrated, len(test.widths or ()))  # its model is saved and plotted
+    calibrated = significance(observed.t, campaign.t, weights=observed.member_weights)
+    best = shown_width(calibrated, len(test.widths or ()), np.size(observed.t))  # its model is saved and plotted
     shown = observed if best is None else observed.results[best]
     null_t = campaign.t if best is None else campaign.t[:, best]
     save_model(shown.estimator, out / "model.npz")
@@ -258,7 +258,7 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
         "n_data": len(x_data), "n_reference": len(x_ref), "expected_yield": float(w_ref.sum()),
         "backend": observed.backend, "hyperparameters": observed.hyperparameters,
         "p_value": calibrated.p_value, "p_interval_68": [calibrated.p_low, calibrated.p_high], "z": calibrated.z,
-        "method": calibrated.method, "width_p_values": list(calibrated.width_p_values),
+        "method": calibrated.method, "member_p_values": list(calibrated.member_p_values),
         "model_width": None if best is None else test.widths[best],
         "null_toys": null_toys,
         "n_toys": calibrated.n_toys, "n_failed_toys": campaign.n_failed, "n_unconverged_toys": campaign.n_unconverged,
@@ -267,7 +267,8 @@ def run_analysis(config_path: str | Path, progress: bool = True) -> dict[str, An
         "summary": str(calibrated),
     }
     width_text = None if best is None else (f"model and null shown: width sigma = {test.widths[best]:.3g} "
-                                             f"(the units of sigma), the smallest p of the {len(test.widths)} widths")
+                                             f"(the units of sigma), the smallest p of the {len(test.widths)} "
+                                             f"width(s) of the test's {np.size(observed.t)} members")
     labels = {"experiment_label": config.outputs.experiment_label, "description": width_text}
     result["plots"] = [name for name, made in [
         ("f.png", _plot("plot_learned_f", shown.estimator, x_data, x_ref, w_ref, out / "f.png",

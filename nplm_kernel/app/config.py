@@ -23,7 +23,7 @@ key path and its line in the file. Relative paths are relative to the config fil
     nuisances:                   # optional: t = tau - Delta
       - {name: lumi, kind: normalization, sigma: 0.025}
       - {name: scale, kind: shape, sigma: 0.05, coefficients: delta.npz}
-    test: {width_quantiles: [0.5, 0.9]}   # [] for one width
+    test: {width_quantiles: [0.9], excess_scan: true}   # the default test; [] for one fit
     outputs:
       directory: results
       labels: ['$m_{\\mu\\mu}$']     # axis labels (mathtext)
@@ -163,8 +163,12 @@ class TestSettings(_Strict):
     width_quantiles: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
         list(DEFAULT_WIDTH_QUANTILES),
         description="when the backend's width (the kernel's sigma) is not set, one fit per width at these quantiles "
-                    "of pairwise reference distances, calibrated together by min-p on the same null toys; [] or "
-                    "null: one fit with the backend's default width")
+                    "of pairwise reference distances, calibrated together (with the excess scan) by min-p on the "
+                    "same null toys; [] or null: one fit with the backend's default width, and no scan")
+    excess_scan: bool = Field(
+        True, description="with width_quantiles and without nuisances, the backend's scan for a local excess is a "
+                          "member of the min-p too (the default test: the full model at the 0.9 quantile and the "
+                          "scan); false: the widths alone")
 
 
 class Outputs(_Strict):

@@ -140,8 +140,8 @@ def plot_null_distribution(
     log_y for the tail. Returns the Figure."""
     values = np.asarray(t_null, dtype=np.float64)
     if values.ndim != 1:
-        raise ConfigurationError(f"t_null must hold one t per toy, got shape {values.shape}: a multi-scale null has "
-                                 "one column per width; draw one width's, t_null[:, k].")
+        raise ConfigurationError(f"t_null must hold one t per toy, got shape {values.shape}: the null of a test of "
+                                 "several members has one column per member; draw one member's, t_null[:, k].")
     if result is not None and t_observed is None:
         if isinstance(result.t, tuple):
             raise ConfigurationError("a multi-scale Significance needs t_observed: the t of the width whose null "

@@ -11,7 +11,7 @@ from ..toys import CampaignResult
 
 def chi2_text(fit: Chi2Fit | None) -> str:
     if fit is None:
-        return "none (a multi-scale null, or non-positive null t)"
+        return "none (the null of a test of several members, or non-positive null t)"
     return f"dof = {fit.dof:.2f}, KS p-value = {fit.ks_p_value:.3f}"
 
 
@@ -42,17 +42,24 @@ def null_summary(campaign: CampaignResult) -> list[str]:
     return lines
 
 
-def shown_width(result: Significance | None, n_widths: int) -> int | None:
-    """Which width of a multi-scale test a figure or a saved model shows: the one with the smallest
-    p (the one that sees the data most; the first before calibration); None for a one-width test."""
-    if n_widths < 2:
+def shown_width(result: Significance | None, n_widths: int, n_members: int) -> int | None:
+    """Which kernel width's model a figure or a saved model shows, for a test of n_members members
+    whose first n_widths are kernel widths: the width with the smallest p (the one that sees the
+    data most; the first before calibration); None for a single fit."""
+    if n_members < 2:
         return None
-    return 0 if result is None else int(np.argmin(result.width_p_values))
+    return 0 if result is None else int(np.argmin(result.member_p_values[:n_widths]))
 
 
-def width_lines(t: np.ndarray, widths: tuple[float, ...] | None) -> list[str]:
-    """The t line of one test: t, or one t per width of a multi-scale test."""
-    if not widths:
-        return [f"t:         {float(t):.4f}"]
-    return [f"t:         {', '.join(f'{value:.4f}' for value in t)}  (kernel widths "
-            f"{', '.join(f'{width:.3g}' for width in widths)}, in the units of sigma)"]
+def member_lines(result: object) -> list[str]:
+    """The t line of one test result: t, or one t per member (kernel widths in the units of sigma,
+    the excess scan) with, for the scan, where its largest excess is."""
+    if np.ndim(result.t) == 0:
+        return [f"t:         {float(result.t):.4f}"]
+    lines = [f"t:         {', '.join(f'{value:.4f}' for value in result.t)}  ({', '.join(result.members)}; widths "
+             "in the units of sigma)"]
+    if result.excess_scan is not None:
+        center = ", ".join(f"{value:.4g}" for value in result.excess_scan.excess_center)
+        lines.append(f"excess:    the scan's largest local excess is at x = ({center}), data / reference = "
+                     f"{np.exp(result.excess_scan.log_ratio):.3g} there")
+    return lines

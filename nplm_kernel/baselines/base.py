@@ -83,6 +83,8 @@ class BaselineResult:
     wall_time: float
     details: dict[str, Any] = field(default_factory=dict)
     converged: bool = True
+    #: One t, calibrated alone (no member weights), as NPLMResult's.
+    member_weights = None
 
     def row_fields(self) -> dict[str, Any]:
         return {"t": self.t, "tau": self.t, "delta": 0.0, "nu_hat_tau": [], "nu_hat_delta": [],

@@ -184,7 +184,8 @@ def compare_methods(
                             store=None if store_dir is None else Path(store_dir) / f"{name}.jsonl",
                             progress=progress, batch_size=batch_size)
         extrapolates = isinstance(test, NPLMTest)
-        result = significance(observed.t, campaign.t, extrapolate=extrapolates)
+        result = significance(observed.t, campaign.t, extrapolate=extrapolates,
+                              weights=observed.member_weights)
         times = [row["wall_time"] for row in campaign.rows if row.get("wall_time") is not None]
         outcomes.append(MethodOutcome(
             method=name, t=result.t,

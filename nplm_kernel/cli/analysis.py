@@ -55,7 +55,7 @@ def _demo_arguments(demo: argparse.ArgumentParser) -> None:
 
 def _test(arguments: argparse.Namespace) -> str:
     from ..app.analysis import load_data
-    from ..app.report import null_summary, p_value_lines, shown_width, width_lines
+    from ..app.report import member_lines, null_summary, p_value_lines, shown_width
     from ..inference import significance
     from ..toys import CampaignResult
 
@@ -66,19 +66,19 @@ def _test(arguments: argparse.Namespace) -> str:
     result = test.run(x_data, x_ref, w_ref)
     lines = [f"backend:   {result.backend} {result.hyperparameters}",
              f"samples:   N_D = {len(x_data)}, N_R = {len(x_ref)}, N(R) = {w_ref.sum():.6g}",
-             *width_lines(result.t, test.widths), f"fit:       {result.wall_time:.2f} s"]
+             *member_lines(result), f"fit:       {result.wall_time:.2f} s"]
     if np.any(result.unsupported_events):
         lines.append(f"warning:   {np.max(result.unsupported_events)} data event(s) lie where the reference sample "
                      "cannot support them: t measures the reference's emptiness there (docs: statistics, reference "
                      "support)")
     calibrated = None
     if null is not None:
-        calibrated = significance(result.t, null.t)
+        calibrated = significance(result.t, null.t, weights=result.member_weights)
         lines += null_summary(null) + p_value_lines(calibrated)
     if arguments.plot:
         from ..app.plots import plot_learned_f
 
-        best = shown_width(calibrated, len(test.widths or ()))
+        best = shown_width(calibrated, len(test.widths or ()), np.size(result.t))
         shown = result if best is None else result.results[best]
         plot_learned_f(shown.estimator, x_data, x_ref, w_ref, arguments.plot,
                        names=options.columns(arguments.labels) or options.columns(arguments.columns),

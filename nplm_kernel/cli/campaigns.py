@@ -79,7 +79,7 @@ def _toys(arguments: argparse.Namespace) -> str:
 
 
 def _medians(t: np.ndarray) -> str:
-    """The median t of a null, one per width of a multi-scale null."""
+    """The median t of a null, one per member of a test of several members."""
     return ", ".join(f"{median:.3f}" for median in np.median(t.reshape(len(t), -1), axis=0))
 
 
@@ -90,29 +90,34 @@ def _calibrate(arguments: argparse.Namespace) -> str:
 
     campaign = CampaignResult.from_store(arguments.store)
     t_null = campaign.t
-    columns = t_null.reshape(len(t_null), -1)  # one per width of a multi-scale null
+    columns = t_null.reshape(len(t_null), -1)  # one per member (kernel widths, the excess scan)
     lines = null_summary(campaign)
     for column in range(columns.shape[1]):
-        fit = fit_chi2(columns[:, column])
-        which = "" if columns.shape[1] == 1 else f"  (width {column + 1} of {columns.shape[1]})"
-        lines += [f"mean t:    {columns[:, column].mean():.3f}{which}",
-                  f"chi2 fit:  dof = {fit.dof:.3f}, KS p-value = {fit.ks_p_value:.3f}{which}"]
+        which = "" if columns.shape[1] == 1 else f"  (member {column + 1} of {columns.shape[1]})"
+        non_positive = int((columns[:, column] <= 0).sum())
+        if non_positive:  # e.g. the excess scan, whose t has no floor: no chi2 describes its null
+            fit_text = f"none ({non_positive} toys with t <= 0: not a chi2 null){which}"
+        else:
+            fit = fit_chi2(columns[:, column])
+            fit_text = f"dof = {fit.dof:.3f}, KS p-value = {fit.ks_p_value:.3f}{which}"
+        lines += [f"mean t:    {columns[:, column].mean():.3f}{which}", f"chi2 fit:  {fit_text}"]
     observed = None if arguments.t_observed is None else np.array(options.numbers(arguments.t_observed, float))
     if observed is not None and len(observed) != columns.shape[1]:
-        raise ConfigurationError(f"--t-observed: the store holds {columns.shape[1]} t per toy (one per width), got "
+        raise ConfigurationError(f"--t-observed: the store holds {columns.shape[1]} t per toy (one per member), got "
                                  f"{len(observed)}: {arguments.t_observed}")
     calibrated = None
     if observed is not None:
-        calibrated = significance(observed[0] if t_null.ndim == 1 else observed, t_null)
+        calibrated = (significance(observed[0], t_null) if t_null.ndim == 1 else
+                      significance(observed, t_null, weights=campaign.member_weights))
         lines += p_value_lines(calibrated)
     if arguments.plot:
         from ..app.plots import plot_null_distribution
 
-        best = shown_width(calibrated, columns.shape[1])
+        best = shown_width(calibrated, columns.shape[1], columns.shape[1])
         column = 0 if best is None else best
         plot_null_distribution(columns[:, column], arguments.plot, None if observed is None else observed[column],
                                arguments.dof, log_y=arguments.log_y, result=calibrated,
-                               description=None if best is None else f"null toys of width {best + 1} of "
+                               description=None if best is None else f"null toys of member {best + 1} of "
                                                                      f"{columns.shape[1]}",
                                experiment_label=arguments.experiment_label)
         lines.append(f"plot:      {arguments.plot}")

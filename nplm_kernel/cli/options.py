@@ -214,20 +214,25 @@ def chosen_backend(arguments: argparse.Namespace) -> Backend:
 
 
 def add_width_option(parser: argparse.ArgumentParser) -> None:
-    """--width-quantiles: the default test's kernel widths (NPLMTest's width_quantiles)."""
+    """--width-quantiles and --no-excess-scan: the default test's members (NPLMTest's width_quantiles
+    and excess_scan)."""
     from ..inference import DEFAULT_WIDTH_QUANTILES
 
     default = ",".join(f"{quantile:g}" for quantile in DEFAULT_WIDTH_QUANTILES)
     parser.add_argument("--width-quantiles", default=default,
                         help="without --sigma: one fit per kernel width at these comma-separated quantiles of "
-                             "pairwise reference distances, calibrated together by min-p (default "
-                             f"{default}); 'none': one fit with the backend's default width")
+                             "pairwise reference distances, calibrated together with the excess scan by min-p "
+                             f"(default {default}); 'none': one fit with the backend's default width, no scan")
+    parser.add_argument("--no-excess-scan", action="store_true",
+                        help="leave the scan for a local excess out of the test (by default it is a member of the "
+                             "min-p whenever the widths are found with --width-quantiles)")
 
 
 def chosen_test(arguments: argparse.Namespace) -> NPLMTest:
-    """The NPLMTest of `--backend` and its options, with the widths of --width-quantiles."""
+    """The NPLMTest of `--backend` and its options, with the widths of --width-quantiles and the scan
+    unless --no-excess-scan."""
     from ..inference import NPLMTest
 
     text = arguments.width_quantiles.strip().lower()
     quantiles = None if text == "none" else numbers(text, float)
-    return NPLMTest(chosen_backend(arguments), width_quantiles=quantiles)
+    return NPLMTest(chosen_backend(arguments), width_quantiles=quantiles, excess_scan=not arguments.no_excess_scan)

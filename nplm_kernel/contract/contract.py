@@ -27,6 +27,10 @@ through this contract:
   for throughput).
 - identity_details() (optional): what defines t besides the hyperparameters (e.g. the rule behind
   a default), part of a campaign's identity;
+- excess_scan() (optional): the backend's scan for a local excess, an object with
+  prepare(x_ref, w_ref) (what depends on the reference alone, kept across the toys) and
+  scan(x_data, prepared), which returns an outcome with t and details(); the default test adds its
+  t as a member of the min-p (inference.hypothesis);
 - setting_roles: {role: hyperparameter name} for the roles the shared layer needs (SETTING_ROLES):
   a kernel width (with reference_widths(x_ref, w_ref, quantiles), the widths at quantiles of
   pairwise reference distances in the backend's units), a device, a seed, a progress bar. The

@@ -1,7 +1,7 @@
 """Calibration of an observed t against null toys: empirical p-value with a Clopper-Pearson
 interval, a chi2 fit of the null (fitted dof and its KS p-value), and Z = Phi^-1(1 - p).
 
-One p-value convention everywhere (empirical_p_value, min-p over widths, combined settings): with k
+One p-value convention everywhere (empirical_p_value, min-p over members, combined settings): with k
 of n null toys at least as extreme as the observed value, p = (k + 1) / (n + 1). Under the null the
 observed t is one more draw exchangeable with the toys, so P(p <= alpha) <= alpha exactly, for any n
 (a valid Monte Carlo p-value, never 0); k / n is not valid at small n and is 0 beyond the last toy.
@@ -30,9 +30,9 @@ CHI2_EXTRAPOLATION = "fitted chi2 tail (extrapolation: t exceeds every null toy)
 UPPER_BOUND = ("Clopper-Pearson upper bound (t beyond every null toy, and no chi2 tail extends the null: no "
                "acceptable chi2 fit, KS p >= 0.01 on positive t, or a statistic without a chi2 null): the true p is "
                "smaller, Z larger")
-MIN_P = "min-p over the widths, calibrated on the null toys"
-MIN_P_EXTRAPOLATION = ("Bonferroni bound from each width's fitted chi2 tail (extrapolation: the min-p is below every "
-                       "null toy's)")
+MIN_P = "min-p over the members, calibrated on the null toys"
+MIN_P_EXTRAPOLATION = ("Bonferroni bound min_k p_k / s_k over the members with a fitted chi2 tail (s_k: the member's "
+                       "share of the false-positive rate; extrapolation: the min-p is below every null toy's)")
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,14 @@ class Significance:
     method is EMPIRICAL (p = (k + 1) / (n + 1) with k of the n null toys at t_null >= t; [p_low,
     p_high] is the Clopper-Pearson interval of k / n at `confidence`) or CHI2_EXTRAPOLATION (p from
     the fitted chi2 tail; p_high is then the empirical upper bound on p from having no toy above t).
-    For a multi-scale test (t one value per width) method is MIN_P (p = (k + 1) / (n + 1) with k the
-    null toys whose min-p over the widths is at most the observed one; `width_p_values` holds the observed per-width p-values) or
-    MIN_P_EXTRAPOLATION (beyond every null toy: the Bonferroni bound K min_k p_k from each width's
-    fitted chi2 tail), and chi2_fit is None. When t is beyond every toy and the null has non-positive
+    For a test of several members (t one value per kernel width, and the excess scan) method is
+    MIN_P (p = (k + 1) / (n + 1) with k the null toys whose min_k p_k / s_k is at most the observed
+    one, s_k = w_k / sum(w) the member's share of the false-positive rate, equal without weights;
+    `member_p_values` holds the observed p-value of each member, `member_weights` the weights) or
+    MIN_P_EXTRAPOLATION (beyond every null toy: the Bonferroni bound min_k p_k / s_k over the
+    members whose null has an acceptable chi2 fit, with p_k from that fit's tail: the observed
+    statistic is at most any member's p_k / s_k; used when it is below the Clopper-Pearson upper
+    bound), and chi2_fit is None. When t is beyond every toy and the null has non-positive
     t values (no chi2 fit), method is UPPER_BOUND and p_value the Clopper-Pearson upper bound."""
 
     t: float | tuple[float, ...]
@@ -67,7 +71,8 @@ class Significance:
     method: str
     n_toys: int
     chi2_fit: Chi2Fit | None  # None for min-p, or when the null has non-positive t
-    width_p_values: tuple[float, ...] = ()
+    member_p_values: tuple[float, ...] = ()
+    member_weights: tuple[float, ...] = ()
 
     @property
     def is_extrapolated(self) -> bool:
@@ -81,25 +86,28 @@ class Significance:
     def __str__(self) -> str:
         """One line: t, p (with its Clopper-Pearson interval, or as a bound), how p was obtained and
         from how many null toys, and Z; the text every output of an analysis shows."""
-        widths = isinstance(self.t, tuple)
-        t = "(" + ", ".join(f"{value:.3f}" for value in self.t) + ")" if widths else f"{self.t:.3f}"
-        scope = f"min-p over {len(self.t)} widths, " if widths else ""
+        members = isinstance(self.t, tuple)
+        t = "(" + ", ".join(f"{value:.3f}" for value in self.t) + ")" if members else f"{self.t:.3f}"
+        weighted = "weighted " if len(set(self.member_weights)) > 1 else ""
+        scope = f"{weighted}min-p over {len(self.t)} members, " if members else ""
         if self.is_bound:
             return (f"t = {t}: p < {self.p_value:.3g} ({scope}upper bound: t beyond all {self.n_toys} null toys), "
                     f"Z > {self.z:.2f}")
         if self.is_extrapolated:
-            tail = f"Bonferroni bound from the {len(self.t)} widths' chi2 tails" if widths else "chi2 extrapolation"
+            tail = (f"Bonferroni bound over {len(self.t)} members from chi2 tails" if members
+                    else "chi2 extrapolation")
             return f"t = {t}: p = {self.p_value:.3g} ({tail} beyond all {self.n_toys} null toys), Z = {self.z:.2f}"
         return (f"t = {t}: p = {self.p_value:.3g}, interval [{self.p_low:.2g}, {self.p_high:.2g}] ({scope}empirical, "
                 f"{self.n_toys} null toys), Z = {self.z:.2f}")
 
 
 def _as_null_sample(t_null: object) -> np.ndarray:
-    """The null toys' t of a one-number statistic, (n,); InputError for one column per width."""
+    """The null toys' t of a one-number statistic, (n,); InputError for one column per member."""
     values = np.asarray(t_null, dtype=np.float64)
     if values.ndim == 2 and values.shape[1] > 1:
-        raise InputError(f"t_null has one column per width {values.shape} (a multi-scale null): calibrate it with one "
-                         "observed t per width (significance(t_per_width, t_null)), or select one width's column.")
+        raise InputError(f"t_null has one column per member {values.shape} (the null of a test of several members: "
+                         "kernel widths, the excess scan): calibrate it with one observed t per member "
+                         "(significance(result.t, t_null)), or select one member's column.")
     values = values.reshape(-1)
     if values.size < 2:
         raise InputError(f"t_null needs at least 2 null toys, got {values.size}.")
@@ -159,13 +167,18 @@ def empirical_p_value(t: float, t_null: object, confidence: float = 0.6827) -> t
 
 
 def significance(t: float | Sequence[float], t_null: object, confidence: float = 0.6827,
-                 extrapolate: bool = True) -> Significance:
-    """Calibrate an observed t against null toys (module docstring); for a multi-scale test, t has
-    one value per width and t_null is (n_toys, K): min-p over the widths (Significance).
+                 extrapolate: bool = True, weights: Sequence[float] | None = None) -> Significance:
+    """Calibrate an observed t against null toys (module docstring); for a test of several members, t
+    has one value per member and t_null is (n_toys, K): min-p over the members (Significance),
+    weighted by `weights` (one per member: min_k p_k / w_k; the default test's are its result's
+    member_weights, the scan weighted 3 : 1; None: equal weights).
     extrapolate=False never uses a chi2 tail (statistics without a chi2 null): beyond every null
     toy, p is the Clopper-Pearson upper bound."""
     if np.ndim(t) == 1:
-        return _min_p_significance(np.asarray(t, dtype=np.float64), t_null, confidence, extrapolate)
+        return _min_p_significance(np.asarray(t, dtype=np.float64), t_null, confidence, extrapolate, weights)
+    if weights is not None:
+        raise InputError(f"weights ({weights!r}) combine the members of a test of several members; this t is one "
+                         "number.")
     if not np.isfinite(t):
         raise InputError(f"observed t must be finite, got {t}.")
     values = _as_null_sample(t_null)
@@ -258,33 +271,43 @@ def combined_p_values(t_observed: object, t_null: object, combination: str = "mi
     gives setting k about the share w_k / sum(w) of the false-positive rate. Returns (m,)."""
     _, observed_p, null_p = _settings_p_values(t_observed, t_null)
     if weights is not None:
-        shares = np.asarray(weights, dtype=np.float64)
         if combination != "min-p":
             raise InputError(f"weights apply to the min-p combination only, got combination {combination!r}.")
-        if shares.shape != (observed_p.shape[1],) or not (np.isfinite(shares).all() and (shares > 0).all()):
-            raise InputError(f"weights must be {observed_p.shape[1]} positive finite numbers (one per setting), got "
-                             f"{weights!r}.")
+        shares = _weight_shares(weights, observed_p.shape[1])
         observed_p, null_p = observed_p / shares, null_p / shares
     return monte_carlo_p_value(_combination_exceeding(observed_p, null_p, combination), null_p.shape[0])
 
 
-def _min_p_significance(observed_t: np.ndarray, t_null: object, confidence: float, extrapolate: bool) -> Significance:
+def _weight_shares(weights: Sequence[float] | None, n_settings: int) -> np.ndarray:
+    """The weights of a weighted min-p normalised to sum to 1 (equal shares for None)."""
+    if weights is None:
+        return np.full(n_settings, 1.0 / n_settings)
+    shares = np.asarray(weights, dtype=np.float64)
+    if shares.shape != (n_settings,) or not (np.isfinite(shares).all() and (shares > 0).all()):
+        raise InputError(f"weights must be {n_settings} positive finite numbers (one per setting), got {weights!r}.")
+    return shares / shares.sum()
+
+
+def _min_p_significance(observed_t: np.ndarray, t_null: object, confidence: float, extrapolate: bool,
+                        weights: Sequence[float] | None) -> Significance:
     observed, observed_p, null_p = _settings_p_values(observed_t, t_null)
     observed, n_toys = observed[0], null_p.shape[0]
-    count = int(_combination_exceeding(observed_p, null_p, "min-p")[0])
+    shares = _weight_shares(weights, observed.size)
+    count = int(_combination_exceeding(observed_p / shares, null_p / shares, "min-p")[0])
     interval = stats.binomtest(count, n_toys).proportion_ci(confidence_level=confidence, method="exact")
     p_value, method = monte_carlo_p_value(count, n_toys), MIN_P
     if count == 0:
         null = np.asarray(t_null, dtype=np.float64)
         fits = [_chi2_fit_or_none(null[:, column]) for column in range(observed.size)]
-        if not (extrapolate and all(_extends_tail(fit) for fit in fits)):
-            p_value, method = float(interval.high), UPPER_BOUND
-        else:
-            tails = [stats.chi2.sf(value, fit.dof) for value, fit in zip(observed, fits)]
-            p_value, method = min(1.0, observed.size * float(min(tails))), MIN_P_EXTRAPOLATION
+        bounds = [stats.chi2.sf(value, fit.dof) / share for value, fit, share in zip(observed, fits, shares)
+                  if _extends_tail(fit)]
+        bound = float(min(bounds)) if extrapolate and bounds else np.inf
+        p_value, method = (bound, MIN_P_EXTRAPOLATION) if bound < interval.high else (float(interval.high),
+                                                                                     UPPER_BOUND)
     return Significance(t=tuple(float(value) for value in observed), p_value=p_value, p_low=float(interval.low),
                         p_high=float(interval.high), z=z_score(p_value), method=method, n_toys=n_toys,
-                        chi2_fit=None, width_p_values=tuple(float(p) for p in observed_p[0]))
+                        chi2_fit=None, member_p_values=tuple(float(p) for p in observed_p[0]),
+                        member_weights=() if weights is None else tuple(float(weight) for weight in weights))
 
 
 def combine_settings(t_observed: object, t_null: object) -> CombinedSignificance:

@@ -10,6 +10,12 @@ or by alternating a backend fit with offsets log r(nu) and a minimisation over n
 until nu moves by less than `nuisance_tol` sigma (KernelNPLM). Both start from the Delta fit's nu.
 Without nuisances t = tau and Delta = 0. The result records the backend, its hyperparameters,
 nu_hat of both terms and the iteration count, so that every t can be traced to how it was obtained.
+
+The default test (a backend whose kernel width is not fixed, no nuisances) has two members,
+calibrated together by a weighted min-p on null toys of the same test: the full model at the width
+found at the 0.9 quantile of pairwise reference distances, and the backend's scan for a local
+excess (the contract's excess_scan: for the kernel, the NPLM loss of one kernel function at a
+time), weighted DEFAULT_SCAN_WEIGHT : 1 against each width.
 """
 
 from __future__ import annotations
@@ -34,9 +40,12 @@ from ..nuisance import NuisanceFit, NuisanceModel, NuisanceTerms
 ANDERSON_DEPTH = 3
 #: tau may fall below Delta by this much (relative to max(1, |Delta|)) from rounding alone.
 TAU_BELOW_DELTA_TOLERANCE = 1e-6
-#: The kernel widths of a multi-scale test, as quantiles of pairwise reference distances, when the
+#: The kernel widths of the default test, as quantiles of pairwise reference distances, when the
 #: backend's width is not fixed (multi_scale_widths).
-DEFAULT_WIDTH_QUANTILES = (0.5, 0.9)
+DEFAULT_WIDTH_QUANTILES = (0.9,)
+#: The excess scan's weight in the default test's min-p, against 1 for each kernel width (min_k p_k /
+#: w_k: with one width the scan holds about 3/4 of the false-positive rate).
+DEFAULT_SCAN_WEIGHT = 3.0
 #: Widths found on a reference closer than this (relative) are one width: the test would fit it twice.
 WIDTH_RESOLUTION = 1e-6
 
@@ -61,6 +70,9 @@ class NPLMResult:
     nuisance_iterations: int = 0
     nuisance_converged: bool = True
     batch_warnings: tuple[str, ...] = ()
+
+    #: A single t is calibrated alone (significance() takes no weights for it).
+    member_weights = None
 
     @property
     def converged(self) -> bool | None:
@@ -91,20 +103,37 @@ class NPLMResult:
 
 @dataclass(frozen=True)
 class MultiScaleResult:
-    """A multi-scale test: one NPLMResult per kernel width (`widths`, the backend's width setting), all on
-    the same data. `t` is the vector of their t (one per width); calibrated jointly against null
-    toys of the same test by calibration.significance (min-p over the widths)."""
+    """A test of several members on the same data: one NPLMResult per kernel width (`widths`, the
+    backend's width setting) and, in the default test, the backend's excess scan (its outcome and
+    wall time in seconds) as the last member. `t` is the vector of their t (one per member, in the
+    order of `members`); calibrated jointly against null toys of the same test by
+    calibration.significance (min-p over the members)."""
 
     widths: tuple[float, ...]
     results: tuple[NPLMResult, ...]
+    excess_scan: Any = None
+    excess_scan_time: float = 0.0
+    scan_weight: float = DEFAULT_SCAN_WEIGHT
+
+    @property
+    def member_weights(self) -> tuple[float, ...] | None:
+        """The weights of the members in the min-p that calibrates t (significance(..., weights=)):
+        1 per width and scan_weight for the scan; None (equal) without a scan."""
+        return (1.0,) * len(self.widths) + (self.scan_weight,) if self.excess_scan else None
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """What each entry of t is: 'width <sigma>' per kernel width, then 'excess scan'."""
+        return tuple(f"width {width:.3g}" for width in self.widths) + (("excess scan",) if self.excess_scan else ())
 
     @property
     def t(self) -> np.ndarray:
-        return np.array([result.t for result in self.results])
+        return np.array([result.t for result in self.results] + ([self.excess_scan.t] if self.excess_scan else []))
 
     @property
     def tau(self) -> np.ndarray:
-        return np.array([result.tau for result in self.results])
+        """tau per member (the scan's is its t: it takes no nuisances)."""
+        return np.array([result.tau for result in self.results] + ([self.excess_scan.t] if self.excess_scan else []))
 
     @property
     def delta(self) -> float:
@@ -127,7 +156,7 @@ class MultiScaleResult:
 
     @property
     def wall_time(self) -> float:
-        return sum(result.wall_time for result in self.results)
+        return sum(result.wall_time for result in self.results) + self.excess_scan_time
 
     @property
     def unsupported_events(self) -> list[int]:
@@ -150,15 +179,19 @@ class MultiScaleResult:
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
-        return {**self.results[0].hyperparameters, role_setting(self.estimator, "width"): list(self.widths)}
+        """The first width's hyperparameters with every width, and the scan's settings."""
+        scan = {"excess_scan": describe(self.estimator.excess_scan())} if self.excess_scan else {}
+        return {**self.results[0].hyperparameters, role_setting(self.estimator, "width"): list(self.widths), **scan}
 
     def row_fields(self) -> dict[str, Any]:
-        """What a campaign stores of this test: t and tau per width (lists)."""
+        """What a campaign stores of this test: t and tau per member (lists), the widths, and the
+        scan's details (where its largest excess is)."""
+        scan = {"excess_scan": self.excess_scan.details()} if self.excess_scan else {}
         return {"t": self.t.tolist(), "tau": self.tau.tolist(), "delta": self.delta, "widths": list(self.widths),
                 "nu_hat_tau": [result.nu_hat_tau.tolist() for result in self.results],
                 "nu_hat_delta": self.results[0].nu_hat_delta.tolist(),
                 "nuisance_iterations": sum(result.nuisance_iterations for result in self.results),
-                "converged": self.converged, "unsupported_events": self.unsupported_events}
+                "converged": self.converged, "unsupported_events": self.unsupported_events, **scan}
 
 
 def backend_identity(backend: BaseEstimator) -> dict[str, Any]:
@@ -199,16 +232,24 @@ class NPLMTest:
         MultiScaleResult whose t has one entry per width; significance() calibrates it by min-p over
         the widths on null toys of the same test. None: the widths come from width_quantiles.
     width_quantiles : without widths, and when the backend has a kernel width that is not fixed (e.g.
-        KernelNPLM() with sigma=None), the test is multi-scale with the backend's widths at these
-        quantiles of pairwise reference distances (its reference_widths), found on each run's
-        reference: the default test, the same in Python, `nplm test`, `nplm toys` and `nplm run`.
-        None or (): one fit with the backend's own width. A backend without a kernel width (the NN)
-        or with a fixed one always fits once.
+        KernelNPLM() with sigma=None), one fit per width at these quantiles of pairwise reference
+        distances (the backend's reference_widths), found on each run's reference. None or (): one
+        fit with the backend's own width. A backend without a kernel width (the NN) or with a fixed
+        one always fits once.
+    excess_scan : when the test finds its widths (width_quantiles) and has no nuisances, also run
+        the backend's scan for a local excess (the contract's optional excess_scan) as a member of
+        the min-p. With the defaults this is the default test, the same in Python, `nplm test`,
+        `nplm toys` and `nplm run`: the full model at the 0.9 quantile and the scan (a
+        MultiScaleResult of two members). With nuisances (the scan takes none) the default is the
+        one fit at the 0.9 quantile.
+    scan_weight : the scan's weight in the min-p against 1 for each width (the result's
+        member_weights; part of the test's identity).
     """
 
     def __init__(self, backend: BaseEstimator, nuisances: NuisanceModel | None = None,
                  nuisance_tol: float = 1e-3, max_alternations: int = 30, widths: Sequence[float] | None = None,
-                 width_quantiles: Sequence[float] | None = DEFAULT_WIDTH_QUANTILES):
+                 width_quantiles: Sequence[float] | None = DEFAULT_WIDTH_QUANTILES, excess_scan: bool = True,
+                 scan_weight: float = DEFAULT_SCAN_WEIGHT):
         missing = contract_gaps(backend)
         if missing:
             raise ConfigurationError(
@@ -229,16 +270,26 @@ class NPLMTest:
                 raise ConfigurationError(f"widths need a backend with a kernel width; {type(backend).__name__} has "
                                          "none.")
         quantiles = tuple(float(quantile) for quantile in (width_quantiles or ()))
-        if quantiles and (len(quantiles) < 2 or len(set(quantiles)) != len(quantiles)
-                          or not all(0.0 < quantile < 1.0 for quantile in quantiles)):
-            raise ConfigurationError(f"width_quantiles must list at least 2 different quantiles in (0, 1), or be None "
-                                     f"for one width; got {width_quantiles}.")
+        if quantiles and (len(set(quantiles)) != len(quantiles) or not all(0.0 < quantile < 1.0
+                                                                             for quantile in quantiles)):
+            raise ConfigurationError(f"width_quantiles must list different quantiles in (0, 1), or be None for the "
+                                     f"backend's own width; got {width_quantiles}.")
+        if not isinstance(excess_scan, (bool, np.bool_)):
+            raise ConfigurationError(f"excess_scan must be True or False, got {excess_scan!r}.")
+        check_positive_number(scan_weight, "scan_weight")
         self.widths = widths
         self.width_quantiles = quantiles or None
         self.backend = backend
         self.nuisances = nuisances
         self.nuisance_tol = float(nuisance_tol)
         self.max_alternations = int(max_alternations)
+        self.excess_scan = bool(excess_scan)
+        self.scan_weight = float(scan_weight)
+        #: The scan of this test (found with its widths on the reference), or None; its reference
+        #: preparation, kept for one reference at a time ({reference digest: prepared}).
+        self._scan = (backend.excess_scan() if self.excess_scan and nuisances is None and self.finds_widths
+                      and hasattr(backend, "excess_scan") else None)
+        self._prepared_scan: dict[str, Any] = {}
 
     def with_quiet_fits(self) -> NPLMTest:
         """This test with its backend's per-fit progress bar (the contract's progress role) off: a
@@ -268,7 +319,7 @@ class NPLMTest:
         except ConfigurationError as error:
             raise ConfigurationError(f"the default test's kernel widths cannot be found on this reference: {error} "
                                      f"Or {advice}.") from error
-        if np.any(np.diff(widths) <= WIDTH_RESOLUTION * np.asarray(widths[1:])):
+        if len(widths) > 1 and np.any(np.diff(widths) <= WIDTH_RESOLUTION * np.asarray(widths[1:])):
             raise ConfigurationError(f"the quantiles {list(self.width_quantiles)} of pairwise reference distances give "
                                      f"the same kernel width ({widths}): the reference takes few distinct values. "
                                      f"Give other width_quantiles or widths, or {advice}.")
@@ -296,7 +347,8 @@ class NPLMTest:
         widths = None if self.widths is None else list(self.widths)
         if widths is None and self.finds_widths:
             widths = {"reference_quantiles": list(self.width_quantiles)}
-        return {"backend": backend, "nuisances": nuisances, "reference": reference, "widths": widths}
+        scan = {} if self._scan is None else {"excess_scan": describe(self._scan), "scan_weight": self.scan_weight}
+        return {"backend": backend, "nuisances": nuisances, "reference": reference, "widths": widths, **scan}
 
     def run(self, x_data: np.ndarray, x_ref: np.ndarray, w_ref: float | np.ndarray,
             central_values: np.ndarray | None = None) -> NPLMResult | MultiScaleResult:
@@ -309,10 +361,29 @@ class NPLMTest:
             raise ConfigurationError("central_values were given but this NPLMTest has no nuisances.")
         if self.finds_widths:
             return self.for_reference(x_ref, w_ref).run(x_data, x_ref, w_ref, central_values)
-        if self.widths is None:
-            return self._run(self.backend, x_data, x_ref, w_ref, central_values)
-        return MultiScaleResult(self.widths, tuple(
-            self._run(backend, x_data, x_ref, w_ref, central_values) for backend in self._backends()))
+        results = tuple(self._run(backend, x_data, x_ref, w_ref, central_values) for backend in self._backends())
+        return self._combined(results, x_data, x_ref, w_ref)
+
+    @property
+    def single_fit(self) -> bool:
+        """Whether a run is one fit (an NPLMResult): no widths, or one width and no scan."""
+        return self.widths is None or (len(self.widths) == 1 and self._scan is None)
+
+    def _combined(self, results: tuple[NPLMResult, ...], x_data, x_ref, w_ref) -> NPLMResult | MultiScaleResult:
+        """The run's result from its fits (one per width): the fit itself for a single fit, else the
+        MultiScaleResult with the scan of the same data."""
+        if self.single_fit:
+            return results[0]
+        if self._scan is None:
+            return MultiScaleResult(self.widths, results)
+        start = time.perf_counter()
+        samples = validate_samples(x_data, x_ref, w_ref, owner="NPLMTest", warn_sample_size=False)
+        key = sample_digest(samples.x_ref, samples.w_ref)["blake2b"]
+        if key not in self._prepared_scan:
+            self._prepared_scan.clear()  # one reference at a time
+            self._prepared_scan[key] = self._scan.prepare(samples.x_ref, samples.w_ref)
+        outcome = self._scan.scan(samples.x_data, self._prepared_scan[key])
+        return MultiScaleResult(self.widths, results, outcome, time.perf_counter() - start, self.scan_weight)
 
     def _backends(self) -> list[BaseEstimator]:
         """The backend, or one clone per width of a multi-scale test."""
@@ -327,10 +398,14 @@ class NPLMTest:
         return bool(self.backend.fits_batches) and self.nuisances is None
 
     @property
-    def t_floor(self) -> float | None:
+    def t_floor(self) -> float | list[float | None] | None:
         """The lowest t a run can give (None: no bound known): the backend's `t_floor` without
-        nuisances; with them t = tau - Delta may lie slightly below it."""
-        return None if self.nuisances is not None else getattr(self.backend, "t_floor", None)
+        nuisances (with them t = tau - Delta may lie slightly below it); with the excess scan, one
+        per member: the backend's per width, None for the scan (its t can be negative)."""
+        floor = None if self.nuisances is not None else getattr(self.backend, "t_floor", None)
+        if floor is None or self._scan is None:
+            return floor
+        return None if self.widths is None else [floor] * len(self.widths) + [None]
 
     def run_batch(self, x_data: Sequence[np.ndarray], x_ref: np.ndarray,
                   w_ref: float | np.ndarray) -> list[NPLMResult | MultiScaleResult]:
@@ -355,9 +430,8 @@ class NPLMTest:
                 results.append(replace(self._result(estimator, estimator.t_, 0.0, time.perf_counter() - share),
                                        batch_warnings=tuple(warning_text(record) for record in records)))
             per_backend.append(results)
-        if self.widths is None:
-            return per_backend[0]
-        return [MultiScaleResult(self.widths, tuple(results)) for results in zip(*per_backend)]
+        per_sample = zip(zip(*per_backend), x_data)
+        return [self._combined(tuple(results), sample, x_ref, w_ref) for results, sample in per_sample]
 
     def _run(self, backend: BaseEstimator, x_data, x_ref, w_ref, central_values) -> NPLMResult:
         start = time.perf_counter()
@@ -449,6 +523,16 @@ def _anderson_step(inputs: np.ndarray, images: np.ndarray) -> np.ndarray:
     residual_steps, image_steps = np.diff(residuals, axis=0).T, np.diff(images, axis=0).T
     gamma = np.linalg.lstsq(residual_steps, residuals[-1], rcond=None)[0]
     return images[-1] - image_steps @ gamma
+
+
+def stored_member_weights(identity: dict[str, Any] | None, n_members: int) -> tuple[float, ...] | None:
+    """The member weights of a stored campaign's test (its identity, as NPLMTest.identity writes it
+    under "test"), for n_members t per toy: 1 per width and the scan's weight last; None (equal)
+    for a test without the scan."""
+    test = (identity or {}).get("test") or {}
+    if "scan_weight" not in test:
+        return None
+    return (1.0,) * (n_members - 1) + (float(test["scan_weight"]),)
 
 
 def multi_scale_widths(backend: BaseEstimator, x_ref: np.ndarray, w_ref: float | np.ndarray,

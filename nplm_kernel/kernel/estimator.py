@@ -49,6 +49,7 @@ from ..solver import (
     shared_sample_size,
     solve,
 )
+from .excess_scan import ExcessScan
 from .geometry import default_n_centers, kernel_width, nystrom_centers, reference_widths, uniform_candidates
 from .memory import DEFAULT_MEMORY_BUDGET, MemoryBudget, reference_cache
 
@@ -533,6 +534,11 @@ class KernelNPLM(BaseEstimator):
         (standardised when `standardize`): the contract's width capability."""
         reference = validate_samples(x_ref[:1], x_ref, w_ref, owner="KernelNPLM", warn_sample_size=False)
         return reference_widths(reference.x_ref, reference.w_ref, quantiles, self.standardize)
+
+    def excess_scan(self) -> ExcessScan:
+        """The scan for a local excess that the default test adds to this model (the contract's
+        optional excess_scan): one kernel function at a time, over centres and widths."""
+        return ExcessScan()
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """f(x) = sum_m alpha_m k(x, c_m) for x of shape (n, d) in input units; float64 (n,)."""

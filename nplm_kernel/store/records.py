@@ -226,17 +226,18 @@ def _toy_problem(row: Any) -> str | None:
     return None
 
 
-def t_floor_problem(t: float | list[float], floor: float | None, n_data: Any) -> str | None:
+def t_floor_problem(t: float | list[float], floor: float | list[float | None] | None, n_data: Any) -> str | None:
     """Why a successful t cannot come from a test whose t is never below `floor` (None when it can,
-    or when the test has no floor): a value below floor - T_FLOOR_TOLERANCE (1 + N_D)."""
-    if floor is None:
-        return None
-    lowest = min(t) if isinstance(t, list) else t
+    or when the test has no floor): a value below floor - T_FLOOR_TOLERANCE (1 + N_D). A test of
+    several members has one floor per member (None for a member without one, e.g. the excess scan)."""
+    values = t if isinstance(t, list) else [t]
+    floors = floor if isinstance(floor, list) else [floor] * len(values)
     size = n_data if isinstance(n_data, int) and not isinstance(n_data, bool) and n_data >= 0 else 0
-    if lowest >= floor - T_FLOOR_TOLERANCE * (1 + size):
-        return None
-    return (f"t = {lowest!r} is below {floor!r}, the lowest t this test can give (its loss is minimised from f = 0); "
-            "no fit of this campaign wrote it")
+    for value, lowest in zip(values, floors):
+        if lowest is not None and value < lowest - T_FLOOR_TOLERANCE * (1 + size):
+            return (f"t = {value!r} is below {lowest!r}, the lowest t this test can give (its loss is minimised from "
+                    "f = 0); no fit of this campaign wrote it")
+    return None
 
 
 def _belonging_problem(row: dict[str, Any], header: dict[str, Any], n_toys: int | None) -> str | None:
@@ -509,6 +510,11 @@ def verify_identity(path: str | os.PathLike, content: StoreContent, identity: di
             elif key.endswith(".widths") and isinstance(stored_value, list) and value is None:
                 hint += ("\nThe store holds the default test, with one fit per kernel width; this run fits one width. "
                          "Drop width_quantiles=None (--width-quantiles none) and the fixed width to resume it.")
+            elif ".excess_scan." in key and stored_value is None and "excess scan" not in hint:
+                hint += ("\nThe store holds a test without the excess scan (e.g. the previous default test, the widths "
+                         "at quantiles 0.5 and 0.9); this run's test has it. To resume the store, pass "
+                         "width_quantiles=(0.5, 0.9), excess_scan=False (--width-quantiles 0.5,0.9 --no-excess-scan; "
+                         "nplm run: test: {width_quantiles: [0.5, 0.9], excess_scan: false}).")
         raise CampaignMismatchError(
             f"{path} holds toys of another {what}; it was left untouched. What differs:\n  "
             + format_differences(differences, "the store", "this run")

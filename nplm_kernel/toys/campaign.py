@@ -34,7 +34,7 @@ from ..core.exceptions import ConfigurationError, FitError, InputError
 from ..core.identity import describe
 from ..core.samples import check_positive_integer
 from ..core.version import MAJOR
-from ..inference import NPLMTest
+from ..inference import NPLMTest, stored_member_weights
 from ..store import (
     STATUS_OK,
     Shard,
@@ -68,6 +68,13 @@ class CampaignResult:
     @property
     def t(self) -> np.ndarray:
         return t_values(self.rows)
+
+    @property
+    def member_weights(self) -> tuple[float, ...] | None:
+        """The weights of the test's members in its min-p, from the campaign identity (the default
+        test's scan weighted against its widths); None: equal weights, or one t per toy."""
+        values = self.t
+        return None if values.ndim < 2 else stored_member_weights(self.identity, values.shape[1])
 
     @property
     def n_failed(self) -> int:

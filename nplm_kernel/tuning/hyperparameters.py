@@ -98,8 +98,8 @@ def _recommend(rows: list[ScanRow]) -> tuple[ScanRow | None, str]:
               f"{chosen.sigma:.3f} (the {chosen.sigma_quantile:g} quantile of pairwise reference distances) and "
               f"M = {chosen.n_centers}: probe median Z {chosen.probe_median_z:.2f}, the cheapest setting within one "
               f"standard error of the best ({best.probe_median_z:.2f} ± {best.probe_z_error:.2f}). Several widths can "
-              "also be combined in one calibrated test: NPLMTest(widths=...) (the default test does so when sigma is "
-              "not fixed).")
+              "also be combined in one calibrated test: NPLMTest(widths=...) (the default test, when sigma is not "
+              "fixed, combines the 0.9 quantile's fit with the excess scan).")
     return chosen, reason
 
 
