@@ -93,12 +93,12 @@ print(f"largest local excess at x = {observed.excess_scan.excess_center[0]:.3f}"
 # the store), calibrated empirically, with the chi2 tail only beyond the last toy (and labelled).
 # Both figures show this one result: the data against the reference reweighted by e^f and the
 # learned f of the full model, which the benchmark can compare with the true log-ratio, and the
-# null toys of the member that sees the data most (the smallest p).
+# null toys of the member that drives the combination (the smallest p / weight).
 
 # %%
 null = run_toys(test, toys, x_ref, w_ref, n_toys=N_TOYS, seed=7, executor=None, store=OUT / "kernel_null.jsonl")
 kernel = significance(observed.t, null.t, weights=observed.member_weights)
-best = int(np.argmin(kernel.member_p_values))
+best = int(np.argmin(np.divide(kernel.member_p_values, observed.member_weights)))
 shown = observed.results[0].estimator
 save_model(shown, OUT / "kernel_model.npz")
 plot_learned_f(shown, x_data, x_ref, w_ref, OUT / "learned_f.png", names=["x"], result=kernel,

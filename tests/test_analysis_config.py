@@ -66,7 +66,8 @@ def test_nplm_run_does_the_study_records_provenance_and_resumes(analysis, capsys
     result = json.loads((out / "result.json").read_text())
     provenance = json.loads((out / "provenance.json").read_text())
     # sigma not fixed: the full model at the 0.9 quantile of pairwise distances and the excess scan, by min-p
-    assert len(result["t"]) == 2 and len(result["widths"]) == 1 and "excess_center" in result["excess_scan"] and min(result["t"]) > 30 and result["method"] in (MIN_P, MIN_P_EXTRAPOLATION)
+    assert len(result["t"]) == 2 and len(result["widths"]) == 1 and "excess_center" in result["excess_scan"]
+    assert result["members"][1] == "excess scan" and result["member_weights"] == [1.0, 3.0] and min(result["t"]) > 30 and result["method"] in (MIN_P, MIN_P_EXTRAPOLATION)
     assert result["n_toys"] == 6 and set(result["plots"]) == {"f.png", "null.png"}
     assert provenance["package_version"] == __import__("nplm_kernel").__version__
     assert (out / "config.yaml").read_text() == CONFIG

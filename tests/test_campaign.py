@@ -279,6 +279,10 @@ def test_the_default_test_is_the_full_model_at_the_09_quantile_and_the_excess_sc
     with pytest.raises(CampaignMismatchError, match="without the excess scan.*--no-excess-scan"):
         run_toys(NPLMTest(KernelNPLM(n_centers=30), width_quantiles=(0.5, 0.9)), BENCHMARK.data, x_ref, w_ref,
                  n_toys=2, seed=2, executor=None, store=tmp_path / "previous.jsonl", progress=False)
+    with pytest.raises(CampaignMismatchError, match="without the excess scan"):  # nplm test --null's check
+        CampaignResult.from_store(tmp_path / "previous.jsonl", default, x_ref, w_ref)
+    in_memory = run_toys(default, BENCHMARK.data, x_ref, w_ref, n_toys=2, seed=2, executor=None, progress=False)
+    assert in_memory.member_weights == (1.0, 3.0)  # a campaign without a store knows its weights too
     for one_fit in (NPLMTest(KernelNPLM(n_centers=30, sigma=1.0)), NPLMTest(KernelNPLM(n_centers=30), width_quantiles=None),
                     NPLMTest(NNNPLM(epochs=5))):
         assert not one_fit.finds_widths and one_fit.for_reference(x_ref, w_ref) is one_fit

@@ -193,6 +193,10 @@ def test_min_p_beyond_every_toy_extrapolates_only_from_members_with_a_chi2_null(
     assert no_chi2.method == UPPER_BOUND and no_chi2.is_bound
     weighted = significance(np.array([70.0, 40.0]), null, weights=[1.0, 3.0])  # the width holds 1/4 of the rate
     assert weighted.p_value == pytest.approx(4 * stats.chi2.sf(70.0, dof)) and weighted.member_weights == (1.0, 3.0)
+    # only the full model is beyond its toys: the scan's top toys keep the weighted min-p inside the null,
+    # where the toys alone would give p = 3 / (n + 1); the width's own tail still speaks
+    only_width = significance(np.array([70.0, 0.0]), null, weights=[1.0, 3.0])
+    assert only_width.method == MIN_P_EXTRAPOLATION and only_width.p_value == pytest.approx(4 * stats.chi2.sf(70.0, dof))
 
 
 def test_the_weighted_min_p_of_significance_is_combined_p_values_and_says_so(rng):

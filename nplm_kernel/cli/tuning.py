@@ -22,12 +22,11 @@ def _listed(values) -> str:
 
 
 def _scan_arguments(scan: argparse.ArgumentParser) -> None:
-    from ..inference import DEFAULT_WIDTH_QUANTILES
-    from ..tuning import DEFAULT_N_CENTERS_GRID, DEFAULT_PENALTIES_GRID
+    from ..tuning import DEFAULT_N_CENTERS_GRID, DEFAULT_PENALTIES_GRID, DEFAULT_SIGMA_QUANTILES_GRID
 
     options.add_sample_options(scan, choose_backend=False)  # the scan's grid is the kernel's; its other settings apply
-    scan.add_argument("--sigma-quantiles", default=_listed(DEFAULT_WIDTH_QUANTILES),
-                      help=f"pairwise-distance quantiles (default {_listed(DEFAULT_WIDTH_QUANTILES)})")
+    scan.add_argument("--sigma-quantiles", default=_listed(DEFAULT_SIGMA_QUANTILES_GRID),
+                      help=f"pairwise-distance quantiles (default {_listed(DEFAULT_SIGMA_QUANTILES_GRID)})")
     scan.add_argument("--n-centers-grid", default=_listed(DEFAULT_N_CENTERS_GRID),
                       help=f"M values (default {_listed(DEFAULT_N_CENTERS_GRID)})")
     scan.add_argument("--penalties", default=_listed(DEFAULT_PENALTIES_GRID),

@@ -31,8 +31,8 @@ UPPER_BOUND = ("Clopper-Pearson upper bound (t beyond every null toy, and no chi
                "acceptable chi2 fit, KS p >= 0.01 on positive t, or a statistic without a chi2 null): the true p is "
                "smaller, Z larger")
 MIN_P = "min-p over the members, calibrated on the null toys"
-MIN_P_EXTRAPOLATION = ("Bonferroni bound min_k p_k / s_k over the members with a fitted chi2 tail (s_k: the member's "
-                       "share of the false-positive rate; extrapolation: the min-p is below every null toy's)")
+MIN_P_EXTRAPOLATION = ("Bonferroni bound p_k / s_k from a member's fitted chi2 tail (s_k: its share of the "
+                       "false-positive rate; extrapolation: t of that member, or the min-p, beyond every null toy)")
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,13 @@ class Significance:
     MIN_P (p = (k + 1) / (n + 1) with k the null toys whose min_k p_k / s_k is at most the observed
     one, s_k = w_k / sum(w) the member's share of the false-positive rate, equal without weights;
     `member_p_values` holds the observed p-value of each member, `member_weights` the weights) or
-    MIN_P_EXTRAPOLATION (beyond every null toy: the Bonferroni bound min_k p_k / s_k over the
-    members whose null has an acceptable chi2 fit, with p_k from that fit's tail: the observed
-    statistic is at most any member's p_k / s_k; used when it is below the Clopper-Pearson upper
-    bound), and chi2_fit is None. When t is beyond every toy and the null has non-positive
+    MIN_P_EXTRAPOLATION: the Bonferroni bound min_k p_k / s_k, with p_k from the fitted chi2 tail
+    of member k (an acceptable fit), over the members beyond every one of their null toys, or over
+    all members when the combined statistic is beyond every toy's (the true p is at most p_k / s_k
+    for any k: the observed statistic is at most p_k / s_k, and P(min_j P_j / s_j <= c) <= c);
+    used when it is below what the toys alone give (the empirical p, or the Clopper-Pearson upper
+    bound beyond every toy). A member that alone is far beyond its toys then shows its evidence
+    even when another member's toys hold most of the false-positive rate. chi2_fit is None. When t is beyond every toy and the null has non-positive
     t values (no chi2 fit), method is UPPER_BOUND and p_value the Clopper-Pearson upper bound."""
 
     t: float | tuple[float, ...]
@@ -296,14 +299,19 @@ def _min_p_significance(observed_t: np.ndarray, t_null: object, confidence: floa
     count = int(_combination_exceeding(observed_p / shares, null_p / shares, "min-p")[0])
     interval = stats.binomtest(count, n_toys).proportion_ci(confidence_level=confidence, method="exact")
     p_value, method = monte_carlo_p_value(count, n_toys), MIN_P
-    if count == 0:
-        null = np.asarray(t_null, dtype=np.float64)
-        fits = [_chi2_fit_or_none(null[:, column]) for column in range(observed.size)]
+    null = np.asarray(t_null, dtype=np.float64)
+    beyond = observed > null.max(axis=0)  # members whose own p is only bounded by the toys
+    if count == 0 or beyond.any():
+        fits = [_chi2_fit_or_none(null[:, column]) if count == 0 or beyond[column] else None
+                for column in range(observed.size)]
         bounds = [stats.chi2.sf(value, fit.dof) / share for value, fit, share in zip(observed, fits, shares)
                   if _extends_tail(fit)]
         bound = float(min(bounds)) if extrapolate and bounds else np.inf
-        p_value, method = (bound, MIN_P_EXTRAPOLATION) if bound < interval.high else (float(interval.high),
-                                                                                     UPPER_BOUND)
+        limit = float(interval.high) if count == 0 else p_value  # what the toys alone say
+        if bound < limit:
+            p_value, method = bound, MIN_P_EXTRAPOLATION
+        elif count == 0:
+            p_value, method = float(interval.high), UPPER_BOUND
     return Significance(t=tuple(float(value) for value in observed), p_value=p_value, p_low=float(interval.low),
                         p_high=float(interval.high), z=z_score(p_value), method=method, n_toys=n_toys,
                         chi2_fit=None, member_p_values=tuple(float(p) for p in observed_p[0]),

@@ -71,7 +71,8 @@ class NPLMResult:
     nuisance_converged: bool = True
     batch_warnings: tuple[str, ...] = ()
 
-    #: A single t is calibrated alone (significance() takes no weights for it).
+    #: A single t is calibrated alone: no members, and no weights for significance().
+    members = ()
     member_weights = None
 
     @property
@@ -379,10 +380,12 @@ class NPLMTest:
         start = time.perf_counter()
         samples = validate_samples(x_data, x_ref, w_ref, owner="NPLMTest", warn_sample_size=False)
         key = sample_digest(samples.x_ref, samples.w_ref)["blake2b"]
-        if key not in self._prepared_scan:
+        prepared = self._prepared_scan.get(key)  # read once: another thread may replace the entry
+        if prepared is None:
+            prepared = self._scan.prepare(samples.x_ref, samples.w_ref)
             self._prepared_scan.clear()  # one reference at a time
-            self._prepared_scan[key] = self._scan.prepare(samples.x_ref, samples.w_ref)
-        outcome = self._scan.scan(samples.x_data, self._prepared_scan[key])
+            self._prepared_scan[key] = prepared
+        outcome = self._scan.scan(samples.x_data, prepared)
         return MultiScaleResult(self.widths, results, outcome, time.perf_counter() - start, self.scan_weight)
 
     def _backends(self) -> list[BaseEstimator]:
@@ -405,7 +408,7 @@ class NPLMTest:
         floor = None if self.nuisances is not None else getattr(self.backend, "t_floor", None)
         if floor is None or self._scan is None:
             return floor
-        return None if self.widths is None else [floor] * len(self.widths) + [None]
+        return [floor] * len(self.widths or self.width_quantiles) + [None]
 
     def run_batch(self, x_data: Sequence[np.ndarray], x_ref: np.ndarray,
                   w_ref: float | np.ndarray) -> list[NPLMResult | MultiScaleResult]:

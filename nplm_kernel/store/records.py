@@ -503,14 +503,15 @@ def verify_identity(path: str | os.PathLike, content: StoreContent, identity: di
                     "by their code), which cannot tell two functions of one name apart: start a new store, and give "
                     "generator_name='...' to name the generator yourself.")
         for key, stored_value, value in differences:
-            if key.endswith(".widths") and stored_value is None and isinstance(value, list):
+            names = key.split(".")  # "test.widths" for a campaign, "widths" for its test alone
+            if names[-1] == "widths" and stored_value is None and isinstance(value, list):
                 hint += ("\nThe store holds a one-width test; this run is the default test, which fits the kernel "
                          "widths found on the reference. For one width, pass width_quantiles=None (--width-quantiles "
                          "none in nplm test and nplm toys) or fix the width (sigma).")
-            elif key.endswith(".widths") and isinstance(stored_value, list) and value is None:
+            elif names[-1] == "widths" and isinstance(stored_value, list) and value is None:
                 hint += ("\nThe store holds the default test, with one fit per kernel width; this run fits one width. "
                          "Drop width_quantiles=None (--width-quantiles none) and the fixed width to resume it.")
-            elif ".excess_scan." in key and stored_value is None and "excess scan" not in hint:
+            elif "excess_scan" in names and stored_value is None and "excess scan" not in hint:
                 hint += ("\nThe store holds a test without the excess scan (e.g. the previous default test, the widths "
                          "at quantiles 0.5 and 0.9); this run's test has it. To resume the store, pass "
                          "width_quantiles=(0.5, 0.9), excess_scan=False (--width-quantiles 0.5,0.9 --no-excess-scan; "

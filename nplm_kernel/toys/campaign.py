@@ -72,7 +72,8 @@ class CampaignResult:
     @property
     def member_weights(self) -> tuple[float, ...] | None:
         """The weights of the test's members in its min-p, from the campaign identity (the default
-        test's scan weighted against its widths); None: equal weights, or one t per toy."""
+        test's scan weighted against its widths; every campaign has one, with or without a store);
+        None: equal weights, or one t per toy."""
         values = self.t
         return None if values.ndim < 2 else stored_member_weights(self.identity, values.shape[1])
 
@@ -234,9 +235,10 @@ def run_toys(
                        "tolerance, not bit for bit", store, stored_execution, execution)
     writer = None
     content = StoreContent(None, (), ())
+    identity = campaign_identity(test, generator, x_ref, w_ref, seed, generator_name)  # with or without a store
     if store is not None:
-        writer = StoreWriter(store, campaign_identity(test, generator, x_ref, w_ref, seed, generator_name),
-                             n_toys=n_toys, shard=part, execution=execution, t_floor=getattr(test, "t_floor", None))
+        writer = StoreWriter(store, identity, n_toys=n_toys, shard=part, execution=execution,
+                             t_floor=getattr(test, "t_floor", None))
         content = writer.open()
     try:
         toys = list(range(n_toys)) if part is None else part.toys(n_toys)
@@ -281,4 +283,4 @@ def run_toys(
     owned = set(toys)
     rows = {toy: row for toy, row in stored.items() if toy in owned} | new_rows
     return CampaignResult(rows=tuple(rows[index] for index in sorted(rows)),
-                          identity=writer.identity if writer else None)
+                          identity=writer.identity if writer else identity)

@@ -26,13 +26,14 @@ from sklearn.base import clone
 
 from ..core.exceptions import ConfigurationError, FitError
 from ..core.samples import as_events, as_weights, check_positive_integer
-from ..inference import DEFAULT_WIDTH_QUANTILES, NPLMTest
+from ..inference import NPLMTest
 from ..inference.calibration import fit_chi2, significance
 from ..kernel import KernelNPLM
 from ..kernel.geometry import reference_widths
 from ..toys import DEFAULT_EXECUTOR, LocalExcessToys, ToyGenerator, run_toys
 
-#: The scan's default grids of M and lambda (its widths default to the multi-scale test's quantiles).
+#: The scan's default grids: widths (quantiles of pairwise reference distances), M and lambda.
+DEFAULT_SIGMA_QUANTILES_GRID = (0.5, 0.9)
 DEFAULT_N_CENTERS_GRID = (100, 300, 1000)
 DEFAULT_PENALTIES_GRID = (1e-5, 1e-7)
 
@@ -115,7 +116,7 @@ def scan_hyperparameters(
     x_ref: np.ndarray,
     w_ref: float | np.ndarray,
     generator: ToyGenerator,
-    sigma_quantiles: Sequence[float] = DEFAULT_WIDTH_QUANTILES,
+    sigma_quantiles: Sequence[float] = DEFAULT_SIGMA_QUANTILES_GRID,
     n_centers: Sequence[int] = DEFAULT_N_CENTERS_GRID,
     penalties: Sequence[float] = DEFAULT_PENALTIES_GRID,
     n_toys: int = 20,
