@@ -63,8 +63,10 @@ class Significance:
     for any k: the observed statistic is at most p_k / s_k, and P(min_j P_j / s_j <= c) <= c);
     used when it is below what the toys alone give (the empirical p, or the Clopper-Pearson upper
     bound beyond every toy). A member that alone is far beyond its toys then shows its evidence
-    even when another member's toys hold most of the false-positive rate. chi2_fit is None. When t is beyond every toy and the null has non-positive
-    t values (no chi2 fit), method is UPPER_BOUND and p_value the Clopper-Pearson upper bound."""
+    even when another member's toys hold most of the false-positive rate. chi2_fit is None.
+
+    When t is beyond every toy and the null has non-positive t values (no chi2 fit), method is
+    UPPER_BOUND and p_value the Clopper-Pearson upper bound."""
 
     t: float | tuple[float, ...]
     p_value: float
