@@ -134,8 +134,9 @@ def plot_null_distribution(
 ) -> Any:
     """The null t (density) with its fitted chi2 (when every t is positive) and the nominal
     chi2(nominal_dof), and the observed t with the p-value and Z of `result`: pass the analysis'
-    Significance, so that the figure shows the p the analysis reports (for a multi-scale test, the
-    min-p over the widths while t_null and t_observed are one width's: say which in `description`).
+    Significance, so that the figure shows the p the analysis reports (for a test of several
+    members, the min-p over the members while t_null and t_observed are one member's: say which in
+    `description`).
     Without `result`, p and Z of t_observed against these toys (calibration.significance).
     log_y for the tail. Returns the Figure."""
     values = np.asarray(t_null, dtype=np.float64)

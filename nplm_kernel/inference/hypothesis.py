@@ -354,7 +354,7 @@ class NPLMTest:
     def run(self, x_data: np.ndarray, x_ref: np.ndarray, w_ref: float | np.ndarray,
             central_values: np.ndarray | None = None) -> NPLMResult | MultiScaleResult:
         """Fit the backend on (data, reference, weights) and return t = tau - Delta (a
-        MultiScaleResult, with one t per width, for a multi-scale test).
+        MultiScaleResult, with one t per member, for a test of several widths or with the scan).
 
         central_values : the auxiliary measurements nu0 (one per nuisance) of this data set; None:
         the nuisance model's own. Only with nuisances."""
