@@ -11,6 +11,7 @@ import numpy as np
 from ..benchmarks import SIGNALS_1D, Exponential1D
 from ..inference import NPLMTest, significance
 from ..kernel import KernelNPLM
+from ..kernel.excess_scan import excess_location
 from ..toys import run_toys
 from .report import chi2_text, p_value_lines
 
@@ -55,9 +56,9 @@ def run_demo(settings: DemoSettings = DemoSettings(), progress: bool = True) -> 
           f"{fit.diagnostics_.newton_steps} Newton steps, {sum(fit.diagnostics_.cg_iterations)} CG iterations, "
           f"fit {fit.diagnostics_.fit_time:.2f} s); null median t = {np.median(t_null[:, index]):.3f}"
           for index, fit in enumerate(fits)),
-        f"scan:      t = {observed.excess_scan.t:.3f}  (largest local excess at x = "
-        f"{observed.excess_scan.excess_center[0]:.3f}, data / reference = {np.exp(observed.excess_scan.log_ratio):.3g} "
-        f"there; {observed.excess_scan_time:.2f} s); null median t = {np.median(t_null[:, -1]):.3f}",
+        f"scan:      t = {observed.excess_scan.t:.3f}  (largest local excess at "
+        f"{excess_location(observed.excess_scan.excess_center, observed.excess_scan.log_ratio)}; "
+        f"{observed.excess_scan_time:.2f} s); null median t = {np.median(t_null[:, -1]):.3f}",
         f"observed:  N_D = {x_obs.shape[0]}; null: {result.n_toys} toys; chi2 fit: {chi2_text(result.chi2_fit)}",
         *p_value_lines(result),
         f"wall time: {time.perf_counter() - start:.1f} s",

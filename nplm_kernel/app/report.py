@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..inference.calibration import Chi2Fit, Significance
+from ..kernel.excess_scan import excess_location
 from ..toys import CampaignResult
 
 
@@ -59,7 +60,6 @@ def member_lines(result: object) -> list[str]:
     lines = [f"t:         {', '.join(f'{value:.4f}' for value in result.t)}  ({', '.join(result.members)}; widths "
              "in the units of sigma)"]
     if result.excess_scan is not None:
-        center = ", ".join(f"{value:.4g}" for value in result.excess_scan.excess_center)
-        lines.append(f"excess:    the scan's largest local excess is at x = ({center}), data / reference = "
-                     f"{np.exp(result.excess_scan.log_ratio):.3g} there")
+        where = excess_location(result.excess_scan.excess_center, result.excess_scan.log_ratio)
+        lines.append(f"excess:    the scan's largest local excess is at {where}")
     return lines

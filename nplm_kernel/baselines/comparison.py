@@ -23,6 +23,7 @@ from ..contract import backend_entry, backend_names
 from ..core.exceptions import ConfigurationError, InputError
 from ..core.samples import as_events, as_weights
 from ..inference import NPLMTest, Significance, significance
+from ..kernel.excess_scan import excess_location
 from ..toys import DEFAULT_BATCH_SIZE, DEFAULT_EXECUTOR, ToyGenerator, run_toys
 from .base import BaselineTest
 from .statistics import BASELINES, BumpHunt
@@ -113,9 +114,8 @@ def _notes(result: Significance, campaign: Any, observed: Any, extrapolates: boo
     if "bump_range_" in details:
         notes.append(f"bump [{details['bump_range_'][0]:.4g}, {details['bump_range_'][1]:.4g}]")
     if "excess_center_" in details:
-        where = ", ".join(f"{value:.4g}" for value in details["excess_center_"])
-        notes.append(f"largest excess at x = ({where}), kernel width {details['excess_width_']:.3g} (standardised), "
-                     f"data / reference = {np.exp(details['log_ratio_']):.3g} at its centre")
+        notes.append(f"largest excess at {excess_location(details['excess_center_'], details['log_ratio_'])}, "
+                     f"kernel width {details['excess_width_']:.3g} (standardised)")
     if "global_significance_" in details:
         notes.append(f"pyBumpHunter's own global Z = {details['global_significance_']:.2f} "
                      f"(p = {details['global_p_value_']:.3g}, look-elsewhere corrected on its pseudo-experiments)")

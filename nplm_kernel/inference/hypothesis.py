@@ -129,12 +129,17 @@ class MultiScaleResult:
 
     @property
     def t(self) -> np.ndarray:
-        return np.array([result.t for result in self.results] + ([self.excess_scan.t] if self.excess_scan else []))
+        return np.array([result.t for result in self.results] + self._scan_t)
 
     @property
     def tau(self) -> np.ndarray:
         """tau per member (the scan's is its t: it takes no nuisances)."""
-        return np.array([result.tau for result in self.results] + ([self.excess_scan.t] if self.excess_scan else []))
+        return np.array([result.tau for result in self.results] + self._scan_t)
+
+    @property
+    def _scan_t(self) -> list[float]:
+        """The scan's t as the last member, or nothing without a scan."""
+        return [self.excess_scan.t] if self.excess_scan else []
 
     @property
     def delta(self) -> float:
@@ -528,14 +533,16 @@ def _anderson_step(inputs: np.ndarray, images: np.ndarray) -> np.ndarray:
     return images[-1] - image_steps @ gamma
 
 
-def stored_member_weights(identity: dict[str, Any] | None, n_members: int) -> tuple[float, ...] | None:
-    """The member weights of a stored campaign's test (its identity, as NPLMTest.identity writes it
-    under "test"), for n_members t per toy: 1 per width and the scan's weight last; None (equal)
-    for a test without the scan."""
+def stored_member_weights(identity: dict[str, Any] | None) -> tuple[float, ...] | None:
+    """The member weights of a campaign's test, from its identity (as NPLMTest.identity writes it
+    under "test": its widths, or the quantiles that find them, and the scan's weight): 1 per width
+    and the scan's weight last; None (equal) for a test without the scan."""
     test = (identity or {}).get("test") or {}
     if "scan_weight" not in test:
         return None
-    return (1.0,) * (n_members - 1) + (float(test["scan_weight"]),)
+    widths = test["widths"]
+    n_widths = len(widths["reference_quantiles"] if isinstance(widths, dict) else widths)
+    return (1.0,) * n_widths + (float(test["scan_weight"]),)
 
 
 def multi_scale_widths(backend: BaseEstimator, x_ref: np.ndarray, w_ref: float | np.ndarray,

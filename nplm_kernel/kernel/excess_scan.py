@@ -156,6 +156,13 @@ def _fit_log_ratios(data_sums: torch.Tensor, moments: torch.Tensor) -> tuple[tor
     return theta, 2.0 * gain.clamp(min=0.0)
 
 
+def excess_location(excess_center: list[float], log_ratio: float) -> str:
+    """Where a scan's largest excess is, as every output says it: 'x = (c_1, ..., c_d), data /
+    reference = e^theta at its centre' (input units)."""
+    where = ", ".join(f"{value:.4g}" for value in excess_center)
+    return f"x = ({where}), data / reference = {np.exp(log_ratio):.3g} at its centre"
+
+
 @dataclass(frozen=True)
 class ScanOutcome:
     """One scan: t (dimensionless), the largest q per width (width_maxima), the centres scanned per

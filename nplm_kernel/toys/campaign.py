@@ -74,8 +74,7 @@ class CampaignResult:
         """The weights of the test's members in its min-p, from the campaign identity (the default
         test's scan weighted against its widths; every campaign has one, with or without a store);
         None: equal weights, or one t per toy."""
-        values = self.t
-        return None if values.ndim < 2 else stored_member_weights(self.identity, values.shape[1])
+        return stored_member_weights(self.identity)
 
     @property
     def n_failed(self) -> int:
