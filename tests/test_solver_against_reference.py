@@ -448,3 +448,72 @@ def test_a_prepared_reference_builds_its_preconditioner_once_for_fits_batches_an
     assert len(built) == 1 and built[0].n_sample == 2000  # shared by many fits: the whole (small) reference
     assert reference_cache.stored_bytes() >= 2 * 8 * single.n_centers_ ** 2  # G_S and one factor counted
     reference_cache.clear()
+
+
+def test_a_prepared_reference_sets_newton_directions_from_float32_whitened_rows_and_keeps_the_float64_t(
+        rng, monkeypatch):
+    from nplm_kernel.kernel import estimator as estimator_module
+    from nplm_kernel.kernel import reference_cache
+
+    x_ref = rng.normal(size=(3000, 3))
+    toys = [rng.normal(size=(150, 3)) + np.array([0.3, 0.0, 0.0]) * (i % 2) for i in range(4)]
+    settings = dict(n_centers=400, sigma=1.5, penalty=1e-5, reuse_reference=True)
+    reference_cache.clear()
+    mixed = KernelNPLM(**settings).fit_batch(toys, x_ref, 0.05)
+    (prepared,) = reference_cache._entries.values()
+    assert prepared.curvature_rows.dtype == torch.float32
+    assert prepared.curvature_rows.shape == (3000, mixed[0].n_centers_) and mixed[0].n_centers_ > 128
+    assert prepared.stored_bytes() >= 12 * 3000 * mixed[0].n_centers_  # float64 K_nM and the float32 copy counted
+    single = KernelNPLM(**settings).fit(toys[1], x_ref, 0.05)
+    assert single.t_ == pytest.approx(mixed[1].t_, rel=1e-6)
+
+    monkeypatch.setattr(estimator_module.KernelNPLM, "_curvature_rows", lambda self, prepared, rows: None)
+    reference_cache.clear()
+    exact = KernelNPLM(**settings).fit_batch(toys, x_ref, 0.05)
+    for with_float32, with_float64 in zip(mixed, exact):
+        assert with_float32.diagnostics_.converged
+        assert with_float32.t_ == pytest.approx(with_float64.t_, rel=1e-6)
+    assert max(fit.t_ for fit in exact) > 5.0  # the shifted toys give a t that the comparison can resolve
+    reference_cache.clear()
+
+
+def test_float32_curvature_rows_are_left_out_when_the_budget_cannot_hold_them(rng):
+    from nplm_kernel.kernel import reference_cache
+
+    x_ref, x_data = rng.normal(size=(20_000, 3)), rng.normal(size=(150, 3))
+    settings = dict(n_centers=400, sigma=1.5, penalty=1e-5, reuse_reference=True)
+    reference_cache.clear()
+    kept = KernelNPLM(**settings).fit(x_data, x_ref, 0.05).n_centers_
+    n_points = 20_000 + 1000  # the reference and room for a data sample of the expected size
+    rows_bytes = nystrom.fixed_fit_memory(n_points, 3) + 8 * n_points * kept + 2 * nystrom.NystromKernelRows.BLOCK_BYTES
+    budget = rows_bytes + 2**20  # K_nM cached; its float32 copy (4 N_R M bytes) would not fit beside it
+    assert budget < 12 * 20_000 * kept
+    reference_cache.clear()
+    fit = KernelNPLM(**settings, memory_budget=budget).fit(x_data, x_ref, 0.05)
+    (prepared,) = reference_cache._entries.values()
+    assert fit.diagnostics_.converged and fit.diagnostics_.kernel_cached
+    assert prepared.reference_rows is not None and prepared.curvature_rows is None
+    reference_cache.clear()
+
+
+def test_curvature_rows_must_be_whitened_rows_of_the_same_reference(rng):
+    from nplm_kernel.solver import NystromFactor, NystromKernelRows, ReferenceProblem, gaussian_kernel
+
+    points, centers = torch.as_tensor(rng.normal(size=(200, 2))), torch.as_tensor(rng.normal(size=(20, 2)))
+    factor = NystromFactor(gaussian_kernel(centers, centers, 1.0))
+    rows = NystromKernelRows(points, centers, 1.0, 2**26)
+    sums, n_data = torch.zeros((1, 20), dtype=torch.float64), torch.tensor([10])
+    with pytest.raises(FitError, match="curvature_rows"):
+        ReferenceProblem(rows, factor, torch.full((200,), 0.05, dtype=torch.float64), sums, n_data, curvature_rows=rows)
+
+
+def test_streamed_kernel_blocks_stay_in_the_caches_on_a_cpu_and_give_the_same_products(rng, monkeypatch):
+    points, centers = torch.as_tensor(rng.normal(size=(3000, 4))), torch.as_tensor(rng.normal(size=(2857, 4)))
+    coefficients = torch.as_tensor(rng.normal(size=(2857, 2)))
+    assert nystrom.stream_block_rows(2857, torch.device("cpu")) * 2857 * 8 <= nystrom.NystromKernelRows.BLOCK_BYTES
+    assert nystrom.stream_block_rows(10, torch.device("cpu")) * 10 * 8 <= nystrom.NystromKernelRows.BLOCK_BYTES
+    assert nystrom.stream_block_rows(2857, torch.device("cuda")) == nystrom.GPU_STREAM_BLOCK_ROWS
+    blocked = nystrom.kernel_products(points, centers, 1.3, coefficients), nystrom.kernel_products(points, centers, 1.3)
+    full = nystrom.gaussian_kernel(points, centers, 1.3)
+    torch.testing.assert_close(blocked[0], full @ coefficients, rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(blocked[1], full.sum(dim=0), rtol=1e-12, atol=1e-10)

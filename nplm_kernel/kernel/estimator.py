@@ -87,7 +87,7 @@ class PreparedReference:
     standardisation, the kept centres (standardised), sigma, the Nystrom factor, its kernel rows
     (None when they do not fit the memory budget) and, once fits have used it, their explicit-Hessian
     products (solver.PairProducts, few centres) or what preconditions their conjugate gradient
-    (solver.ReferenceGram)."""
+    (solver.ReferenceGram) and the float32 whitened rows of its Hessian products (curvature_rows)."""
 
     key: str
     mean: np.ndarray
@@ -98,14 +98,20 @@ class PreparedReference:
     reference_rows: torch.Tensor | None
     pairs: PairProducts | None = None
     reference_gram: ReferenceGram | None = None
+    curvature_rows: torch.Tensor | None = None
 
     def stored_bytes(self) -> int:
         """Memory the entry keeps: kernel rows, the arrays derived for batched fits and the
         preconditioners."""
-        rows = 0 if self.reference_rows is None else self.reference_rows.numel() * self.reference_rows.element_size()
+        rows = sum(array.numel() * array.element_size() for array in (self.reference_rows, self.curvature_rows)
+                   if array is not None)
         derived = [part.stored_bytes() for part in (self.pairs, self.reference_gram) if part is not None]
         return rows + sum(derived)
 
+
+#: Working memory, beyond the rows themselves, for computing the float32 curvature rows of a
+#: prepared reference (kernel blocks and their whitened copies, two per thread).
+CURVATURE_BUILD_BYTES = 64 * 1024**2
 
 #: Hyperparameters that do not enter the reference's geometry and kernel rows (a change of any
 #: other one makes KernelNPLM(reuse_reference=True) prepare the reference again).
@@ -336,7 +342,8 @@ class KernelNPLM(BaseEstimator):
             problem = ReferenceProblem(rows, factor, weights, self._data_sums([data_points], centers_t, sigma, factor),
                                        torch.as_tensor([samples.n_data], device=device), constants,
                                        self._pairs(rows, weights, prepared),
-                                       self._reference_gram(prepared, rows, factor, samples.w_ref))
+                                       self._reference_gram(prepared, rows, factor, samples.w_ref),
+                                       self._curvature_rows(prepared, rows))
             solution = solve(problem, penalties, **settings)
             if prepared is not None:
                 reference_cache.trim(self._memory())  # the prepared reference may hold more now
@@ -388,6 +395,23 @@ class KernelNPLM(BaseEstimator):
             prepared.reference_gram = ReferenceGram(rows.points, rows.centers, rows.sigma, factor, weights,
                                                     shared_sample_size(rows.n_rows, rows.centers.shape[0]))
         return prepared.reference_gram
+
+    def _curvature_rows(self, prepared: PreparedReference | None, rows: NystromKernelRows) -> NystromKernelRows | None:
+        """The float32 whitened reference rows for the Hessian products of conjugate gradient
+        (solver.ReferenceProblem's curvature_rows), kept with a prepared reference: made on first
+        use (one triangular solve of the cached K_nM, N_R M^2 multiply-adds, once per reference)
+        where the rows are cached float64 and not whitened and the entry can hold them within the
+        memory budget; None (the float64 rows serve) otherwise."""
+        if prepared is None or not rows.cached or rows.whitened or rows.dtype != torch.float64:
+            return None
+        n_bytes = 4 * rows.n_rows * rows.centers.shape[0]
+        if prepared.curvature_rows is None and prepared.stored_bytes() + n_bytes > self._memory().total:
+            return None
+        curvature = NystromKernelRows(rows.points, rows.centers, rows.sigma, n_bytes + CURVATURE_BUILD_BYTES,
+                                      torch.float32, prepared.factor, cached_tail=prepared.curvature_rows)
+        if prepared.curvature_rows is None:
+            prepared.curvature_rows = curvature.stored_rows()
+        return curvature
 
     def _finish(self, samples, geometry: tuple, alpha: np.ndarray, f_data: np.ndarray, f_ref: np.ndarray,
                 report: SolverDiagnostics) -> KernelNPLM:
@@ -465,7 +489,8 @@ class KernelNPLM(BaseEstimator):
         problem = ReferenceProblem(rows, prepared.factor, torch.as_tensor(reference.w_ref, device=device),
                                    self._data_sums(data, centers, prepared.sigma, prepared.factor),
                                    torch.as_tensor([len(points) for points in data], device=device), pairs=pairs,
-                                   reference_gram=self._reference_gram(prepared, rows, prepared.factor, reference.w_ref))
+                                   reference_gram=self._reference_gram(prepared, rows, prepared.factor, reference.w_ref),
+                                   curvature_rows=self._curvature_rows(prepared, rows))
         solution = solve(problem, self._penalties(), **self._solver_settings())
         alphas = prepared.factor.to_alpha(solution.gamma.T)
         f_ref = problem.reference_values().T.cpu().numpy()

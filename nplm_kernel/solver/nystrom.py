@@ -283,7 +283,7 @@ class NystromKernelRows:
             n_computed = n_rows - (0 if cached_tail is None else len(cached_tail))
             computed = torch.empty((n_computed, n_cols), dtype=storage_dtype, device=points.device)
             self._compute_rows(computed, factor if self.whitened else None)
-            self._parts = [computed] if cached_tail is None else [computed, cached_tail]
+            self._parts = [part for part in (computed, cached_tail) if part is not None and len(part)]
         else:
             # one buffer per thread, and the Newton step may form the Gram matrix (prefers_explicit_gram), whose
             # whitened and weighted copies of a block add WHITENED_BLOCK_COPIES - 1 blocks; fewer threads when the
@@ -464,25 +464,35 @@ class NystromKernelRows:
         return self._each_block(add_block_columns, (vector.shape[1], self.centers.shape[0])).T
 
 
-#: Rows of a kernel block when K(x, C) of points that are not stored is streamed (kernel_products).
-STREAM_BLOCK_ROWS = 8192
+#: Rows of a kernel block on a GPU when K(x, C) of points that are not stored is streamed
+#: (kernel_products); on a CPU a block is about NystromKernelRows.BLOCK_BYTES, so that it stays in the
+#: caches from its exponent through its product (4x faster than 8192 rows at M = 2857).
+GPU_STREAM_BLOCK_ROWS = 8192
+
+
+def stream_block_rows(n_centers: int, device: torch.device) -> int:
+    """Rows per block of kernel_products for M = n_centers centres on this device."""
+    if device.type != "cpu":
+        return GPU_STREAM_BLOCK_ROWS
+    return max(MIN_BLOCK_ROWS, NystromKernelRows.BLOCK_BYTES // (8 * n_centers))
 
 
 def kernel_products(points: torch.Tensor, centers: torch.Tensor, sigma: float,
                     coefficients: torch.Tensor | None = None) -> torch.Tensor:
     """K(x, C) @ coefficients, (n,) or (n, k) for coefficients (M,) or (M, k), or the column sums
-    sum_i k(x_i, c) (M,) without them: the kernel computed block by block (STREAM_BLOCK_ROWS rows) and never stored, in
-    float64. For points that enter a fit only through such products (the NPLM loss is linear in f on
-    data events) and for predictions."""
+    sum_i k(x_i, c) (M,) without them: the kernel computed block by block (stream_block_rows) and
+    never stored, in float64. For points that enter a fit only through such products (the NPLM loss
+    is linear in f on data events) and for predictions."""
     columns = exponent_columns(centers, sigma)
+    step = stream_block_rows(centers.shape[0], points.device)
     if coefficients is None:
         total = torch.zeros(centers.shape[0], dtype=torch.float64, device=points.device)
-        for start in range(0, points.shape[0], STREAM_BLOCK_ROWS):
-            total += kernel_from_factors(exponent_rows(points[start : start + STREAM_BLOCK_ROWS], sigma), columns).sum(dim=0)
+        for start in range(0, points.shape[0], step):
+            total += kernel_from_factors(exponent_rows(points[start : start + step], sigma), columns).sum(dim=0)
         return total
     values = torch.empty((points.shape[0], *coefficients.shape[1:]), dtype=torch.float64, device=points.device)
-    for start in range(0, points.shape[0], STREAM_BLOCK_ROWS):
-        block = kernel_from_factors(exponent_rows(points[start : start + STREAM_BLOCK_ROWS], sigma), columns)
+    for start in range(0, points.shape[0], step):
+        block = kernel_from_factors(exponent_rows(points[start : start + step], sigma), columns)
         values[start : start + len(block)] = block @ coefficients
     return values
 

@@ -16,7 +16,11 @@ for all fits; a trial point's gradient and Hessian come from the same pass as it
 otherwise by conjugate gradient preconditioned from a sample of the reference
 (preconditioner.ReferenceGram, one preconditioner for all fits), every CG iteration one pass over the
 reference rows for all fits (matrix products where one fit alone is memory-bound); fits leave the
-batch when they converge (newton.solve).
+batch when they converge (newton.solve). The CG products may read a float32 copy of the whitened
+reference rows (curvature_rows): half the bytes of one fit's memory-bound pass and twice the speed
+of the batch's matrix products; like PairProducts' float32 pairs, they only set the Newton
+direction, while gradients and objectives stay float64 (the paper-scale 5D t within 4e-7 of an
+all-float64 solve).
 """
 
 from __future__ import annotations
@@ -126,12 +130,17 @@ class ReferenceProblem:
     (whitened, few centres) to solve by explicit Hessians, or None for conjugate gradient.
     reference_gram: the ReferenceGram of these rows' points and centres (None: one from the
     weights, their mean over the fits when they are per fit); pass the same one to later problems
-    on the same reference and centres (with the reference's own weights) to build it once."""
+    on the same reference and centres (with the reference's own weights) to build it once.
+    curvature_rows: whitened rows of the same points and centres (float32, cached) for the Hessian
+    products of conjugate gradient only (module docstring); None: `rows` serve them too."""
 
     def __init__(self, rows: NystromKernelRows, factor: NystromFactor, weights: torch.Tensor, data_sums: torch.Tensor,
                  n_data: torch.Tensor, constants: torch.Tensor | None = None, pairs: PairProducts | None = None,
-                 reference_gram: ReferenceGram | None = None):
+                 reference_gram: ReferenceGram | None = None, curvature_rows: NystromKernelRows | None = None):
+        if curvature_rows is not None and not (curvature_rows.whitened and curvature_rows.n_rows == rows.n_rows):
+            raise FitError("curvature_rows must be the whitened rows of the same reference points.")
         self.rows, self.factor, self.pairs = rows, factor, pairs
+        self.curvature_rows = rows if curvature_rows is None else curvature_rows
         if reference_gram is None:
             reference_gram = ReferenceGram(rows.points, rows.centers, rows.sigma, factor,
                                            weights if weights.ndim == 1 else weights.mean(dim=1))
@@ -165,13 +174,14 @@ class ReferenceProblem:
         """The reference weights of these fits, (N_R, k)."""
         return self.weights[:, None].expand(-1, len(toys)) if self.weights.ndim == 1 else self.weights[:, toys]
 
-    def _coefficients(self, gamma: torch.Tensor) -> torch.Tensor:
-        """The columns the kernel rows multiply to give f for rows gamma (k, M): (M, k)."""
-        return gamma.T if self.rows.whitened else self.factor.to_alpha(gamma.T)
+    def _coefficients(self, gamma: torch.Tensor, rows: NystromKernelRows | None = None) -> torch.Tensor:
+        """The columns that `rows` (self.rows when None) multiply to give f for rows gamma (k, M): (M, k)."""
+        return gamma.T if (self.rows if rows is None else rows).whitened else self.factor.to_alpha(gamma.T)
 
-    def _gamma_space(self, projected: torch.Tensor) -> torch.Tensor:
-        """Rows^T U (M, k) mapped to gamma coordinates: itself for whitened rows, T^-T K^T U otherwise."""
-        return projected if self.rows.whitened else self.factor.transpose_solve(projected)
+    def _gamma_space(self, projected: torch.Tensor, rows: NystromKernelRows | None = None) -> torch.Tensor:
+        """rows^T U (M, k) (self.rows when None) mapped to gamma coordinates: itself for whitened
+        rows, T^-T K^T U otherwise."""
+        return projected if (self.rows if rows is None else rows).whitened else self.factor.transpose_solve(projected)
 
     def reference_values(self) -> torch.Tensor:
         """f on the reference points at the current points, (N_R, B): K_R alpha from the kernel itself
@@ -219,16 +229,17 @@ class ReferenceProblem:
 
     def _hessian_operator(self, toys: torch.Tensor, ridge: torch.Tensor):
         """(rows V (k, M), members (k,)) -> n H_gamma V for the fits toys[members]: one pass over the
-        reference rows for all of them. A single fit forms Phi^T diag(w e^f) Phi once instead where
+        curvature rows for all of them. A single fit forms Phi^T diag(w e^f) Phi once instead where
         the cost model says so (nystrom.prefers_explicit_gram: the rows recomputed in blocks and many
         CG iterations expected), and every product is then a small matrix product."""
-        if len(toys) == 1 and prefers_explicit_gram(self.rows, self._last_iterations):
-            gram = self.rows.whitened_weighted_gram(self.scaled[:, toys[0]], self.factor)
+        rows = self.curvature_rows
+        if len(toys) == 1 and prefers_explicit_gram(rows, self._last_iterations):
+            gram = rows.whitened_weighted_gram(self.scaled[:, toys[0]], self.factor)
             return lambda vectors, members: vectors @ gram + ridge[members, None] * vectors
 
         def apply(vectors: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-            image = self.rows.weighted_gram_matvec(self.scaled[:, toys[members]], self._coefficients(vectors))
-            return self._gamma_space(image).T + ridge[members, None] * vectors
+            image = rows.weighted_gram_matvec(self.scaled[:, toys[members]], self._coefficients(vectors, rows))
+            return self._gamma_space(image, rows).T + ridge[members, None] * vectors
 
         return apply
 
