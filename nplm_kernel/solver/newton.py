@@ -8,8 +8,12 @@ by damped Newton over a decreasing penalty list (one step per intermediate penal
 the final penalty until the Newton decrement is below tolerance), with a backtracking (Armijo) line
 search, so J never increases from its value at gamma = 0. Fits stop on their own and leave the
 batch: a fit is converged when its Newton decrement g^T H^-1 g / 2 (an estimate of J - min J) falls
-below newton_tol |J| at the final penalty; a fit already at tolerance takes its last full step or
-none (halvings there only chase rounding in J). The problem (point_loss.py: any per-point loss on
+below newton_tol |J| at the final penalty. A fit already at tolerance takes its last full step
+unless J, as computed, rises by more than the step's predicted decrease (or above its value at
+gamma = 0): the predicted decrease is then below the rounding of J, which Armijo's test would
+mistake for a rise, and t = -2 n loss, which moves at first order where J is flat, would stay up to
+about 1e-6 away from its minimum (a paper-scale 5D toy: 1.2e-6 without that step). No halvings
+there: they would only chase rounding in J. The problem (point_loss.py: any per-point loss on
 all points, one fit; shared_reference.py: the NPLM loss of fits sharing one reference sample) holds
 each fit's point and what it computed there, and gives the Newton directions (conjugate gradient
 with Falkon's preconditioner, or a dense solve of explicit Hessians).
@@ -113,6 +117,7 @@ def solve(problem: NewtonProblem, penalties: Sequence[float], *, max_newton_step
     start = time.perf_counter()
     n_batch = problem.gamma.shape[0]
     device = problem.gamma.device
+    at_zero = problem.loss.clone()  # J at gamma = 0, which no accepted step may exceed
     cg_used = torch.zeros(n_batch, dtype=torch.long, device=device)
     history: list[list[int]] = [[] for _ in range(n_batch)]
     reasons = ["max_newton_steps"] * n_batch
@@ -128,7 +133,7 @@ def solve(problem: NewtonProblem, penalties: Sequence[float], *, max_newton_step
                 break
             accepted, at_tolerance, iterations = _newton_step(problem, active, penalty, newton_tol,
                                                               torch.clamp(max_total_cg_iter - cg_used[active],
-                                                                          max=max_cg_iter), cg_tol)
+                                                                          max=max_cg_iter), cg_tol, at_zero[active])
             cg_used[active] += iterations
             for toy, count in zip(active.tolist(), iterations.tolist()):
                 history[toy].append(count)
@@ -152,8 +157,9 @@ def solve(problem: NewtonProblem, penalties: Sequence[float], *, max_newton_step
 
 
 def _newton_step(problem: NewtonProblem, toys: torch.Tensor, penalty: float, newton_tol: float,
-                 max_cg: torch.Tensor, cg_tol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One damped Newton step of these fits: (accepted, at tolerance, CG iterations), each (k,)."""
+                 max_cg: torch.Tensor, cg_tol: float, at_zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One damped Newton step of these fits: (accepted, at tolerance, CG iterations), each (k,);
+    at_zero: their J at gamma = 0 (module docstring)."""
     problem.refresh(toys)
     gamma = problem.gamma[toys]
     objective = problem.loss[toys] + 0.5 * penalty * (gamma * gamma).sum(dim=1)
@@ -180,9 +186,13 @@ def _newton_step(problem: NewtonProblem, toys: torch.Tensor, penalty: float, new
         trial_gamma = gamma[pending] - scale[pending, None] * steps[pending]
         trial = problem.try_steps(toys[pending], scale[pending]) + 0.5 * penalty * (trial_gamma * trial_gamma).sum(dim=1)
         good = trial <= objective[pending] - ARMIJO_SLOPE * scale[pending] * decrement[pending]
+        # at tolerance, a rise within the predicted decrease is rounding in J (module docstring)
+        final = at_tolerance[pending] & (trial <= objective[pending] + decrement[pending] / 2.0) & (
+            trial <= at_zero[pending])
+        good |= final
         problem.accept(toys[pending[good]])
         accepted[pending[good]] = True
-        # a fit already at tolerance tries its full step only: a rejection there is rounding
+        # a fit already at tolerance tries its full step only
         searching[pending] = ~good & ~at_tolerance[pending]
         scale[pending] = torch.where(good, scale[pending], 0.5 * scale[pending])
     return accepted, at_tolerance, iterations
