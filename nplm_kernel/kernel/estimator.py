@@ -178,7 +178,9 @@ class KernelNPLM(BaseEstimator):
         once per process, the reference's standardisation, sigma, centres, Nystrom factor and its
         cached kernel rows, for every later fit on the same reference (recognised by the content of
         x_ref and w_ref and by these hyperparameters). Given those centres, t is unchanged; per toy
-        only the data rows of K_nM are computed.
+        only the data rows of K_nM are computed. With more than a few centres it also keeps a
+        float32 copy of the whitened reference rows, within memory_budget, for conjugate
+        gradient's Hessian products (they set the Newton direction only; t within about 1e-7).
     seed
         seed of the centre selection and the sigma subsample (None: fresh entropy).
 

@@ -19,7 +19,7 @@ reference rows for all fits (matrix products where one fit alone is memory-bound
 batch when they converge (newton.solve). The CG products may read a float32 copy of the whitened
 reference rows (curvature_rows): half the bytes of one fit's memory-bound pass and twice the speed
 of the batch's matrix products; like PairProducts' float32 pairs, they only set the Newton
-direction, while gradients and objectives stay float64 (the paper-scale 5D t within 4e-7 of an
+direction, while gradients and objectives stay float64 (the paper-scale 5D t within 3e-7 of an
 all-float64 solve).
 """
 
