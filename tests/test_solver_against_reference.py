@@ -458,6 +458,15 @@ def test_a_prepared_reference_sets_newton_directions_from_float32_whitened_rows_
     x_ref = rng.normal(size=(3000, 3))
     toys = [rng.normal(size=(150, 3)) + np.array([0.3, 0.0, 0.0]) * (i % 2) for i in range(4)]
     settings = dict(n_centers=400, sigma=1.5, penalty=1e-5, reuse_reference=True)
+    offsets = np.full(3000, 0.05)
+    hessian_products = []
+    original = nystrom.NystromKernelRows.weighted_gram_matvec
+
+    def recorded(rows, weights, vector):
+        hessian_products.append(rows.dtype)
+        return original(rows, weights, vector)
+
+    monkeypatch.setattr(nystrom.NystromKernelRows, "weighted_gram_matvec", recorded)
     reference_cache.clear()
     mixed = KernelNPLM(**settings).fit_batch(toys, x_ref, 0.05)
     (prepared,) = reference_cache._entries.values()
@@ -466,6 +475,8 @@ def test_a_prepared_reference_sets_newton_directions_from_float32_whitened_rows_
     assert prepared.stored_bytes() >= 12 * 3000 * mixed[0].n_centers_  # float64 K_nM and the float32 copy counted
     single = KernelNPLM(**settings).fit(toys[1], x_ref, 0.05)
     assert single.t_ == pytest.approx(mixed[1].t_, rel=1e-6)
+    shifted = KernelNPLM(**settings).fit(toys[1], x_ref, 0.05, offset_ref=offsets)  # per-fit reference weights
+    assert hessian_products and set(hessian_products) == {torch.float32}  # CG read only the float32 rows
 
     monkeypatch.setattr(estimator_module.KernelNPLM, "_curvature_rows", lambda self, prepared, rows: None)
     reference_cache.clear()
@@ -474,7 +485,46 @@ def test_a_prepared_reference_sets_newton_directions_from_float32_whitened_rows_
         assert with_float32.diagnostics_.converged
         assert with_float32.t_ == pytest.approx(with_float64.t_, rel=1e-6)
     assert max(fit.t_ for fit in exact) > 5.0  # the shifted toys give a t that the comparison can resolve
+    assert shifted.t_ == pytest.approx(KernelNPLM(**settings).fit(toys[1], x_ref, 0.05, offset_ref=offsets).t_,
+                                       rel=1e-6)
+    assert hessian_products[-1] == torch.float64
     reference_cache.clear()
+
+
+def test_float32_curvature_rows_never_evict_another_prepared_reference(rng, monkeypatch):
+    from nplm_kernel.kernel import estimator as estimator_module
+    from nplm_kernel.kernel import reference_cache
+
+    x_ref, x_data = rng.normal(size=(3000, 3)), rng.normal(size=(150, 3))
+    prepared = []
+    original = estimator_module.KernelNPLM._geometry
+
+    def counted(self, *arguments):
+        prepared.append(self.sigma)
+        return original(self, *arguments)
+
+    monkeypatch.setattr(estimator_module.KernelNPLM, "_geometry", counted)
+    reference_cache.clear()
+    for sigma in (1.5, 2.0):
+        KernelNPLM(n_centers=400, sigma=sigma, penalty=1e-5, reuse_reference=True).fit(x_data, x_ref, 0.05)
+    float64_bytes = sum(entry.stored_bytes() - entry.curvature_rows.numel() * 4
+                        for entry in reference_cache._entries.values())
+    budget = float64_bytes + 2**20  # both float64 entries, not their float32 copies
+    reference_cache.clear()
+    prepared.clear()
+    for sigma in (1.5, 2.0, 1.5, 2.0):
+        KernelNPLM(n_centers=400, sigma=sigma, penalty=1e-5, reuse_reference=True, memory_budget=budget).fit(
+            x_data, x_ref, 0.05)
+    assert prepared == [1.5, 2.0] and len(reference_cache) == 2  # each width prepared once, both kept
+    reference_cache.clear()
+
+
+def test_kernel_rows_whose_cached_tail_covers_every_row_keep_that_tail_itself(rng):
+    points, centers = torch.as_tensor(rng.normal(size=(300, 2))), torch.as_tensor(rng.normal(size=(40, 2)))
+    tail = nystrom.NystromKernelRows(points, centers, 1.0, 2**26).stored_rows()
+    again = nystrom.NystromKernelRows(points, centers, 1.0, 2**26, cached_tail=tail)
+    assert again.stored_rows() is tail
+    torch.testing.assert_close(again.matvec(torch.ones(40, dtype=torch.float64)), tail.sum(dim=1))
 
 
 def test_float32_curvature_rows_are_left_out_when_the_budget_cannot_hold_them(rng):

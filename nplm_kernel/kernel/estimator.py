@@ -110,7 +110,8 @@ class PreparedReference:
 
 
 #: Working memory, beyond the rows themselves, for computing the float32 curvature rows of a
-#: prepared reference (kernel blocks and their whitened copies, two per thread).
+#: prepared reference: a float64 kernel block and its whitened copy (2 NystromKernelRows.BLOCK_BYTES)
+#: for each of at most 8 threads.
 CURVATURE_BUILD_BYTES = 64 * 1024**2
 
 #: Hyperparameters that do not enter the reference's geometry and kernel rows (a change of any
@@ -180,7 +181,8 @@ class KernelNPLM(BaseEstimator):
         x_ref and w_ref and by these hyperparameters). Given those centres, t is unchanged; per toy
         only the data rows of K_nM are computed. With more than a few centres it also keeps a
         float32 copy of the whitened reference rows, within memory_budget, for conjugate
-        gradient's Hessian products (they set the Newton direction only; t within about 1e-7).
+        gradient's Hessian products (they set the Newton direction only; t moved by at most 3e-7
+        relative on paper-scale 5D toys).
     seed
         seed of the centre selection and the sigma subsample (None: fresh entropy).
 
@@ -401,13 +403,15 @@ class KernelNPLM(BaseEstimator):
     def _curvature_rows(self, prepared: PreparedReference | None, rows: NystromKernelRows) -> NystromKernelRows | None:
         """The float32 whitened reference rows for the Hessian products of conjugate gradient
         (solver.ReferenceProblem's curvature_rows), kept with a prepared reference: made on first
-        use (one triangular solve of the cached K_nM, N_R M^2 multiply-adds, once per reference)
-        where the rows are cached float64 and not whitened and the entry can hold them within the
-        memory budget; None (the float64 rows serve) otherwise."""
+        use (the kernel rows recomputed and whitened block by block, N_R M^2 multiply-adds, once
+        per reference and process) where the rows are cached float64 and not whitened and the
+        reference cache holds them within the memory budget beside its other entries (they never
+        evict one); None (the float64 rows serve) otherwise."""
         if prepared is None or not rows.cached or rows.whitened or rows.dtype != torch.float64:
             return None
         n_bytes = 4 * rows.n_rows * rows.centers.shape[0]
-        if prepared.curvature_rows is None and prepared.stored_bytes() + n_bytes > self._memory().total:
+        if prepared.curvature_rows is None and (reference_cache.stored_bytes() + n_bytes + CURVATURE_BUILD_BYTES
+                                                > self._memory().total):
             return None
         curvature = NystromKernelRows(rows.points, rows.centers, rows.sigma, n_bytes + CURVATURE_BUILD_BYTES,
                                       torch.float32, prepared.factor, cached_tail=prepared.curvature_rows)

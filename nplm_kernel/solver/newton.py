@@ -9,11 +9,14 @@ the final penalty until the Newton decrement is below tolerance), with a backtra
 search, so J never increases from its value at gamma = 0. Fits stop on their own and leave the
 batch: a fit is converged when its Newton decrement g^T H^-1 g / 2 (an estimate of J - min J) falls
 below newton_tol |J| at the final penalty. A fit already at tolerance takes its last full step
-unless J, as computed, rises by more than the step's predicted decrease (or above its value at
-gamma = 0): the predicted decrease is then below the rounding of J, which Armijo's test would
-mistake for a rise, and t = -2 n loss, which moves at first order where J is flat, would stay up to
-about 1e-6 away from its minimum (a paper-scale 5D toy: 1.2e-6 without that step). No halvings
-there: they would only chase rounding in J. The problem (point_loss.py: any per-point loss on
+unless J, as computed, rises by more than half its decrement (the step's predicted decrease) or
+above its value at gamma = 0. Such a step lies in the region where J is quadratic, and its
+predicted decrease can be smaller than what the float64 evaluation of J resolves (f passes through
+the ill-conditioned T^-1: a paper-scale 5D toy's last step, predicted to lower J by 7.6e-9 of |J|,
+showed a rise of 3.6e-10), which Armijo's test would read as a rise. Taking it costs at most
+newton_tol |J| in J, and t = -2 n loss, which moves at first order where J is flat, comes closer to
+its minimum: that toy's t was 1.8e-6 from it without the step and 6e-8 with it. No halvings there:
+they would only chase the evaluation's error. The problem (point_loss.py: any per-point loss on
 all points, one fit; shared_reference.py: the NPLM loss of fits sharing one reference sample) holds
 each fit's point and what it computed there, and gives the Newton directions (conjugate gradient
 with Falkon's preconditioner, or a dense solve of explicit Hessians).

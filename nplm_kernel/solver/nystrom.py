@@ -279,7 +279,7 @@ class NystromKernelRows:
         self._buffers: list[torch.Tensor] = []
         self._exponent_columns = exponent_columns(centers, sigma)
         if self.cached:
-            self.block_rows = max(MIN_BLOCK_ROWS, self.BLOCK_BYTES // bytes_per_row)
+            self.block_rows = max(MIN_BLOCK_ROWS, self.BLOCK_BYTES // (n_cols * 8))  # a float64 kernel block
             n_computed = n_rows - (0 if cached_tail is None else len(cached_tail))
             computed = torch.empty((n_computed, n_cols), dtype=storage_dtype, device=points.device)
             self._compute_rows(computed, factor if self.whitened else None)
