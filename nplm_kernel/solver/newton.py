@@ -189,7 +189,7 @@ def _newton_step(problem: NewtonProblem, toys: torch.Tensor, penalty: float, new
         trial_gamma = gamma[pending] - scale[pending, None] * steps[pending]
         trial = problem.try_steps(toys[pending], scale[pending]) + 0.5 * penalty * (trial_gamma * trial_gamma).sum(dim=1)
         good = trial <= objective[pending] - ARMIJO_SLOPE * scale[pending] * decrement[pending]
-        # at tolerance, a rise within the predicted decrease is rounding in J (module docstring)
+        # at tolerance, a rise within half the decrement is the error of evaluating J (module docstring)
         final = at_tolerance[pending] & (trial <= objective[pending] + decrement[pending] / 2.0) & (
             trial <= at_zero[pending])
         good |= final
