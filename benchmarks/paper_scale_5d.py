@@ -117,8 +117,8 @@ def campaign(x_ref, w_ref, n_toys: int, n_workers: int) -> list[str]:
         start = time.perf_counter()
         run_toys(test, generator, x_ref, w_ref, n_toys=n_workers, seed=0, executor=pool, progress=False, batch_size=1)
         preparation = time.perf_counter() - start
-        rates, results = {}, {}
-        for path, batch_size in (("single", 1), ("batched", -(-n_toys // n_workers))):
+        rates, results, per_batch = {}, {}, -(-n_toys // n_workers)
+        for path, batch_size in (("single", 1), ("batched", per_batch)):
             start = time.perf_counter()
             results[path] = run_toys(test, generator, x_ref, w_ref, n_toys=n_toys, seed=1, executor=pool,
                                      progress=False, batch_size=batch_size)
@@ -128,7 +128,7 @@ def campaign(x_ref, w_ref, n_toys: int, n_workers: int) -> list[str]:
             f"worker prepared the reference first: {preparation:.0f} s, not in the rates below):", "",
             "| path | toys | toys / hour | ratio | max abs(t_batched - t_single) / t |", "|---|---|---|---|---|",
             f"| one toy at a time | {n_toys} | {3600 * rates['single']:.0f} | 1.0 | - |",
-            f"| batched ({-(-n_toys // n_workers)} toys per batch, conjugate gradient shared) | {n_toys} | "
+            f"| batched ({per_batch} toys per batch, conjugate gradient shared) | {n_toys} | "
             f"{3600 * rates['batched']:.0f} | {rates['batched'] / rates['single']:.1f} | {difference.max():.1e} "
             f"(median {np.median(difference):.0e}) |"]
 

@@ -120,7 +120,7 @@ class MultiScaleResult:
     def member_weights(self) -> tuple[float, ...] | None:
         """The weights of the members in the min-p that calibrates t (significance(..., weights=)):
         1 per width and scan_weight for the scan; None (equal) without a scan."""
-        return (1.0,) * len(self.widths) + (self.scan_weight,) if self.excess_scan else None
+        return _member_weights(len(self.widths), self.scan_weight) if self.excess_scan else None
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -542,7 +542,12 @@ def stored_member_weights(identity: dict[str, Any] | None) -> tuple[float, ...] 
         return None
     widths = test["widths"]
     n_widths = len(widths["reference_quantiles"] if isinstance(widths, dict) else widths)
-    return (1.0,) * n_widths + (float(test["scan_weight"]),)
+    return _member_weights(n_widths, float(test["scan_weight"]))
+
+
+def _member_weights(n_widths: int, scan_weight: float) -> tuple[float, ...]:
+    """The min-p weights of a test with the excess scan: 1 per kernel width, then the scan's."""
+    return (1.0,) * n_widths + (scan_weight,)
 
 
 def multi_scale_widths(backend: BaseEstimator, x_ref: np.ndarray, w_ref: float | np.ndarray,

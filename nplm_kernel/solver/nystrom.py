@@ -279,7 +279,7 @@ class NystromKernelRows:
         self._buffers: list[torch.Tensor] = []
         self._exponent_columns = exponent_columns(centers, sigma)
         if self.cached:
-            self.block_rows = max(MIN_BLOCK_ROWS, self.BLOCK_BYTES // (n_cols * 8))  # a float64 kernel block
+            self.block_rows = self.cache_block_rows(n_cols)  # a float64 kernel block
             n_computed = n_rows - (0 if cached_tail is None else len(cached_tail))
             computed = torch.empty((n_computed, n_cols), dtype=storage_dtype, device=points.device)
             self._compute_rows(computed, factor if self.whitened else None)
@@ -293,13 +293,19 @@ class NystromKernelRows:
             copies = self.n_threads + extra_copies
             self.block_rows = int(min(n_rows, max(MIN_BLOCK_ROWS, memory_budget // (n_cols * 8 * copies))))
             if points.device.type == "cpu":
-                self.block_rows = min(self.block_rows, max(MIN_BLOCK_ROWS, self.BLOCK_BYTES // (n_cols * 8)))
+                self.block_rows = min(self.block_rows, self.cache_block_rows(n_cols))
             spare = memory_budget - copies * self.block_rows * n_cols * 8
             n_stored = int(min(n_rows, max(0, spare) // (n_cols * 8)))
             self._buffers = [torch.empty((self.block_rows, n_cols), dtype=torch.float64, device=points.device)
                              for _ in range(self.n_threads)]
             self._stored = torch.empty((n_stored, n_cols), dtype=torch.float64, device=points.device)
             self._compute_rows(self._stored)
+
+    @classmethod
+    def cache_block_rows(cls, n_cols: int) -> int:
+        """Rows of a float64 kernel block of about BLOCK_BYTES (at least MIN_BLOCK_ROWS) for n_cols
+        centres: what stays in the CPU caches from its computation through its products."""
+        return max(MIN_BLOCK_ROWS, cls.BLOCK_BYTES // (n_cols * 8))
 
     @property
     def n_rows(self) -> int:
@@ -474,7 +480,7 @@ def stream_block_rows(n_centers: int, device: torch.device) -> int:
     """Rows per block of kernel_products for M = n_centers centres on this device."""
     if device.type != "cpu":
         return GPU_STREAM_BLOCK_ROWS
-    return max(MIN_BLOCK_ROWS, NystromKernelRows.BLOCK_BYTES // (8 * n_centers))
+    return NystromKernelRows.cache_block_rows(n_centers)
 
 
 def kernel_products(points: torch.Tensor, centers: torch.Tensor, sigma: float,

@@ -174,14 +174,14 @@ class ReferenceProblem:
         """The reference weights of these fits, (N_R, k)."""
         return self.weights[:, None].expand(-1, len(toys)) if self.weights.ndim == 1 else self.weights[:, toys]
 
-    def _coefficients(self, gamma: torch.Tensor, rows: NystromKernelRows | None = None) -> torch.Tensor:
-        """The columns that `rows` (self.rows when None) multiply to give f for rows gamma (k, M): (M, k)."""
-        return gamma.T if (self.rows if rows is None else rows).whitened else self.factor.to_alpha(gamma.T)
+    def _coefficients(self, gamma: torch.Tensor, rows: NystromKernelRows) -> torch.Tensor:
+        """The columns that `rows` multiply to give f for rows gamma (k, M): (M, k)."""
+        return gamma.T if rows.whitened else self.factor.to_alpha(gamma.T)
 
-    def _gamma_space(self, projected: torch.Tensor, rows: NystromKernelRows | None = None) -> torch.Tensor:
-        """rows^T U (M, k) (self.rows when None) mapped to gamma coordinates: itself for whitened
-        rows, T^-T K^T U otherwise."""
-        return projected if (self.rows if rows is None else rows).whitened else self.factor.transpose_solve(projected)
+    def _gamma_space(self, projected: torch.Tensor, rows: NystromKernelRows) -> torch.Tensor:
+        """rows^T U (M, k) mapped to gamma coordinates: itself for whitened rows, T^-T K^T U
+        otherwise."""
+        return projected if rows.whitened else self.factor.transpose_solve(projected)
 
     def reference_values(self) -> torch.Tensor:
         """f on the reference points at the current points, (N_R, B): K_R alpha from the kernel itself
@@ -198,7 +198,7 @@ class ReferenceProblem:
         if len(stale) == 0:
             return
         projected = self.rows.rmatvec(self.scaled[:, stale])  # (M, k)
-        self.loss_gradient[stale] = self._gamma_space(projected).T - self.data_sums[stale]
+        self.loss_gradient[stale] = self._gamma_space(projected, self.rows).T - self.data_sums[stale]
         self._stale[stale] = False
 
     def directions(self, toys: torch.Tensor, gradient: torch.Tensor, penalty: float, max_cg: torch.Tensor,
@@ -255,7 +255,7 @@ class ReferenceProblem:
             self._trial_gradient = self.loss_gradient.clone()
             self._trial_hessian: dict[int, torch.Tensor] = {}
         else:
-            self._fitted_steps = self.rows.matvec(self._coefficients(steps))  # (N_R, k)
+            self._fitted_steps = self.rows.matvec(self._coefficients(steps, self.rows))  # (N_R, k)
             self._trial_scale = torch.zeros(self.gamma.shape[0], dtype=torch.float64, device=toys.device)
 
     def try_steps(self, toys: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
